@@ -1,0 +1,21 @@
+"""wgflow: Wasserstein-geometry policy optimization on exactly solved, grid-discretized MDPs.
+
+Main names::
+
+    Grid, MDP, Policy, Discounted, Average, evaluate, solve, save, load, problems
+"""
+from .version import __version__
+from .errors import (WgflowError, ValidationError, NotUnichainError, ConvergenceError,
+                     FileFormatError)
+from .grids import Grid
+from .mdp import MDP
+from .policy import Policy
+from .objectives import Discounted, Average
+from .evaluation import evaluate, solve, Evaluation, Solution
+from .linalg import LinearSolveCache
+from . import problems
+from .io import save, load
+
+__all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
+           "FileFormatError", "Grid", "MDP", "Policy", "Discounted", "Average", "evaluate", "solve",
+           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load"]

@@ -1,0 +1,312 @@
+"""Tensor-product, cell-centred grids on boxes.
+
+A :class:`Grid` with ``bounds=[(lo_0, hi_0), ...]`` and ``shape=[n_0, ...]`` splits each axis
+into ``n_d`` cells of width ``h_d = (hi_d - lo_d) / n_d``; cell ``i`` of axis ``d`` has centre
+``lo_d + (i + 1/2) h_d``. Cells are flattened in C order (last axis fastest). An axis may be
+periodic (angles): its coordinate is then taken modulo ``hi_d - lo_d``.
+
+Two kinds of *stencils* put a point or a law on the grid, axis by axis, and are combined by
+tensor product:
+
+* :meth:`Grid.linear_stencil` -- multilinear deposition (linear interpolation weights onto the
+  two neighbouring centres). It conserves mass and the first moment; a point beyond the outermost
+  centre of a non-periodic axis puts all of its mass on the outermost cell.
+* :meth:`Grid.gaussian_stencil` -- a Gaussian law ``N(m, sigma^2)`` evaluated at the cell centres
+  and normalized over the grid (so mass that would leave the box stays on the grid), truncated to
+  the cells within ``cutoff * sigma`` of the nearest cell.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from .errors import ValidationError
+
+__all__ = ["Grid"]
+
+
+class Grid:
+    """Cell-centred tensor-product grid on a box.
+
+    Parameters
+    ----------
+    bounds : sequence of (lo, hi)
+        The box, one pair per dimension, ``lo < hi``.
+    shape : sequence of int
+        Number of cells per dimension (at least 1).
+    periodic : bool or sequence of bool, optional
+        Which axes wrap around (default: none).
+
+    Examples
+    --------
+    >>> g = Grid(bounds=[(-1, 1)], shape=[4])
+    >>> g.centers[:, 0]
+    array([-0.75, -0.25,  0.25,  0.75])
+    >>> g.cell_volume
+    0.5
+    """
+
+    def __init__(self, bounds, shape, periodic=False):
+        bounds = np.asarray(bounds, dtype=float)
+        if bounds.ndim == 1 and bounds.size == 2:
+            bounds = bounds[None, :]
+        if bounds.ndim != 2 or bounds.shape[1] != 2:
+            raise ValidationError(f"Grid bounds must be a sequence of (lo, hi) pairs, got shape {bounds.shape}")
+        if not np.all(np.isfinite(bounds)):
+            raise ValidationError(f"Grid bounds must be finite, got {bounds.tolist()}")
+        bad = np.nonzero(bounds[:, 1] <= bounds[:, 0])[0]
+        if bad.size:
+            d = int(bad[0])
+            raise ValidationError(f"Grid bounds of axis {d} must have lo < hi, got {tuple(bounds[d])}")
+        shape = np.atleast_1d(np.asarray(shape))
+        if shape.ndim != 1 or shape.size != bounds.shape[0]:
+            raise ValidationError(
+                f"Grid shape {shape.tolist()} does not match the {bounds.shape[0]} axes of bounds")
+        if not np.all(shape == np.round(shape)) or np.any(shape < 1):
+            raise ValidationError(f"Grid shape must be positive integers, got {shape.tolist()}")
+        periodic = np.broadcast_to(np.asarray(periodic, dtype=bool), (bounds.shape[0],)).copy()
+        self._bounds = bounds
+        self._shape = tuple(int(n) for n in shape)
+        self._periodic = tuple(bool(p) for p in periodic)
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def bounds(self) -> np.ndarray:
+        """Array ``(ndim, 2)`` of ``(lo, hi)`` per axis."""
+        return self._bounds.copy()
+
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def periodic(self) -> tuple:
+        return self._periodic
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._shape))
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Cell widths ``h_d``, array ``(ndim,)``."""
+        return (self._bounds[:, 1] - self._bounds[:, 0]) / np.asarray(self._shape)
+
+    @property
+    def cell_volume(self) -> float:
+        return float(np.prod(self.spacing))
+
+    @cached_property
+    def axes(self) -> list:
+        """Cell centres of each axis (list of 1-D arrays)."""
+        h = self.spacing
+        return [self._bounds[d, 0] + (np.arange(n) + 0.5) * h[d] for d, n in enumerate(self._shape)]
+
+    @cached_property
+    def centers(self) -> np.ndarray:
+        """Cell centres, array ``(size, ndim)`` in C order."""
+        mesh = np.meshgrid(*self.axes, indexing="ij")
+        out = np.stack([m.ravel() for m in mesh], axis=1)
+        out.setflags(write=False)
+        return out
+
+    @property
+    def strides(self) -> np.ndarray:
+        """Flat-index strides of each axis (C order)."""
+        s = np.ones(self.ndim, dtype=np.int64)
+        for d in range(self.ndim - 2, -1, -1):
+            s[d] = s[d + 1] * self._shape[d + 1]
+        return s
+
+    def __repr__(self) -> str:
+        b = ", ".join(f"({lo:g}, {hi:g})" for lo, hi in self._bounds)
+        per = "" if not any(self._periodic) else f", periodic={list(self._periodic)}"
+        return f"Grid(bounds=[{b}], shape={list(self._shape)}{per})"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Grid):
+            return NotImplemented
+        return (self._shape == other._shape and self._periodic == other._periodic
+                and np.allclose(self._bounds, other._bounds, rtol=1e-12, atol=0))
+
+    def __hash__(self):
+        return hash((self._shape, self._periodic, tuple(self._bounds.ravel().round(12))))
+
+    def to_dict(self) -> dict:
+        return {"bounds": self._bounds.tolist(), "shape": list(self._shape),
+                "periodic": list(self._periodic)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Grid":
+        return cls(d["bounds"], d["shape"], d.get("periodic", False))
+
+    # ------------------------------------------------------------------ points
+    def as_points(self, x, name: str = "points") -> np.ndarray:
+        """Validate and reshape coordinates to ``(n, ndim)`` float64."""
+        x = np.asarray(x, dtype=float)
+        if x.ndim == 1 and self.ndim == 1:
+            x = x[:, None]
+        elif x.ndim == 1 and x.size == self.ndim:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.ndim:
+            raise ValidationError(f"{name} must have shape (n, {self.ndim}), got {np.shape(x)}")
+        if not np.all(np.isfinite(x)):
+            row = int(np.nonzero(~np.all(np.isfinite(x), axis=1))[0][0])
+            raise ValidationError(f"{name} contain NaN or inf (first at row {row})")
+        return x
+
+    def wrap(self, x: np.ndarray) -> np.ndarray:
+        """Map periodic coordinates into ``[lo, hi)``; other axes unchanged."""
+        x = np.array(x, dtype=float, copy=True)
+        for d in range(self.ndim):
+            if self._periodic[d]:
+                lo, hi = self._bounds[d]
+                x[..., d] = lo + np.mod(x[..., d] - lo, hi - lo)
+        return x
+
+    def contains(self, x) -> np.ndarray:
+        """Boolean mask of points inside the box (periodic axes always count as inside)."""
+        x = self.as_points(x)
+        inside = np.ones(x.shape[0], dtype=bool)
+        for d in range(self.ndim):
+            if not self._periodic[d]:
+                lo, hi = self._bounds[d]
+                inside &= (x[:, d] >= lo) & (x[:, d] <= hi)
+        return inside
+
+    def cell_index(self, x) -> np.ndarray:
+        """Flat index of the cell containing each point (points outside are clamped to the box)."""
+        x = self.as_points(x)
+        idx = np.zeros(x.shape[0], dtype=np.int64)
+        for d, (n, h, st) in enumerate(zip(self._shape, self.spacing, self.strides)):
+            i = np.floor((x[:, d] - self._bounds[d, 0]) / h).astype(np.int64)
+            i = np.mod(i, n) if self._periodic[d] else np.clip(i, 0, n - 1)
+            idx += i * st
+        return idx
+
+    # ------------------------------------------------------------------ stencils (one axis)
+    def linear_stencil(self, x: np.ndarray, axis: int):
+        """Linear-interpolation weights of 1-D coordinates ``x`` on ``axis``.
+
+        Returns ``(idx, w, dw)``, each ``(n, 2)``: neighbouring cell indices along the axis, their
+        weights (non-negative, summing to 1) and the derivatives of the weights w.r.t. ``x``
+        (zero where the point is clamped at a non-periodic end).
+        """
+        x = np.asarray(x, dtype=float)
+        n, h, lo = self._shape[axis], self.spacing[axis], self._bounds[axis, 0]
+        u = (x - lo) / h - 0.5
+        if self._periodic[axis]:
+            clamped = np.zeros(x.shape, dtype=bool)
+        else:
+            clamped = (u <= 0.0) | (u >= n - 1)
+            u = np.clip(u, 0.0, n - 1)
+        j0 = np.floor(u)
+        frac = u - j0
+        # snap rounding noise so a point on a centre gives an exact one-cell stencil
+        snap = np.abs(frac - np.round(frac)) < 1e-12
+        j0 = np.where(snap, np.round(u), j0)
+        frac = np.where(snap, 0.0, frac)
+        j0 = j0.astype(np.int64)
+        j1 = j0 + 1
+        if self._periodic[axis]:
+            j0, j1 = np.mod(j0, n), np.mod(j1, n)
+        else:
+            j1 = np.minimum(j1, n - 1)
+        idx = np.stack([j0, j1], axis=-1)
+        w = np.stack([1.0 - frac, frac], axis=-1)
+        dw = np.stack([-np.ones_like(frac), np.ones_like(frac)], axis=-1) / h
+        dw[clamped] = 0.0
+        return idx, w, dw
+
+    def gaussian_stencil(self, mean: np.ndarray, sigma: float, axis: int, cutoff: float = 6.0):
+        """Weights of ``N(mean, sigma^2)`` evaluated at the centres of ``axis`` and normalized.
+
+        The window holds every cell within ``cutoff * sigma`` (plus one cell) of the in-grid cell
+        nearest to ``mean``; cells outside it carry relative density below
+        ``exp(-cutoff^2 / 2)`` and are dropped. On a periodic axis the law is wrapped (images are
+        summed). Returns ``(idx, w, dw)``, each ``(n, width)``, where ``dw`` is the derivative of
+        the normalized weights w.r.t. ``mean``.
+        """
+        m = np.asarray(mean, dtype=float)
+        n, h, lo = self._shape[axis], self.spacing[axis], self._bounds[axis, 0]
+        half = int(np.ceil(cutoff * sigma / h)) + 1
+        if self._periodic[axis]:
+            half = min(half, n)  # wider windows only repeat images beyond the cutoff
+            centre = np.floor((m - lo) / h).astype(np.int64)
+            j = centre[:, None] + np.arange(-half, half + 1)[None, :]
+            pos = lo + (j + 0.5) * h              # unwrapped position of each image
+            idx = np.mod(j, n)
+            valid = np.ones(j.shape, dtype=bool)
+        else:
+            centre = np.clip(np.floor((m - lo) / h), 0, n - 1).astype(np.int64)
+            j = centre[:, None] + np.arange(-half, half + 1)[None, :]
+            valid = (j >= 0) & (j < n)
+            idx = np.clip(j, 0, n - 1)
+            pos = lo + (j + 0.5) * h
+        z = (pos - m[:, None]) / sigma
+        logw = np.where(valid, -0.5 * z * z, -np.inf)
+        logw -= logw.max(axis=1, keepdims=True)
+        w = np.exp(logw)
+        w /= w.sum(axis=1, keepdims=True)
+        dlog = np.where(valid, z / sigma, 0.0)     # d log w_j / d mean before normalization
+        dw = w * (dlog - np.sum(w * dlog, axis=1, keepdims=True))
+        return idx, w, dw
+
+    # ------------------------------------------------------------------ stencils (all axes)
+    def combine_stencils(self, stencils):
+        """Tensor product of per-axis stencils ``[(idx_d, w_d, dw_d), ...]``.
+
+        Returns ``(idx, w, dw)`` with ``idx, w`` of shape ``(n, K)`` (flat cell indices and weights,
+        ``K`` the product of the widths) and ``dw`` of shape ``(n, K, ndim)``: the derivative of the
+        weights w.r.t. the point's coordinate on each axis.
+        """
+        strides = self.strides
+        idx = np.zeros((stencils[0][0].shape[0], 1), dtype=np.int64)
+        w = np.ones((idx.shape[0], 1))
+        dws = [np.ones((idx.shape[0], 1)) for _ in range(self.ndim)]
+        for d, (i_d, w_d, dw_d) in enumerate(stencils):
+            idx = (idx[:, :, None] + i_d[:, None, :] * strides[d]).reshape(idx.shape[0], -1)
+            for e in range(self.ndim):
+                factor = dw_d if e == d else w_d
+                dws[e] = (dws[e][:, :, None] * factor[:, None, :]).reshape(idx.shape[0], -1)
+            w = (w[:, :, None] * w_d[:, None, :]).reshape(idx.shape[0], -1)
+        return idx, w, np.stack(dws, axis=-1)
+
+    def interpolation_weights(self, x):
+        """Multilinear weights of points ``x`` ``(n, ndim)``: ``(idx, w)`` of shape ``(n, 2**ndim)``.
+
+        The weights are non-negative and sum to one (deposition conserves mass).
+        """
+        x = self.as_points(x)
+        st = [self.linear_stencil(x[:, d], d) for d in range(self.ndim)]
+        idx, w, _ = self.combine_stencils(st)
+        return idx, w
+
+    def deposit(self, x, masses=None) -> np.ndarray:
+        """Deposit point masses on the grid by multilinear weights (conservative).
+
+        Parameters
+        ----------
+        x : array ``(n, ndim)``
+            Points.
+        masses : array ``(n,)``, optional
+            Mass of each point (default: 1 each).
+
+        Returns
+        -------
+        array ``(size,)`` -- the cell masses; their sum equals ``masses.sum()`` to rounding.
+        """
+        idx, w = self.interpolation_weights(x)
+        m = np.ones(idx.shape[0]) if masses is None else np.asarray(masses, dtype=float)
+        return np.bincount(idx.ravel(), weights=(w * m[:, None]).ravel(), minlength=self.size)
+
+    def interpolate(self, values, x) -> np.ndarray:
+        """Multilinear interpolation of cell values ``(size, ...)`` at points ``x``."""
+        idx, w = self.interpolation_weights(x)
+        values = np.asarray(values)
+        return np.einsum("nk,nk...->n...", w, values[idx])

@@ -1,0 +1,119 @@
+"""What is optimized: :class:`Discounted` and :class:`Average` cost, optionally entropy-regularized.
+
+With entropy ``tau`` the per-state cost of a policy is
+``c_pi(s) = sum_a pi(a|s) [C(s, a) + tau * log pi_density(a|s)]`` where
+``pi_density = masses / actions.cell_volume``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ValidationError
+
+__all__ = ["Discounted", "Average", "Objective"]
+
+
+class Objective:
+    """Base class of objectives."""
+
+    entropy: float = 0.0
+
+    def _check_entropy(self):
+        if not (np.isfinite(self.entropy) and self.entropy >= 0):
+            raise ValidationError(f"entropy must be a finite number >= 0, got {self.entropy!r}")
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Discounted(Objective):
+    r"""Discounted cost :math:`J(\pi) = \sum_s \mu_0(s) V^\pi(s)`, :math:`V = c_\pi + \gamma P_\pi V`.
+
+    Parameters
+    ----------
+    gamma : float
+        Discount factor in ``[0, 1)``.
+    entropy : float
+        Entropy weight ``tau >= 0``.
+    initial : array ``(nS,)`` or None
+        Initial state law ``mu_0`` (default: uniform over state cells).
+
+    The metric weights are the normalized discounted occupancy
+    :math:`d_\pi = (1-\gamma)\,\mu_0^T (I - \gamma P_\pi)^{-1}`.
+
+    Examples
+    --------
+    >>> Discounted(gamma=0.95, entropy=0.1)
+    Discounted(gamma=0.95, entropy=0.1, initial=None)
+    """
+
+    gamma: float = 0.95
+    entropy: float = 0.0
+    initial: object = None
+
+    def __post_init__(self):
+        if not (np.isfinite(self.gamma) and 0.0 <= self.gamma < 1.0):
+            raise ValidationError(f"gamma must be in [0, 1), got {self.gamma!r} "
+                                  "(use Average() for the long-run average cost)")
+        self._check_entropy()
+        if self.initial is not None:
+            mu = np.asarray(self.initial, dtype=float)
+            object.__setattr__(self, "initial", mu)
+
+    def initial_law(self, n_states: int) -> np.ndarray:
+        """``mu_0`` as a validated probability vector of length ``n_states``."""
+        if self.initial is None:
+            return np.full(n_states, 1.0 / n_states)
+        from .mdp import _check_prob_vector
+        return _check_prob_vector(self.initial, n_states, "Discounted.initial")
+
+    def __repr__(self):
+        init = None if self.initial is None else f"array(shape={np.shape(self.initial)})"
+        return f"Discounted(gamma={self.gamma}, entropy={self.entropy}, initial={init})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Discounted):
+            return NotImplemented
+        same_init = (self.initial is None and other.initial is None) or (
+            self.initial is not None and other.initial is not None
+            and np.array_equal(self.initial, other.initial))
+        return self.gamma == other.gamma and self.entropy == other.entropy and same_init
+
+    __hash__ = None
+
+    def to_dict(self) -> dict:
+        return {"kind": "discounted", "gamma": float(self.gamma), "entropy": float(self.entropy)}
+
+
+@dataclass(frozen=True)
+class Average(Objective):
+    r"""Long-run average cost :math:`J(\pi) = \sum_s \rho_\pi(s) c_\pi(s)`.
+
+    ``rho_pi`` is the stationary law of ``P_pi``; the chain must be unichain (one recurrent
+    class), otherwise evaluation raises :class:`wgflow.NotUnichainError`. The bias ``h`` solves
+    ``h + J = c_pi + P_pi h`` with ``rho_pi . h = 0``; the metric weights are ``rho_pi``.
+
+    Examples
+    --------
+    >>> Average(entropy=0.1)
+    Average(entropy=0.1)
+    """
+
+    entropy: float = 0.0
+
+    def __post_init__(self):
+        self._check_entropy()
+
+    def to_dict(self) -> dict:
+        return {"kind": "average", "entropy": float(self.entropy)}
+
+
+def objective_from_dict(d: dict) -> Objective:
+    if d["kind"] == "discounted":
+        return Discounted(gamma=d["gamma"], entropy=d["entropy"], initial=d.get("initial"))
+    if d["kind"] == "average":
+        return Average(entropy=d["entropy"])
+    raise ValidationError(f"unknown objective kind {d['kind']!r}")

@@ -337,8 +337,9 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         ``"auto"``: policy iteration (soft when ``entropy > 0``). ``"value_iteration"`` on an
         Average objective means relative value iteration.
     tol : float
-        Policy iteration (soft): stop when the Bellman residual of ``V`` is below
-        ``tol * (1 + |V|_inf)``; exact policy iteration stops when the policy repeats.
+        Soft policy iteration: stop when the policy masses change by at most ``tol`` (sup-norm)
+        and return the last improved (Gibbs) policy; exact policy iteration stops when the policy
+        repeats.
         Value iteration: stop when ``|V_{k+1} - V_k|_inf < tol * (1 - gamma) / gamma`` (so ``V``
         is within ``tol`` of the fixed point). Relative VI: stop when the span of
         ``T h - h`` is below ``tol``.
@@ -430,10 +431,14 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
                     converged = True
                     break
             else:
-                res = _residual(mdp, objective, V, J)
-                if res <= tol * (1.0 + np.max(np.abs(V))):
+                # the Bellman residual is second order in the policy error (it is tau times a KL
+                # divergence), so stop on the change of the policy itself and return the improved one
+                change = float(np.max(np.abs(new - masses)))
+                masses = new
+                if change <= tol:
                     converged = True
                     break
+                continue
             masses = new
     finally:
         if bar is not None:

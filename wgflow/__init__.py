@@ -15,7 +15,8 @@ from .evaluation import evaluate, solve, Evaluation, Solution
 from .linalg import LinearSolveCache
 from . import problems
 from .io import save, load
+from .flows import flow, Trajectory
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
            "FileFormatError", "Grid", "MDP", "Policy", "Discounted", "Average", "evaluate", "solve",
-           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load"]
+           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory"]

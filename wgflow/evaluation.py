@@ -153,8 +153,13 @@ def policy_cost(mdp: MDP, masses: np.ndarray, tau: float) -> np.ndarray:
 
 def recurrent_classes(P_pi: sp.csr_matrix) -> list:
     """Closed communicating classes of the chain ``P_pi`` (lists of state indices)."""
-    n, labels = connected_components(P_pi, directed=True, connection="strong")
+    pos = P_pi.copy()
+    pos.data = (pos.data > 0).astype(float)
+    pos.eliminate_zeros()
+    n, labels = connected_components(pos, directed=True, connection="strong")
     coo = P_pi.tocoo()
+    coo = sp.coo_matrix((coo.data[coo.data > 0], (coo.row[coo.data > 0], coo.col[coo.data > 0])),
+                        shape=coo.shape)
     leaving = labels[coo.row] != labels[coo.col]
     open_ = np.zeros(n, dtype=bool)
     open_[labels[coo.row[leaving]]] = True

@@ -48,7 +48,10 @@ class Grid:
     """
 
     def __init__(self, bounds, shape, periodic=False):
-        bounds = np.asarray(bounds, dtype=float)
+        try:
+            bounds = np.asarray(bounds, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"Grid bounds must be numbers (lo, hi) per axis, got {bounds!r}") from exc
         if bounds.ndim == 1 and bounds.size == 2:
             bounds = bounds[None, :]
         if bounds.ndim != 2 or bounds.shape[1] != 2:
@@ -59,11 +62,16 @@ class Grid:
         if bad.size:
             d = int(bad[0])
             raise ValidationError(f"Grid bounds of axis {d} must have lo < hi, got {tuple(bounds[d])}")
-        shape = np.atleast_1d(np.asarray(shape))
+        if any(isinstance(n, (str, bytes)) for n in np.atleast_1d(np.asarray(shape, dtype=object))):
+            raise ValidationError(f"Grid shape must be positive integers, got {shape!r}")
+        try:
+            shape = np.atleast_1d(np.asarray(shape, dtype=float))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"Grid shape must be positive integers, got {shape!r}") from exc
         if shape.ndim != 1 or shape.size != bounds.shape[0]:
             raise ValidationError(
                 f"Grid shape {shape.tolist()} does not match the {bounds.shape[0]} axes of bounds")
-        if not np.all(shape == np.round(shape)) or np.any(shape < 1):
+        if not np.all(np.isfinite(shape)) or not np.all(shape == np.round(shape)) or np.any(shape < 1):
             raise ValidationError(f"Grid shape must be positive integers, got {shape.tolist()}")
         periodic = np.broadcast_to(np.asarray(periodic, dtype=bool), (bounds.shape[0],)).copy()
         self._bounds = bounds
@@ -166,7 +174,9 @@ class Grid:
         for d in range(self.ndim):
             if self._periodic[d]:
                 lo, hi = self._bounds[d]
-                x[..., d] = lo + np.mod(x[..., d] - lo, hi - lo)
+                w = lo + np.mod(x[..., d] - lo, hi - lo)
+                # lo + mod(.) can round up to hi for x just below lo: [lo, hi) is half open
+                x[..., d] = np.where(w >= hi, lo, w)
         return x
 
     def contains(self, x) -> np.ndarray:
@@ -198,6 +208,9 @@ class Grid:
         (zero where the point is clamped at a non-periodic end).
         """
         x = np.asarray(x, dtype=float)
+        if not np.all(np.isfinite(x)):
+            raise ValidationError(f"coordinates on axis {axis} contain NaN or inf (first at "
+                                  f"{int(np.nonzero(~np.isfinite(x))[0][0])})")
         n, h, lo = self._shape[axis], self.spacing[axis], self._bounds[axis, 0]
         u = (x - lo) / h - 0.5
         if self._periodic[axis]:
@@ -233,10 +246,14 @@ class Grid:
         the normalized weights w.r.t. ``mean``.
         """
         m = np.asarray(mean, dtype=float)
+        if not (np.isfinite(sigma) and sigma > 0):
+            raise ValidationError(f"gaussian_stencil needs a standard deviation > 0, got {sigma!r}")
+        if not np.all(np.isfinite(m)):
+            raise ValidationError(f"Gaussian means on axis {axis} contain NaN or inf")
         n, h, lo = self._shape[axis], self.spacing[axis], self._bounds[axis, 0]
         half = int(np.ceil(cutoff * sigma / h)) + 1
         if self._periodic[axis]:
-            half = min(half, n)  # wider windows only repeat images beyond the cutoff
+            # windows wider than the period hold several images of a cell: they are all summed
             centre = np.floor((m - lo) / h).astype(np.int64)
             j = centre[:, None] + np.arange(-half, half + 1)[None, :]
             pos = lo + (j + 0.5) * h              # unwrapped position of each image

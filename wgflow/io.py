@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+import warnings
 from pathlib import Path
 
 import h5py
@@ -37,7 +39,7 @@ class atomic_h5:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
     def __enter__(self) -> h5py.File:
         self.file = h5py.File(self.tmp, "w")
@@ -48,6 +50,8 @@ class atomic_h5:
             self.file.close()
         finally:
             if exc_type is None:
+                with open(self.tmp, "rb+") as fh:       # durable before it replaces a good file
+                    os.fsync(fh.fileno())
                 os.replace(self.tmp, self.path)
             elif self.tmp.exists():
                 self.tmp.unlink()
@@ -63,13 +67,16 @@ def _grid_from_attr(s):
     return None if d is None else Grid.from_dict(d)
 
 
-def _jsonable(obj):
+def _jsonable(obj, max_array: int | None = None):
+    """JSON-ready copy; arrays become lists (or a placeholder above ``max_array`` elements)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, max_array) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, max_array) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist() if obj.size <= 64 else f"<array shape={obj.shape}>"
+        if max_array is not None and obj.size > max_array:
+            return f"<array shape={obj.shape}>"
+        return obj.tolist()
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (str, int, float, bool)) or obj is None:
@@ -88,6 +95,8 @@ def _write_mdp(grp, mdp):
     grp.attrs["states"] = _grid_attr(mdp.states)
     grp.attrs["actions"] = _grid_attr(mdp.actions)
     grp.attrs["provenance"] = json.dumps(_jsonable(mdp.provenance))
+    from .mdp import DynamicsModel
+    grp.attrs["model"] = "dynamics" if isinstance(mdp.model, DynamicsModel) else "tabulated"
 
 
 def _write_policy(grp, pol):
@@ -113,7 +122,7 @@ def _write_result(grp, res, kind):
     hist = diag.pop("history", None)
     if hist is not None:
         grp.create_dataset("history", data=np.asarray(hist, dtype=float))
-    grp.attrs["diagnostics"] = json.dumps(_jsonable(diag))
+    grp.attrs["diagnostics"] = json.dumps(_jsonable(diag, max_array=64))
     if kind == "Solution":
         grp.attrs["iterations"] = res.iterations
         grp.attrs["converged"] = bool(res.converged)
@@ -172,6 +181,10 @@ def _read_mdp(grp):
     model = None
     if "problem" in prov and prov["problem"] in problems.names():
         model = problems.model(prov["problem"], **prov.get("params", {}))
+    elif grp.attrs.get("model", "tabulated") == "dynamics":
+        warnings.warn("this MDP was built from user dynamics, which a file cannot hold: off-grid "
+                      "evaluation of the loaded MDP interpolates the tables linearly in the action "
+                      "instead of using the drift and cost functions", UserWarning, stacklevel=3)
     return MDP(P, grp["C"][...], _grid_from_attr(grp.attrs["states"]),
                _grid_from_attr(grp.attrs["actions"]), model=model, provenance=prov)
 

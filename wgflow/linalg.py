@@ -31,11 +31,17 @@ class LinearSolveCache:
         GMRES iterations allowed before falling back to a new factorization.
     """
 
-    def __init__(self, reuse: bool = True, rtol: float = 1e-13, max_krylov: int = 25):
+    def __init__(self, reuse: bool = True, rtol: float = 1e-13, max_krylov: int = 25,
+                 max_refine: int = 6):
         self.reuse = reuse
         self.rtol = rtol
         self.max_krylov = max_krylov
+        self.max_refine = max_refine
         self._lu = None
+        # cost of the last direct (factor + solve) and reuse paths, to pick the cheaper one
+        self._t_direct = None
+        self._t_reuse = None
+        self._probe_in = 0
         self.stats = {"factorizations": 0, "krylov_solves": 0, "krylov_iterations": 0,
                       "refactorizations_after_krylov": 0, "factor_time": 0.0, "solve_time": 0.0}
 
@@ -57,26 +63,38 @@ class LinearSolveCache:
     def _krylov(self, A, b, trans):
         lu = self._lu
         op = A.T if trans else A
-        prec = spla.LinearOperator(A.shape, matvec=lambda r: lu.solve(r, trans="T" if trans else "N"),
-                                   dtype=float)
+        t = "T" if trans else "N"
+        nb = max(np.linalg.norm(b), 1e-300)
+        # iterative refinement with the old factors: cheap, and enough when A moved little
+        x = lu.solve(b, trans=t)
+        r = b - op @ x
+        rn = np.linalg.norm(r)
+        for _ in range(self.max_refine):
+            if rn <= self.rtol * nb:
+                return x
+            x = x + lu.solve(r, trans=t)
+            r = b - op @ x
+            rn_new = np.linalg.norm(r)
+            self.stats["krylov_iterations"] += 1
+            if rn_new > 0.5 * rn:       # contracting too slowly: hand over to GMRES
+                rn = rn_new
+                break
+            rn = rn_new
+        if rn <= self.rtol * nb:
+            return x
+        prec = spla.LinearOperator(A.shape, matvec=lambda v: lu.solve(v, trans=t), dtype=float)
         iters = [0]
 
         def count(_):
             iters[0] += 1
 
-        x0 = lu.solve(b, trans="T" if trans else "N")
-        # when the matrix barely changed the old factors alone are accurate enough: skip GMRES
-        nb = max(np.linalg.norm(b), 1e-300)
-        if np.linalg.norm(b - op @ x0) <= self.rtol * nb:
-            return x0
-        x, info = spla.gmres(op, b, x0=x0, M=prec, rtol=self.rtol, atol=0.0, restart=self.max_krylov,
+        x, info = spla.gmres(op, b, x0=x, M=prec, rtol=self.rtol, atol=0.0, restart=self.max_krylov,
                              maxiter=1, callback=count, callback_type="pr_norm")
         self.stats["krylov_iterations"] += iters[0]
         if info != 0:
             return None
         # GMRES's own residual estimate is preconditioned; confirm with the true residual
-        r = b - op @ x
-        if np.linalg.norm(r) > 10 * self.rtol * nb:
+        if np.linalg.norm(b - op @ x) > 10 * self.rtol * nb:
             return None
         return x
 
@@ -84,10 +102,16 @@ class LinearSolveCache:
         """Solve ``A x_i = b_i`` (or ``A^T x_i = b_i`` where ``trans[i]``) for each right-hand side."""
         t0 = time.perf_counter()
         out = None
-        if self.reuse and self._lu is not None and self._lu.shape == A.shape:
+        if self._probe_in > 0:
+            self._probe_in -= 1
+        try_reuse = (self.reuse and self._lu is not None and self._lu.shape == A.shape
+                     and self._probe_in == 0
+                     and (self._t_direct is None or self._t_reuse is None
+                          or self._t_reuse <= self._t_direct))
+        if try_reuse:
             out = []
             for b, t in zip(rhs, trans):
-                x = self._krylov(A, b, t)
+                x = self._krylov(A, np.asarray(b, dtype=float), t)
                 if x is None:
                     out = None
                     self.stats["refactorizations_after_krylov"] += 1
@@ -95,9 +119,18 @@ class LinearSolveCache:
                 out.append(x)
             if out is not None:
                 self.stats["krylov_solves"] += len(rhs)
+                self._t_reuse = time.perf_counter() - t0
+            else:
+                self._t_reuse = None    # failed: factorize now, re-probe reuse after a few solves
+                self._probe_in = 4
         if out is None:
+            t1 = time.perf_counter()
             self._factor(A)
             out = [self._lu.solve(np.asarray(b, dtype=float), trans="T" if t else "N")
                    for b, t in zip(rhs, trans)]
+            self._t_direct = time.perf_counter() - t1
+            if not try_reuse and self._t_reuse is not None:
+                # re-probe the reuse path now and then: its cost changes as the flow slows down
+                self._t_reuse *= 0.5
         self.stats["solve_time"] += time.perf_counter() - t0
         return out

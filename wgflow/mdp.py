@@ -86,7 +86,11 @@ class DynamicsModel:
     _terminal_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        self.noise = np.broadcast_to(np.asarray(self.noise, dtype=float), (self.states.ndim,)).copy()
+        noise = np.asarray(self.noise, dtype=float)
+        if noise.ndim > 1 or (noise.ndim == 1 and noise.size not in (1, self.states.ndim)):
+            raise ValidationError(f"noise must be a scalar or one standard deviation per state axis "
+                                  f"({self.states.ndim}), got shape {noise.shape}")
+        self.noise = np.broadcast_to(noise.reshape(-1) if noise.ndim else noise, (self.states.ndim,)).copy()
         if np.any(~np.isfinite(self.noise)) or np.any(self.noise < 0):
             raise ValidationError(f"noise must be finite and >= 0 per state dimension, got {self.noise}")
         if not self.noise_cutoff > 0:
@@ -106,16 +110,21 @@ class DynamicsModel:
         return self._terminal_mask
 
     def _drift(self, s, a):
-        m = np.asarray(self.drift(s, a), dtype=float).reshape(s.shape[0], self.states.ndim)
+        m = np.asarray(self.drift(s, a), dtype=float)
+        if m.size != s.shape[0] * self.states.ndim:
+            raise ValidationError(f"drift(s, a) must return shape ({s.shape[0]}, {self.states.ndim}) for "
+                                  f"{s.shape[0]} state-action pairs, got {m.shape}")
+        m = m.reshape(s.shape[0], self.states.ndim)
         if not np.all(np.isfinite(m)):
             bad = int(np.nonzero(~np.all(np.isfinite(m), axis=1))[0][0])
             raise ValidationError(f"drift returned NaN/inf at state {s[bad]}, action {a[bad]}")
         return m
 
     def _cost(self, s, a):
-        c = np.asarray(self.cost(s, a), dtype=float).reshape(-1)
-        if c.shape != (s.shape[0],):
+        c = np.asarray(self.cost(s, a), dtype=float)
+        if c.size != s.shape[0]:
             raise ValidationError(f"cost(s, a) must return shape ({s.shape[0]},), got {c.shape}")
+        c = c.reshape(-1)
         if not np.all(np.isfinite(c)):
             bad = int(np.nonzero(~np.isfinite(c))[0][0])
             raise ValidationError(f"cost returned NaN/inf at state {s[bad]}, action {a[bad]}")
@@ -284,18 +293,21 @@ class MDP:
     """
 
     def __init__(self, P, C, states: Grid | None = None, actions: Grid | None = None,
-                 model=None, provenance: dict | None = None, validate: bool = True):
+                 model=None, provenance: dict | None = None, validate: bool = True,
+                 copy: bool = True):
         if not sp.issparse(P):
             raise ValidationError("MDP(P, C) takes a sparse P; use MDP.from_arrays for dense input")
-        P = sp.csr_matrix(P, dtype=np.float64)
+        # own copies: later edits of the caller's arrays must not bypass validation
+        P = sp.csr_matrix(P, dtype=np.float64, copy=copy)
         P.sum_duplicates()
+        P.eliminate_zeros()      # stored zeros would count as transitions in graph algorithms
         if P.ndim != 2 or P.shape[0] % max(P.shape[1], 1) != 0 or P.shape[1] == 0:
             raise ValidationError(f"P must have shape (nS*nA, nS), got {P.shape}")
         nS = P.shape[1]
         nA = P.shape[0] // nS
         if nA == 0:
             raise ValidationError(f"P must have at least nS = {nS} rows, got {P.shape}")
-        self.C = _check_costs(C, nS, nA)
+        self.C = np.array(_check_costs(C, nS, nA), copy=True)
         if states is not None and states.size != nS:
             raise ValidationError(f"states grid has {states.size} cells but P has {nS} states")
         if actions is not None and actions.size != nA:
@@ -392,7 +404,7 @@ class MDP:
             costs[pairs] = c
         P = _csr_from_blocks(blocks_idx, blocks_w, nS)
         mdp = cls(P, costs.reshape(nS, nA), states, actions, model=model, provenance=provenance,
-                  validate=False)
+                  validate=False, copy=False)
         check_transition_matrix(mdp.P, nA)
         return mdp
 
@@ -490,7 +502,13 @@ class MDP:
         interpolation of the tabulated ``P`` and ``C`` over the action grid.
         """
         self.require_actions("off-grid evaluation")
-        return self.model.evaluate(state_index, actions)
+        idx = np.asarray(state_index)
+        if idx.size and (not np.issubdtype(idx.dtype, np.integer)
+                         or idx.min() < 0 or idx.max() >= self.n_states):
+            raise ValidationError(f"state indices must be integers in [0, {self.n_states}), got "
+                                  f"{idx.min() if idx.size else ''}..{idx.max() if idx.size else ''} "
+                                  f"({idx.dtype})")
+        return self.model.evaluate(idx, actions)
 
 
 def _csr_from_blocks(blocks_idx, blocks_w, nS) -> sp.csr_matrix:

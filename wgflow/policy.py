@@ -7,7 +7,7 @@ the grid represents, w.r.t. Lebesgue measure on the action box.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr, xlogy
+from scipy.special import log_ndtr, xlogy
 
 from .errors import ValidationError
 from .grids import Grid
@@ -40,6 +40,17 @@ def check_masses(masses, n_states: int | None = None, n_actions: int | None = No
                               f"{ROW_SUM_TOL:g}; {bad.size} states in all). Nothing is renormalized: "
                               "divide by the row sums yourself if that is what you mean.")
     return np.ascontiguousarray(m)
+
+
+def _log_cell_probabilities(z):
+    """``log(Phi(z[:, k+1]) - Phi(z[:, k]))`` accurate in both tails (``z`` increasing per row)."""
+    lo, hi = z[:, :-1], z[:, 1:]
+    upper = lo > 0      # above the mean use the upper tail: Phi(-lo) - Phi(-hi)
+    a = np.where(upper, -hi, lo)
+    b = np.where(upper, -lo, hi)
+    lb, la = log_ndtr(b), log_ndtr(a)
+    with np.errstate(divide="ignore"):
+        return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
 
 
 def gibbs_masses(Q: np.ndarray, tau: float) -> np.ndarray:
@@ -90,7 +101,7 @@ class Policy:
             raise ValidationError(f"masses have {m.shape[1]} actions but the action grid has {actions.size} cells")
         if states is not None and states.size != m.shape[0]:
             raise ValidationError(f"masses have {m.shape[0]} states but the state grid has {states.size} cells")
-        self._masses = m
+        self._masses = np.array(m, dtype=float, copy=True)   # never freeze the caller's array
         self._masses.setflags(write=False)
         self.actions = actions
         self.states = states
@@ -130,14 +141,14 @@ class Policy:
         masses = np.ones((nS, 1))
         for d in range(A.ndim):
             edges = A.bounds[d, 0] + np.arange(A.shape[d] + 1) * A.spacing[d]
-            cdf = ndtr((edges[None, :] - mu[:, d:d + 1]) / sd[:, d:d + 1])
-            p = np.diff(cdf, axis=1)
-            tot = p.sum(axis=1, keepdims=True)
-            if np.any(tot <= 0):
-                s = int(np.nonzero(tot[:, 0] <= 0)[0][0])
-                raise ValidationError(f"the Gaussian of state {s} puts no mass in the action box "
-                                      f"(mean {mu[s]}, std {sd[s]})")
-            masses = (masses[:, :, None] * (p / tot)[:, None, :]).reshape(nS, -1)
+            logp = _log_cell_probabilities((edges[None, :] - mu[:, d:d + 1]) / sd[:, d:d + 1])
+            top = logp.max(axis=1, keepdims=True)
+            if not np.all(np.isfinite(top)):
+                s = int(np.nonzero(~np.isfinite(top[:, 0]))[0][0])
+                raise ValidationError(f"the Gaussian of state {s} puts no (representable) mass in the "
+                                      f"action box (mean {mu[s]}, std {sd[s]})")
+            p = np.exp(logp - top)
+            masses = (masses[:, :, None] * (p / p.sum(axis=1, keepdims=True))[:, None, :]).reshape(nS, -1)
         return cls(masses, A, mdp.states, validate=True)
 
     @classmethod

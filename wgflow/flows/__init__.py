@@ -71,7 +71,11 @@ def flow(mdp, objective, policy0, scheme="otto", t_end: float = 10.0, dt: float 
         raise ValidationError(f"t_end must be a finite number >= 0, got {t_end}")
     if dt is not None and not (np.isfinite(dt) and dt > 0):
         raise ValidationError(f"dt must be > 0, got {dt}")
-    save_every = t_end / 100.0 if save_every is None else float(save_every)
+    if save_every is None:
+        save_every = t_end / 100.0
+        if dt is not None:      # save on the step grid: a whole number of fixed steps per frame
+            save_every = dt * max(1.0, np.ceil(save_every / dt - 1e-9))
+    save_every = float(save_every)
     if not save_every > 0 and t_end > 0:
         raise ValidationError(f"save_every must be > 0, got {save_every}")
     sch = get_scheme(scheme)(mdp, objective, **options)

@@ -91,8 +91,14 @@ class Otto(Scheme):
         return True
 
     def _rhs(self, state, with_dissipation=False):
-        w = state.evaluation.weights if with_dissipation else None
-        return otto_rhs(state.masses, state.evaluation.Q, self.tau, self.mdp.actions, w)
+        # cached on the state: suggest_dt, step and grad_norm2 all need it
+        key = "_rhs_diss" if with_dissipation else "_rhs"
+        if key not in state.info:
+            w = state.evaluation.weights if with_dissipation else None
+            state.info[key] = otto_rhs(state.masses, state.evaluation.Q, self.tau, self.mdp.actions, w)
+            if with_dissipation:
+                state.info["_rhs"] = state.info[key]
+        return state.info[key]
 
     def grad_norm2(self, state) -> float:
         return self._rhs(state, True)[2]

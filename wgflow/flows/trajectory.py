@@ -91,7 +91,7 @@ class Trajectory:
             for k, v in self.params.items():
                 w["params"][k].resize(n, axis=0)
                 w["params"][k][...] = v
-            w.attrs["diagnostics"] = json.dumps(_jsonable(self.diagnostics))
+            w.attrs["diagnostics"] = json.dumps(_jsonable(self.diagnostics, max_array=64))
             w.attrs["complete"] = True
         return Path(path)
 
@@ -191,7 +191,7 @@ class FrameWriter:
 
     def close(self, diagnostics=None, complete=True):
         if self.file:
-            self.group.attrs["diagnostics"] = json.dumps(_jsonable(diagnostics or {}))
+            self.group.attrs["diagnostics"] = json.dumps(_jsonable(diagnostics or {}, max_array=64))
             self.group.attrs["complete"] = bool(complete)
             self.file.flush()
             self.file.close()

@@ -51,9 +51,15 @@ def make_sg_flux(spacing: float):
                 for j in range(B):
                     dq = q[i, k + 1, j] - q[i, k, j]
                     if tau > 0.0:
-                        z = dq / tau
-                        cf = tau * bernoulli(z) * inv_h2
-                        cb = tau * bernoulli(-z) * inv_h2
+                        # B(-z) = B(z) + z: evaluate B at |z| (small, accurate) and add |dq| for the
+                        # other side -- one exponential per face and no cancellation
+                        tb = tau * bernoulli(abs(dq) / tau)
+                        if dq >= 0.0:
+                            cf = tb * inv_h2
+                            cb = (tb + dq) * inv_h2
+                        else:
+                            cf = (tb - dq) * inv_h2
+                            cb = tb * inv_h2
                     else:
                         cf = max(-dq, 0.0) * inv_h2
                         cb = max(dq, 0.0) * inv_h2
@@ -70,13 +76,14 @@ def sg_flux_numpy(m, q, tau, spacing):
     dq = q[:, 1:, :] - q[:, :-1, :]
     inv_h2 = 1.0 / (spacing * spacing)
     if tau > 0:
-        z = dq / tau
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            bz = np.where(np.abs(z) < 1e-10, 1.0 - 0.5 * z, z / np.expm1(z))
-            bmz = np.where(np.abs(z) < 1e-10, 1.0 + 0.5 * z, -z / np.expm1(-z))
-        bz = np.where(z > 700, z * np.exp(-np.minimum(z, 745.0)), bz)
-        bmz = np.where(-z > 700, -z * np.exp(np.maximum(z, -745.0)), bmz)
-        cf, cb = tau * bz * inv_h2, tau * bmz * inv_h2
+        z = np.abs(dq) / tau
+        small = z < 1e-10
+        big = z > 700.0
+        safe = np.where(small | big, 1.0, z)           # keeps expm1 finite and nonzero
+        tb = tau * np.where(small, 1.0 - 0.5 * z,
+                            np.where(big, z * np.exp(-np.clip(z, 700.0, 745.0)), safe / np.expm1(safe)))
+        cf = (tb + np.maximum(-dq, 0.0)) * inv_h2         # B(-z) = B(z) + z
+        cb = (tb + np.maximum(dq, 0.0)) * inv_h2
     else:
         cf, cb = np.maximum(-dq, 0.0) * inv_h2, np.maximum(dq, 0.0) * inv_h2
     F = cf * m[:, :-1, :] - cb * m[:, 1:, :]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ValidationError
 from ..grids import Grid
 from .registry import dynamics, register
 
@@ -17,7 +18,7 @@ def double_integrator(n_states=(41, 41), n_actions=21, x_max=3.0, v_max=3.0, a_m
     the standard deviation of the state noise (scalar or one per axis; 0 = deterministic,
     deposited by bilinear interpolation).
     """
-    S = Grid([(-x_max, x_max), (-v_max, v_max)], list(n_states))
+    S = Grid([(-x_max, x_max), (-v_max, v_max)], list(np.broadcast_to(n_states, (2,))))
     Ac = Grid([(-a_max, a_max)], [n_actions])
 
     def drift(s, a):
@@ -91,7 +92,7 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
     S = Grid([(-1.2, 0.6), (-0.07, 0.07)], [n_position, n_velocity])
     Ac = Grid([(-1.0, 1.0)], [n_actions])
     if goal not in ("absorbing", "reset"):
-        raise ValueError(f"goal must be 'absorbing' or 'reset', got {goal!r}")
+        raise ValidationError(f"goal must be 'absorbing' or 'reset', got {goal!r}")
 
     def step(s, a):
         x, v = s[:, 0], s[:, 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import ValidationError
 from ..grids import Grid
 from .registry import dynamics, register
 
@@ -18,7 +19,7 @@ def garnet(n_states=50, n_actions=10, branching=5, seed=0, cost_low=0.0, cost_hi
     """
     from ..mdp import MDP
     if not 1 <= branching <= n_states:
-        raise ValueError(f"branching must be in [1, n_states], got {branching}")
+        raise ValidationError(f"branching must be in [1, n_states], got {branching}")
     rng = np.random.default_rng(seed)
     n = n_states * n_actions
     cols = np.argsort(rng.random((n, n_states)), axis=1)[:, :branching]

@@ -39,7 +39,7 @@ def lqr2d(n_states=(21, 21), n_actions=(7, 7), x_max=4.0, a_max=3.0,
     """
     A = np.asarray(A, dtype=float)
     B = np.asarray(B, dtype=float)
-    S = Grid([(-x_max, x_max)] * 2, list(n_states))
+    S = Grid([(-x_max, x_max)] * 2, list(np.broadcast_to(n_states, (2,))))
     Ac = Grid([(-a_max, a_max)] * B.shape[1], list(np.broadcast_to(n_actions, (B.shape[1],))))
     return dict(
         states=S, actions=Ac, noise=noise, noise_cutoff=noise_cutoff,

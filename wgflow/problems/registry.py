@@ -75,8 +75,31 @@ def _resolve(name: str, params: dict):
     if unknown:
         raise ValidationError(f"problem {name!r} has no parameter(s) {unknown}; its parameters are "
                               f"{list(p.defaults)}")
+    for k, v in params.items():
+        _check_type(name, k, v, p.defaults[k])
     full = {**p.defaults, **params}
     return p, full
+
+
+def _check_type(problem, key, value, default):
+    """Parameters take the type of their default (ints for sizes, numbers, sequences, strings)."""
+    def fail(kind):
+        raise ValidationError(f"problem {problem!r}: parameter {key} must be {kind}, got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, (bool, np.bool_)):
+            fail("True or False")
+    elif isinstance(default, (int, np.integer)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            fail("an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            fail("a number")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            fail("a string")
+    elif isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list, np.ndarray, int, float)):
+            fail("a sequence")
 
 
 def _jsonable(v):

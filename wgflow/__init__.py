@@ -16,7 +16,9 @@ from .linalg import LinearSolveCache
 from . import problems
 from .io import save, load
 from .flows import flow, Trajectory
+from .hessian import hessian, Hessian
+from . import geodesics
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
            "FileFormatError", "Grid", "MDP", "Policy", "Discounted", "Average", "evaluate", "solve",
-           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory"]
+           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geodesics"]

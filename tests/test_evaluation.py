@@ -1,0 +1,714 @@
+"""Exact evaluation and exact solvers: cross-checks against QuantEcon, pymdptoolbox and dense
+independent computations, invariants, error paths and factorization reuse.
+
+Conventions (DESIGN section 1): wgflow minimizes costs, the references maximize rewards, so
+``V_wgflow = -V_reference`` and ``J_wgflow = -average_reward``; deterministic optimal policies are
+compared as action indices (argmin of our Q == argmax of theirs).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import mdptoolbox.example
+import mdptoolbox.mdp
+from quantecon.markov import DiscreteDP, MarkovChain, gth_solve
+
+import wgflow as wg
+from wgflow.kernels import policy_matrix
+
+GAMMAS = [0.5, 0.9, 0.99]
+
+
+# ---------------------------------------------------------------------------------------------
+# independent helpers (dense numpy; nothing here calls wgflow's solvers)
+# ---------------------------------------------------------------------------------------------
+def _seeded_rand(S, A, seed):
+    """``mdptoolbox.example.rand`` draws from the global numpy state: seed it, then restore it."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        return mdptoolbox.example.rand(S, A)
+    finally:
+        np.random.set_state(state)
+
+
+def _expected_reward(P_tb, R_tb):
+    """Rewards ``(S, A)`` from pymdptoolbox's ``R`` ``(S, A)`` or ``(A, S, S)``."""
+    R_tb = np.asarray(R_tb, dtype=float)
+    if R_tb.ndim == 3:
+        return np.einsum("ast,ast->sa", P_tb, R_tb)
+    return R_tb
+
+
+def _problem(name):
+    """``(mdp, P_tb (A, S, S) dense, R_tb as pymdptoolbox wants it, R_sa (S, A) rewards)``."""
+    if name.startswith("rand"):
+        P_tb, R_tb = _seeded_rand(30, 4, seed=int(name[4:]))
+    elif name.startswith("forest"):
+        P_tb, R_tb = mdptoolbox.example.forest(S=int(name[6:]))
+    elif name == "garnet":
+        g = wg.problems.get("garnet", n_states=40, n_actions=5, branching=4, seed=3)
+        S, A = g.n_states, g.n_actions
+        P_tb = g.P.toarray().reshape(S, A, S).transpose(1, 0, 2).copy()
+        R_tb = -g.C
+    else:  # pragma: no cover
+        raise KeyError(name)
+    mdp = wg.MDP.from_mdptoolbox(P_tb, R_tb)
+    return mdp, np.asarray(P_tb, dtype=float), R_tb, _expected_reward(P_tb, R_tb)
+
+
+PROBLEMS = ["rand7", "garnet", "forest3", "forest50"]
+
+
+def _dense_P(mdp):
+    return mdp.P.toarray().reshape(mdp.n_states, mdp.n_actions, mdp.n_states)
+
+
+def _dense_policy_matrix(Pd, masses):
+    return np.einsum("sa,sat->st", masses, Pd)
+
+
+def _dense_policy_cost(C, masses, tau, vol):
+    c = np.sum(masses * C, axis=1)
+    if tau > 0:
+        pos = masses > 0
+        logs = np.zeros_like(masses)
+        logs[pos] = np.log(masses[pos] / vol)
+        c = c + tau * np.sum(masses * logs, axis=1)
+    return c
+
+
+def _bordered_average(P_pi, c_pi, rho):
+    """Solve ``(I - P) h + J 1 = c``, ``rho . h = 0`` densely: returns ``(J, h)``."""
+    n = len(c_pi)
+    K = np.zeros((n + 1, n + 1))
+    K[:n, :n] = np.eye(n) - P_pi
+    K[:n, n] = 1.0
+    K[n, :n] = rho
+    sol = np.linalg.solve(K, np.r_[c_pi, 0.0])
+    return sol[n], sol[:n]
+
+
+def _soft_value(Q, tau, vol):
+    """``-tau log sum_a vol exp(-Q/tau)`` computed with an explicit min-shift."""
+    qmin = Q.min(axis=1)
+    return qmin - tau * np.log(np.sum(vol * np.exp(-(Q - qmin[:, None]) / tau), axis=1))
+
+
+def _gibbs(Q, tau):
+    z = np.exp(-(Q - Q.min(axis=1, keepdims=True)) / tau)
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _closed_classes_dense(P_pi):
+    """Closed communicating classes by boolean transitive closure (independent of scipy.csgraph)."""
+    n = P_pi.shape[0]
+    R = (P_pi > 0) | np.eye(n, dtype=bool)
+    while True:
+        R2 = (R.astype(np.int64) @ R.astype(np.int64)) > 0
+        if np.array_equal(R2, R):
+            break
+        R = R2
+    recurrent = [i for i in range(n) if np.all(R[R[i], i])]   # every state i reaches, reaches i back
+    classes = []
+    seen = set()
+    for i in recurrent:
+        if i in seen:
+            continue
+        cls = frozenset(np.nonzero(R[i] & R[:, i])[0].tolist())
+        seen |= cls
+        classes.append(cls)
+    return set(classes)
+
+
+def _q_gap(Q):
+    s = np.sort(Q, axis=1)
+    return np.min(s[:, 1] - s[:, 0]) if Q.shape[1] > 1 else np.inf
+
+
+def _assert_simplex(masses):
+    assert np.all(masses >= 0)
+    np.testing.assert_allclose(masses.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+def _random_masses(rng, nS, nA, zero_frac=0.3):
+    m = rng.dirichlet(np.ones(nA), size=nS)
+    m[rng.random((nS, nA)) < zero_frac] = 0.0
+    m[np.arange(nS), rng.integers(0, nA, nS)] += 0.5     # every row keeps some mass
+    return m / m.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. discounted, tau = 0: QuantEcon and pymdptoolbox
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_discounted_optimum_matches_quantecon_and_mdptoolbox(name, gamma):
+    mdp, P_tb, R_tb, R_sa = _problem(name)
+    S, A = mdp.n_states, mdp.n_actions
+    sol = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    assert sol.converged and sol.method == "policy_iteration"
+    m = sol.policy.masses
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    _assert_simplex(m)
+    ours = sol.policy.greedy()
+    # the optimal action is unique in every state (otherwise comparing policies is meaningless)
+    assert _q_gap(sol.Q) > 1e-8
+    scale = 1.0 + np.max(np.abs(sol.V))
+    tol = 1e-11 * scale / (1.0 - gamma)
+
+    # QuantEcon, state-action (sparse) form through wgflow's exporter
+    r1 = mdp.to_quantecon(gamma).solve(method="policy_iteration")
+    np.testing.assert_array_equal(r1.sigma, ours)
+    np.testing.assert_allclose(sol.V, -r1.v, rtol=0, atol=tol)
+
+    # QuantEcon, independently built from the dense (n, m, n) arrays
+    ddp = DiscreteDP(R_sa, P_tb.transpose(1, 0, 2), gamma)
+    r2 = ddp.solve(method="policy_iteration")
+    np.testing.assert_array_equal(r2.sigma, ours)
+    np.testing.assert_allclose(sol.V, -r2.v, rtol=0, atol=tol)
+    # soft Q = C + gamma P V with the reference's value
+    Q_ref = -(R_sa + gamma * np.einsum("ast,t->sa", P_tb, r2.v))
+    np.testing.assert_allclose(sol.Q, Q_ref, rtol=0, atol=tol)
+
+    # pymdptoolbox exact policy iteration (dense linear solve)
+    pi = mdptoolbox.mdp.PolicyIteration(P_tb, R_tb, gamma, eval_type="matrix")
+    pi.run()
+    np.testing.assert_array_equal(np.asarray(pi.policy), ours)
+    np.testing.assert_allclose(sol.V, -np.asarray(pi.V), rtol=0, atol=tol)
+
+    # J = mu0 . V with the default uniform mu0; weights are the discounted occupancy
+    assert sol.J == pytest.approx(np.mean(sol.V), rel=1e-13, abs=1e-13)
+    assert np.all(sol.weights >= 0) and abs(sol.weights.sum() - 1.0) <= 1e-12
+    P_pi = P_tb[ours, np.arange(S), :]
+    d = (1 - gamma) * np.linalg.solve((np.eye(S) - gamma * P_pi).T, np.full(S, 1.0 / S))
+    np.testing.assert_allclose(sol.weights, d, rtol=0, atol=1e-12)
+    assert sol.residual <= 1e-12 * scale / (1 - gamma)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("name", ["rand7", "garnet", "forest3", "forest50"])
+def test_mdptoolbox_value_iteration_gives_our_policy(name, gamma):
+    # pymdptoolbox's ValueIteration stops on a span criterion and returns the last iterate: its
+    # V can be off by a large near-constant (issue #39; forest(S=3), discount 0.99: V about
+    # (6.4, 10.0, 14.0) instead of (317.6, 321.1, 325.1)). Its *policy* is still the optimal one,
+    # so only the policy is compared; values are checked against PolicyIteration above.
+    mdp, P_tb, R_tb, _ = _problem(name)
+    sol = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    vi = mdptoolbox.mdp.ValueIteration(P_tb, R_tb, gamma, epsilon=1e-10)
+    vi.run()
+    np.testing.assert_array_equal(np.asarray(vi.policy), sol.policy.greedy())
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("name", ["rand7", "garnet", "forest50"])
+def test_value_iteration_within_stated_tolerance(name, gamma):
+    mdp, *_ = _problem(name)
+    tol = 1e-8
+    pi = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    vi = wg.solve(mdp, wg.Discounted(gamma=gamma), method="value_iteration", tol=tol)
+    assert vi.converged and vi.method == "value_iteration"
+    # stopping rule: |V_k+1 - V_k| < tol (1 - gamma) / gamma, so V_k+1 is within tol of V*
+    hist = vi.diagnostics["history"]
+    assert len(hist) == vi.iterations
+    assert hist[-1] < tol * (1 - gamma) / gamma
+    assert np.all(hist[:-1] >= tol * (1 - gamma) / gamma)
+    np.testing.assert_array_equal(vi.policy.masses, pi.policy.masses)
+    assert np.max(np.abs(vi.V - pi.V)) <= tol
+    assert abs(vi.J - pi.J) <= tol
+
+
+def test_from_mdptoolbox_layout_roundtrip():
+    g = wg.problems.get("garnet", n_states=12, n_actions=3, branching=3, seed=11)
+    S, A = g.n_states, g.n_actions
+    Pd = _dense_P(g)
+    m = wg.MDP.from_mdptoolbox(Pd.transpose(1, 0, 2), -g.C)
+    np.testing.assert_array_equal(m.P.toarray(), g.P.toarray())
+    np.testing.assert_array_equal(m.C, g.C)
+    mats, R = g.to_mdptoolbox(sparse=False)
+    np.testing.assert_array_equal(mats, Pd.transpose(1, 0, 2))
+    np.testing.assert_array_equal(R, -g.C)
+    # (A, S, S) rewards become expected rewards
+    rng = np.random.default_rng(0)
+    R3 = rng.random((A, S, S))
+    m3 = wg.MDP.from_mdptoolbox(Pd.transpose(1, 0, 2), R3)
+    np.testing.assert_allclose(m3.C, -np.einsum("sat,ast->sa", Pd, R3), rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. average cost, tau = 0
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["rand7", "rand8", "garnet", "forest50"])
+def test_average_cost_matches_rvi_and_dense(name):
+    mdp, P_tb, R_tb, R_sa = _problem(name)
+    S = mdp.n_states
+    sol = wg.solve(mdp, wg.Average())
+    assert sol.converged
+    ours = sol.policy.greedy()
+    _assert_simplex(sol.policy.masses)
+    assert set(np.unique(sol.policy.masses)) <= {0.0, 1.0}
+
+    # pymdptoolbox relative value iteration (rewards: average_reward = -J)
+    rvi = mdptoolbox.mdp.RelativeValueIteration(P_tb, R_tb, epsilon=1e-12)
+    rvi.run()
+    assert sol.J == pytest.approx(-rvi.average_reward, abs=1e-10)
+    if _q_gap(sol.Q) > 1e-8:
+        np.testing.assert_array_equal(np.asarray(rvi.policy), ours)
+
+    # dense, independent: stationary law (QuantEcon), J = rho . c_pi, bordered Poisson solve
+    P_pi = P_tb[ours, np.arange(S), :]
+    c_pi = -R_sa[np.arange(S), ours]
+    mc = MarkovChain(P_pi)
+    assert mc.num_recurrent_classes == 1
+    rho = mc.stationary_distributions[0]
+    np.testing.assert_allclose(rho, gth_solve(P_pi), rtol=0, atol=1e-13)
+    J_dense, h_dense = _bordered_average(P_pi, c_pi, rho)
+    assert rho @ c_pi == pytest.approx(J_dense, abs=1e-12)
+    assert sol.J == pytest.approx(J_dense, abs=1e-12 * (1 + abs(J_dense)))
+    np.testing.assert_allclose(sol.weights, rho, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sol.h, h_dense, rtol=0, atol=1e-10 * (1 + np.max(np.abs(h_dense))))
+    assert abs(sol.weights @ sol.h) <= 1e-12 * (1 + np.max(np.abs(sol.h)))
+    # Q = C - J + P h and the optimality equation h = min_a Q
+    Q_dense = -R_sa - J_dense + np.einsum("ast,t->sa", P_tb, h_dense)
+    np.testing.assert_allclose(sol.Q, Q_dense, rtol=0, atol=1e-10 * (1 + np.max(np.abs(h_dense))))
+    np.testing.assert_allclose(sol.Q.min(axis=1), sol.h, rtol=0, atol=1e-11 * (1 + np.max(np.abs(sol.h))))
+    assert sol.residual <= 1e-11 * (1 + np.max(np.abs(sol.h)))
+
+    # relative value iteration (wgflow) reaches the same gain
+    rv = wg.solve(mdp, wg.Average(), method="value_iteration", tol=1e-11)
+    assert rv.method == "relative_value_iteration" and rv.converged
+    assert rv.J == pytest.approx(sol.J, abs=1e-9)
+
+    # vanishing discount: (1 - gamma) mu0 . V_gamma -> J
+    disc = wg.solve(mdp, wg.Discounted(gamma=1 - 1e-6))
+    assert (1e-6) * disc.J == pytest.approx(sol.J, abs=1e-4 * (1 + abs(sol.J)))
+
+
+def test_average_periodic_and_transient_states():
+    # 0 -> 1 -> 2 -> 0 deterministic cycle (period 3) plus transient 3 -> {3, 0}
+    P = np.zeros((4, 1, 4))
+    P[0, 0, 1] = P[1, 0, 2] = P[2, 0, 0] = 1.0
+    P[3, 0, 3] = 0.5
+    P[3, 0, 0] = 0.5
+    C = np.array([[1.0], [2.0], [6.0], [100.0]])
+    mdp = wg.MDP.from_arrays(P, C)
+    ev = wg.evaluate(mdp, wg.Policy.uniform(mdp), wg.Average())
+    assert ev.J == pytest.approx(3.0, abs=1e-13)
+    np.testing.assert_allclose(ev.weights, [1 / 3, 1 / 3, 1 / 3, 0.0], rtol=0, atol=1e-15)
+    J, h = _bordered_average(P[:, 0, :], C[:, 0], np.array([1 / 3, 1 / 3, 1 / 3, 0.0]))
+    np.testing.assert_allclose(ev.h, h, rtol=0, atol=1e-12)
+    assert h[3] == pytest.approx(2 * (100 - 3) + h[0])   # transient: h3 = 100 - 3 + (h3 + h0)/2
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. entropy regularization
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["discounted", "average"])
+@pytest.mark.parametrize("grid", [True, False])
+def test_soft_solvers_agree_and_satisfy_soft_bellman(kind, grid):
+    g = wg.problems.get("garnet", n_states=30, n_actions=5, branching=4, seed=5)
+    mdp = g if grid else wg.MDP(g.P, g.C)            # with grid: vol = 1/5; without: vol = 1
+    vol = 1.0 / 5 if grid else 1.0
+    tau = 0.3
+    obj = wg.Discounted(gamma=0.9, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
+    spi = wg.solve(mdp, obj, method="soft_policy_iteration", tol=1e-12)
+    auto = wg.solve(mdp, obj, tol=1e-12)
+    vi = wg.solve(mdp, obj, method="value_iteration", tol=1e-11)
+    assert spi.method == auto.method == "soft_policy_iteration"
+    assert vi.method == ("value_iteration" if kind == "discounted" else "relative_value_iteration")
+    for s in (spi, auto, vi):
+        assert s.converged
+        _assert_simplex(s.policy.masses)
+        assert np.all(s.policy.masses > 0)                 # Gibbs policies have full support
+        assert s.J == pytest.approx(spi.J, abs=1e-8)
+        # the policy is the Gibbs policy of its own (exactly evaluated) Q
+        np.testing.assert_allclose(s.policy.masses, _gibbs(s.Q, tau), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(vi.V, spi.V, rtol=0, atol=1e-8)
+    # soft Bellman equation V = -tau log sum_a vol exp(-Q/tau), Q the soft Q of V
+    scale = 1.0 + np.max(np.abs(spi.V))
+    np.testing.assert_allclose(spi.V, _soft_value(spi.Q, tau, vol), rtol=0, atol=1e-10 * scale)
+    assert spi.residual <= 1e-10 * scale
+    Pd = _dense_P(mdp)
+    if kind == "discounted":
+        np.testing.assert_allclose(spi.Q, mdp.C + 0.9 * Pd @ spi.V, rtol=0, atol=1e-12 * scale)
+    else:
+        np.testing.assert_allclose(spi.Q, mdp.C - spi.J + Pd @ spi.h, rtol=0, atol=1e-12 * scale)
+        assert abs(spi.weights @ spi.h) <= 1e-12 * scale
+    # the soft optimum beats (or ties) any other policy, e.g. the uniform one and the hard optimum
+    for other in (wg.Policy.uniform(mdp), wg.solve(mdp, wg.Discounted(0.9) if kind == "discounted"
+                                                   else wg.Average()).policy):
+        assert wg.evaluate(mdp, other.masses, obj).J >= spi.J - 1e-12
+
+
+@pytest.mark.parametrize("grid", [True, False])
+@pytest.mark.parametrize("tau", [0.0, 0.7])
+def test_evaluate_discounted_matches_dense(rng, grid, tau):
+    g = wg.problems.get("garnet", n_states=25, n_actions=4, branching=5, seed=8)
+    mdp = g if grid else wg.MDP(g.P, g.C)
+    vol = 1.0 / 4 if grid else 1.0
+    gamma = 0.95
+    nS, nA = mdp.n_states, mdp.n_actions
+    masses = _random_masses(rng, nS, nA)
+    assert np.any(masses == 0)                                   # exercises 0 log 0 = 0
+    mu0 = rng.dirichlet(np.ones(nS))
+    ev = wg.evaluate(mdp, wg.Policy.from_masses(mdp, masses), wg.Discounted(gamma, tau, mu0))
+    Pd = _dense_P(mdp)
+    P_pi = _dense_policy_matrix(Pd, masses)
+    c_pi = _dense_policy_cost(mdp.C, masses, tau, vol)
+    V = np.linalg.solve(np.eye(nS) - gamma * P_pi, c_pi)
+    d = (1 - gamma) * np.linalg.solve((np.eye(nS) - gamma * P_pi).T, mu0)
+    scale = 1 + np.max(np.abs(V))
+    np.testing.assert_allclose(ev.c_pi, c_pi, rtol=0, atol=1e-14 * (1 + np.max(np.abs(c_pi))))
+    np.testing.assert_allclose(ev.V, V, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(ev.weights, d, rtol=0, atol=1e-13)
+    assert ev.J == pytest.approx(mu0 @ V, abs=1e-12 * scale)
+    np.testing.assert_allclose(ev.Q, mdp.C + gamma * Pd @ V, rtol=0, atol=1e-12 * scale)
+    # J = (1/(1-gamma)) d . c_pi  (occupancy identity)
+    assert ev.J == pytest.approx(ev.weights @ c_pi / (1 - gamma), abs=1e-11 * scale)
+    # policy as a raw array gives the same evaluation
+    ev2 = wg.evaluate(mdp, masses, wg.Discounted(gamma, tau, mu0))
+    np.testing.assert_array_equal(ev2.V, ev.V)
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.7])
+def test_evaluate_average_matches_dense(rng, tau):
+    mdp = wg.problems.get("garnet", n_states=25, n_actions=4, branching=3, seed=9)
+    nS, nA = mdp.n_states, mdp.n_actions
+    masses = _random_masses(rng, nS, nA)
+    ev = wg.evaluate(mdp, masses, wg.Average(entropy=tau))
+    Pd = _dense_P(mdp)
+    P_pi = _dense_policy_matrix(Pd, masses)
+    c_pi = _dense_policy_cost(mdp.C, masses, tau, 1.0 / nA)
+    mc = MarkovChain(P_pi)
+    assert mc.num_recurrent_classes == 1
+    rho = mc.stationary_distributions[0]
+    J, h = _bordered_average(P_pi, c_pi, rho)
+    scale = 1 + np.max(np.abs(h))
+    assert ev.J == pytest.approx(rho @ c_pi, abs=1e-12 * (1 + abs(J)))
+    assert ev.J == pytest.approx(J, abs=1e-12 * (1 + abs(J)))
+    np.testing.assert_allclose(ev.weights, rho, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(ev.h, h, rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(ev.Q, mdp.C - J + Pd @ h, rtol=0, atol=1e-11 * scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. invariants (property test)
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data(), nS=st.integers(1, 10), nA=st.integers(1, 4), seed=st.integers(0, 2**31),
+       tau=st.sampled_from([0.0, 0.05, 1.0]), kind=st.sampled_from(["discounted", "average"]),
+       gamma=st.sampled_from([0.0, 0.5, 0.99]), zero_frac=st.sampled_from([0.0, 0.5, 0.9]),
+       mu_kind=st.sampled_from(["uniform", "random", "point"]))
+def test_evaluation_invariants(data, nS, nA, seed, tau, kind, gamma, zero_frac, mu_kind):
+    branching = data.draw(st.integers(1, nS), label="branching")
+    mdp = wg.problems.get("garnet", n_states=nS, n_actions=nA, branching=branching, seed=seed)
+    r = np.random.default_rng(seed + 1)
+    masses = _random_masses(r, nS, nA, zero_frac)
+    _assert_simplex(masses)
+    Pd = _dense_P(mdp)
+    P_pi_dense = _dense_policy_matrix(Pd, masses)
+    P_pi = policy_matrix(mdp.P, masses)
+    np.testing.assert_allclose(np.asarray(P_pi.sum(axis=1)).ravel(), 1.0, rtol=0, atol=1e-14)
+    if kind == "discounted":
+        mu0 = {"uniform": None, "random": r.dirichlet(np.ones(nS)),
+               "point": np.eye(nS)[r.integers(nS)]}[mu_kind]
+        obj = wg.Discounted(gamma=gamma, entropy=tau, initial=mu0)
+    else:
+        obj = wg.Average(entropy=tau)
+        closed = _closed_classes_dense(P_pi_dense)
+        if len(closed) > 1:
+            event("average: several closed classes")
+            with pytest.raises(wg.NotUnichainError) as exc:
+                wg.evaluate(mdp, masses, obj)
+            assert {frozenset(np.asarray(c).tolist()) for c in exc.value.classes} == closed
+            return
+    event(f"{kind} evaluated")
+    ev = wg.evaluate(mdp, masses, obj)
+    V, w, c = ev.V, ev.weights, ev.c_pi
+    scale = 1.0 + np.max(np.abs(V))
+    # weights are probability vectors
+    assert np.all(w >= 0)
+    assert abs(w.sum() - 1.0) <= 1e-12
+    if kind == "discounted":
+        # V = c_pi + gamma P_pi V to rounding; J = mu0 . V; d = (1-g) mu0 + g d P_pi
+        res = V - c - gamma * (P_pi @ V)
+        assert np.max(np.abs(res)) <= 1e-12 * scale
+        assert ev.J == pytest.approx(obj.initial_law(nS) @ V, abs=1e-13 * scale)
+        np.testing.assert_allclose(w, (1 - gamma) * obj.initial_law(nS) + gamma * (P_pi.T @ w),
+                                   rtol=0, atol=1e-13)
+        np.testing.assert_allclose(ev.Q, mdp.C + gamma * (Pd @ V), rtol=0, atol=1e-12 * scale)
+    else:
+        # h + J = c_pi + P_pi h, rho P_pi = rho, rho . h = 0, J = rho . c_pi
+        res = V + ev.J - c - P_pi @ V
+        assert np.max(np.abs(res)) <= 1e-12 * (scale + abs(ev.J))
+        np.testing.assert_allclose(P_pi.T @ w, w, rtol=0, atol=1e-13)
+        assert abs(w @ V) <= 1e-12 * scale
+        assert ev.J == pytest.approx(w @ c, abs=1e-12 * (1 + abs(ev.J)))
+        np.testing.assert_allclose(ev.Q, mdp.C - ev.J + Pd @ V, rtol=0, atol=1e-12 * (scale + abs(ev.J)))
+    # the Bellman operator applied to the policy: sum_a pi Q + tau entropy term = V
+    ent = _dense_policy_cost(np.zeros_like(mdp.C), masses, tau, mdp.actions.cell_volume)
+    np.testing.assert_allclose(np.sum(masses * ev.Q, axis=1) + ent, V, rtol=0, atol=1e-12 * (scale + abs(ev.J)))
+
+
+@pytest.mark.parametrize("kind", ["discounted", "average"])
+@pytest.mark.parametrize("tau", [0.0, 0.2])
+def test_solution_invariants(kind, tau):
+    mdp = wg.problems.get("garnet", n_states=60, n_actions=6, branching=4, seed=21)
+    obj = wg.Discounted(gamma=0.97, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
+    sol = wg.solve(mdp, obj)
+    _assert_simplex(sol.policy.masses)
+    assert np.all(sol.weights >= 0) and abs(sol.weights.sum() - 1) <= 1e-12
+    scale = 1.0 + np.max(np.abs(sol.V)) + abs(sol.J)
+    if tau == 0:
+        # optimal Bellman equation holds to rounding for the exactly evaluated optimal policy
+        assert sol.residual <= 1e-12 * scale
+        TV = sol.Q.min(axis=1)
+    else:
+        assert sol.residual <= 1e-10 * scale
+        TV = _soft_value(sol.Q, tau, mdp.actions.cell_volume)
+    np.testing.assert_allclose(TV, sol.V, rtol=0, atol=max(sol.residual, 1e-12 * scale) * 1.01)
+    if kind == "discounted":
+        assert sol.J == pytest.approx(np.mean(sol.V), abs=1e-13 * scale)
+    else:
+        ev = wg.evaluate(mdp, sol.policy, obj)
+        assert sol.J == pytest.approx(sol.weights @ ev.c_pi, abs=1e-13 * scale)
+        assert abs(sol.weights @ sol.h) <= 1e-12 * scale
+    assert len(sol.diagnostics["history"]) == sol.iterations
+    # (soft) policy iteration improves monotonically: J of the evaluated policies never increases
+    hist = sol.diagnostics["history"]
+    assert len(hist) >= 2 and np.all(np.diff(hist) <= 1e-12 * scale)
+    assert sol.J <= hist[-1] + 1e-12 * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. non-unichain
+# ---------------------------------------------------------------------------------------------
+def _two_class_mdp():
+    """5 states, 2 actions. Action 0: {0, 1} and {2, 3} are closed cycles, 4 is transient.
+    Action 1 moves everything to state 0 (so the MDP itself can be unichain)."""
+    P = np.zeros((5, 2, 5))
+    P[0, 0, 1] = P[1, 0, 0] = 1.0
+    P[2, 0, 3] = 0.3
+    P[2, 0, 2] = 0.7
+    P[3, 0, 2] = 1.0
+    P[4, 0, [0, 2, 4]] = [0.25, 0.25, 0.5]
+    P[:, 1, 0] = 1.0
+    C = np.arange(10, dtype=float).reshape(5, 2) / 10
+    return wg.MDP.from_arrays(P, C), P
+
+
+def test_not_unichain_raises_with_classes():
+    mdp, P = _two_class_mdp()
+    masses = np.zeros((5, 2))
+    masses[:, 0] = 1.0
+    with pytest.raises(wg.NotUnichainError) as exc:
+        wg.evaluate(mdp, masses, wg.Average())
+    err = exc.value
+    assert isinstance(err, ValueError) and isinstance(err, wg.WgflowError)
+    assert "recurrent classes" in str(err)
+    assert sorted(sorted(np.asarray(c).tolist()) for c in err.classes) == [[0, 1], [2, 3]]
+    # also with entropy and through solve (policy0 multichain)
+    with pytest.raises(wg.NotUnichainError):
+        wg.evaluate(mdp, masses, wg.Average(entropy=0.1))
+    with pytest.raises(wg.NotUnichainError):
+        wg.solve(mdp, wg.Average(), policy0=wg.Policy.from_masses(mdp, masses))
+    # discounted evaluation of the same policy is fine and exact
+    gamma = 0.9
+    ev = wg.evaluate(mdp, masses, wg.Discounted(gamma=gamma))
+    P_pi = P[:, 0, :]
+    V = np.linalg.solve(np.eye(5) - gamma * P_pi, mdp.C[:, 0])
+    np.testing.assert_allclose(ev.V, V, rtol=0, atol=1e-13)
+    assert np.all(ev.weights >= 0) and abs(ev.weights.sum() - 1) <= 1e-12
+    # a unichain policy (action 1 somewhere in class {2, 3}) evaluates fine
+    m2 = masses.copy()
+    m2[3] = [0.5, 0.5]
+    ev2 = wg.evaluate(mdp, m2, wg.Average())
+    assert ev2.weights[4] == 0.0
+    assert abs(ev2.weights.sum() - 1) <= 1e-12
+
+
+def test_not_unichain_detected_with_explicit_zeros_in_P():
+    # two closed classes {0, 1} and {2, 3}; the sparse P *stores* a 0.0 at (2 -> 0)
+    rows = np.array([0, 0, 1, 1, 2, 2, 2, 3, 3])
+    cols = np.array([0, 1, 0, 1, 2, 3, 0, 2, 3])
+    data = np.array([0.5, 0.5, 0.3, 0.7, 0.4, 0.6, 0.0, 0.9, 0.1])
+    P = sp.csr_matrix((data, (rows, cols)), shape=(4, 4))
+    assert P.nnz == 9                                  # the explicit zero is stored
+    mdp = wg.MDP(P, np.array([[1.0], [2.0], [3.0], [4.0]]))
+    with pytest.raises(wg.NotUnichainError):
+        wg.evaluate(mdp, wg.Policy.uniform(mdp), wg.Average())
+
+
+def test_recurrent_classes_ignores_stored_zeros():
+    from wgflow.evaluation import recurrent_classes
+    # P_pi with stored zeros 2 -> 0 and 0 -> 4; true classes {0, 1} and {2, 3}; 4 transient
+    rows = np.array([0, 0, 0, 1, 2, 2, 2, 3, 4, 4])
+    cols = np.array([0, 1, 4, 0, 2, 3, 0, 2, 4, 1])
+    data = np.array([0.5, 0.5, 0.0, 1.0, 0.4, 0.6, 0.0, 1.0, 0.5, 0.5])
+    P_pi = sp.csr_matrix((data, (rows, cols)), shape=(5, 5))
+    assert P_pi.nnz == 10
+    found = {frozenset(np.asarray(c).tolist()) for c in recurrent_classes(P_pi)}
+    assert found == {frozenset({0, 1}), frozenset({2, 3})}
+    assert found == _closed_classes_dense(P_pi.toarray())
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. factorization reuse
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tau", [0.0, 0.2])
+@pytest.mark.parametrize("kind", ["discounted", "average"])
+def test_reuse_factorization_gives_same_answer(tau, kind):
+    mdp = wg.problems.get("garnet", n_states=150, n_actions=6, branching=5, seed=4)
+    obj = wg.Discounted(gamma=0.99, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
+    a = wg.solve(mdp, obj, reuse_factorization=True)
+    b = wg.solve(mdp, obj, reuse_factorization=False)
+    assert a.iterations == b.iterations
+    if tau == 0:
+        np.testing.assert_array_equal(a.policy.masses, b.policy.masses)
+    else:
+        np.testing.assert_allclose(a.policy.masses, b.policy.masses, rtol=0, atol=1e-10)
+    assert a.J == pytest.approx(b.J, abs=1e-10)
+    np.testing.assert_allclose(a.V, b.V, rtol=0, atol=1e-10 * (1 + np.max(np.abs(b.V))))
+    sa, sb = a.diagnostics["linear_solver"], b.diagnostics["linear_solver"]
+    assert sb["krylov_solves"] == 0 and sb["factorizations"] == b.iterations
+    # with reuse every evaluation after the first tried the old factorization first
+    assert sa["krylov_iterations"] > 0
+    assert sa["factorizations"] + sa["krylov_solves"] / 2 == a.iterations
+
+
+def _policy_system(mdp, masses, gamma=0.99):
+    I = sp.identity(mdp.n_states, format="csr")
+    return (I - gamma * policy_matrix(mdp.P, masses)).tocsr()
+
+
+def _primed_cache(mdp, masses, rhs, trans):
+    """A fresh cache that has factorized the system of ``masses`` (each scenario gets its own
+    cache: after the first reuse attempt the cache may choose its path from measured timings)."""
+    cache = wg.LinearSolveCache(reuse=True)
+    A0 = _policy_system(mdp, masses)
+    out = cache.solve(A0, rhs, trans)
+    assert cache.stats["factorizations"] == 1 and cache.stats["krylov_solves"] == 0
+    for x, b, t in zip(out, rhs, trans):
+        assert np.linalg.norm((A0.T if t else A0) @ x - b) <= 1e-13 * np.linalg.norm(b)
+    return cache, out
+
+
+def _perturbed(rng, masses, eps):
+    m = masses * (1 + eps * rng.random(masses.shape))
+    return m / m.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("eps", [1e-7, 1e-3, 3e-2])
+def test_linear_solve_cache_reuses_factorization_for_nearby_matrix(rng, eps):
+    mdp = wg.problems.get("garnet", n_states=300, n_actions=4, branching=5, seed=1)
+    masses = rng.dirichlet(np.ones(4), size=300)
+    b, c = rng.random(300), rng.random(300)
+    cache, (x0, _) = _primed_cache(mdp, masses, [b, c], [False, True])
+    A1 = _policy_system(mdp, _perturbed(rng, masses, eps))
+    x1, y1 = cache.solve(A1, [b, c], [False, True])
+    # no new factorization: the old LU served as preconditioner / refinement operator
+    assert cache.stats["factorizations"] == 1
+    assert cache.stats["krylov_solves"] == 2
+    assert cache.stats["refactorizations_after_krylov"] == 0
+    assert cache.stats["krylov_iterations"] <= 2 * cache.max_krylov
+    # requested accuracy, checked on the true residual, and agreement with a direct solve
+    assert np.linalg.norm(A1 @ x1 - b) <= 10 * cache.rtol * np.linalg.norm(b)
+    assert np.linalg.norm(A1.T @ y1 - c) <= 10 * cache.rtol * np.linalg.norm(c)
+    np.testing.assert_allclose(x1, sp.linalg.spsolve(A1.tocsc(), b), rtol=1e-11)
+    np.testing.assert_allclose(y1, sp.linalg.spsolve(A1.T.tocsc(), c), rtol=1e-11)
+    assert np.max(np.abs(x1 - x0)) > 1e-9        # the answer did change: not a stale solve
+
+
+def test_linear_solve_cache_falls_back_to_refactorization(rng):
+    mdp = wg.problems.get("garnet", n_states=300, n_actions=4, branching=5, seed=1)
+    masses = rng.dirichlet(np.ones(4), size=300)
+    b, c = rng.random(300), rng.random(300)
+    cache, _ = _primed_cache(mdp, masses, [b, c], [False, True])
+    # very different matrix (another MDP): the old factors are useless, the cache refactorizes
+    other = wg.problems.get("garnet", n_states=300, n_actions=4, branching=5, seed=2)
+    A2 = _policy_system(other, masses)
+    x2, y2 = cache.solve(A2, [b, c], [False, True])
+    assert cache.stats["refactorizations_after_krylov"] == 1
+    assert cache.stats["factorizations"] == 2
+    assert cache.stats["krylov_solves"] == 0
+    assert np.linalg.norm(A2 @ x2 - b) <= 1e-13 * np.linalg.norm(b)
+    assert np.linalg.norm(A2.T @ y2 - c) <= 1e-13 * np.linalg.norm(c)
+    # reuse=False never tries the old factors
+    plain = wg.LinearSolveCache(reuse=False)
+    A0 = _policy_system(mdp, masses)
+    plain.solve(A0, [b], [False])
+    x1, = plain.solve(_policy_system(mdp, _perturbed(rng, masses, 1e-7)), [b], [False])
+    assert plain.stats["factorizations"] == 2 and plain.stats["krylov_iterations"] == 0
+    assert plain.stats["krylov_solves"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. convergence failures
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["discounted", "average"])
+def test_value_iteration_max_iter_raises_convergence_error(kind):
+    mdp = wg.problems.get("garnet", n_states=30, n_actions=4, seed=2)
+    obj = wg.Discounted(gamma=0.99) if kind == "discounted" else wg.Average()
+    with pytest.raises(wg.ConvergenceError) as exc:
+        wg.solve(mdp, obj, method="value_iteration", max_iter=5, tol=1e-12)
+    err = exc.value
+    assert isinstance(err, RuntimeError) and isinstance(err, wg.WgflowError)
+    d = err.diagnostics
+    assert len(d["history"]) == 5
+    assert d["solution"].iterations == 5 and not d["solution"].converged
+    # the last sup-norm step is still above the stopping threshold (the greedy policy of the
+    # 5th iterate may already be optimal: the error is about the method's own criterion)
+    thresh = 1e-12 * (1 - 0.99) / 0.99 if kind == "discounted" else 1e-12
+    assert d["history"][-1] >= thresh
+    assert "5 iterations" in str(err)
+
+
+def test_relative_value_iteration_periodic_chain_needs_aperiodicity():
+    # deterministic 3-cycle, one action: RVI oscillates forever unless the aperiodicity
+    # transform h <- a h + (1 - a) T h is used; the gain is the mean cost along the cycle
+    P = np.zeros((3, 1, 3))
+    P[0, 0, 1] = P[1, 0, 2] = P[2, 0, 0] = 1.0
+    mdp = wg.MDP.from_arrays(P, np.array([[0.0], [3.0], [9.0]]))
+    with pytest.raises(wg.ConvergenceError) as exc:
+        wg.solve(mdp, wg.Average(), method="relative_value_iteration", max_iter=500)
+    assert np.min(exc.value.diagnostics["history"]) > 1.0      # the span never shrinks
+    sol = wg.solve(mdp, wg.Average(), method="relative_value_iteration", aperiodicity=0.5, tol=1e-12)
+    assert sol.converged and sol.J == pytest.approx(4.0, abs=1e-12)
+    np.testing.assert_allclose(sol.weights, 1 / 3, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError):
+        wg.solve(mdp, wg.Average(), method="relative_value_iteration", aperiodicity=1.0)
+
+
+@pytest.mark.parametrize("kind", ["discounted", "average"])
+def test_policy_iteration_terminates_with_duplicate_actions(kind):
+    # actions 0 and 1 are identical: exact ties everywhere; PI must not cycle between them
+    g = wg.problems.get("garnet", n_states=40, n_actions=3, branching=4, seed=13)
+    S = g.n_states
+    Pd = _dense_P(g)
+    Pdup = np.concatenate([Pd[:, :1], Pd], axis=1)              # (S, 4, S): action 0 duplicated
+    Cdup = np.concatenate([g.C[:, :1], g.C], axis=1)
+    dup = wg.MDP.from_arrays(Pdup, Cdup)
+    obj = wg.Discounted(gamma=0.95) if kind == "discounted" else wg.Average()
+    a, b = wg.solve(dup, obj), wg.solve(wg.MDP(g.P, g.C), obj)
+    assert a.converged and a.iterations < 50
+    assert a.J == pytest.approx(b.J, abs=1e-12)
+    np.testing.assert_allclose(a.V, b.V, rtol=0, atol=1e-10)
+    # and from a policy that already sits on the duplicate: it stays (ties keep the current action)
+    start = np.zeros((S, 4))
+    start[np.arange(S), 0] = 1.0
+    c = wg.solve(dup, obj, policy0=wg.Policy.from_masses(dup, start))
+    assert c.J == pytest.approx(b.J, abs=1e-12)
+
+
+def test_policy_iteration_max_iter_raises_convergence_error():
+    mdp = wg.problems.get("garnet", n_states=30, n_actions=4, seed=2)
+    with pytest.raises(wg.ConvergenceError) as exc:
+        wg.solve(mdp, wg.Discounted(gamma=0.9), max_iter=1)
+    assert exc.value.diagnostics["solution"].iterations == 1
+    # the same call with enough iterations converges
+    assert wg.solve(mdp, wg.Discounted(gamma=0.9), max_iter=50).converged

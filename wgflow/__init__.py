@@ -9,7 +9,7 @@ from .errors import (WgflowError, ValidationError, NotUnichainError, Convergence
                      FileFormatError)
 from .grids import Grid
 from .mdp import MDP
-from .policy import Policy
+from .policy import Policy, ParticlePolicy
 from .objectives import Discounted, Average
 from .evaluation import evaluate, solve, Evaluation, Solution
 from .linalg import LinearSolveCache
@@ -17,8 +17,8 @@ from . import problems
 from .io import save, load
 from .flows import flow, Trajectory
 from .hessian import hessian, Hessian
-from . import geodesics
+from . import geometry, geodesics, plot
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
-           "FileFormatError", "Grid", "MDP", "Policy", "Discounted", "Average", "evaluate", "solve",
-           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geodesics"]
+           "FileFormatError", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
+           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geometry", "geodesics", "plot"]

@@ -7,8 +7,6 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 
 def _parse_param(text: str):
     if "=" not in text:

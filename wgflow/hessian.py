@@ -27,8 +27,6 @@ the *transport* part is the rest (responses of ``Q`` and of the weights).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -37,7 +35,7 @@ import scipy.sparse.linalg as spla
 from .errors import ValidationError
 from .evaluation import Evaluation, _check_objective, _check_policy, _evaluate_masses, _cell_volume
 from .linalg import LinearSolveCache
-from .objectives import Average, Discounted
+from .objectives import Discounted
 from .policy import Policy
 
 __all__ = ["hessian", "Hessian", "continuity_curve", "mobility", "laplacian_apply",
@@ -451,7 +449,7 @@ def hessian(mdp, objective, policy, mobility: str = "sg") -> Hessian:
     >>> lam = H.spectrum(1)[0]       # ~ kappa * curvature for a Gaussian Gibbs law
     """
     _check_objective(objective)
-    A = mdp.require_actions("hessian")
+    mdp.require_actions("hessian")
     masses = _check_policy(mdp, policy)
     if np.any(masses <= 0):
         s, a = np.argwhere(masses <= 0)[0]

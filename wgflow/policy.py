@@ -249,3 +249,6 @@ class Policy:
         return np.array_equal(self._masses, other._masses) and self.actions == other.actions
 
     __hash__ = None
+
+
+from .particles import ParticlePolicy  # noqa: E402,F401  (DESIGN: wgflow.policy.ParticlePolicy)

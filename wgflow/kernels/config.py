@@ -14,7 +14,6 @@ def jit(func=None, **options):
 
     Set the environment variable ``WGFLOW_NO_JIT=1`` to run the pure-Python bodies (debugging).
     """
-    global KERNELS_DECLARED
     opts = {"cache": True, "nogil": True}
     opts.update(options)
 

@@ -66,7 +66,7 @@ def make_sg_flux(spacing: float):
                     F[i, k, j] = cf * m[i, k, j] - cb * m[i, k + 1, j]
                     rate[i, k, j] += cf
                     rate[i, k + 1, j] += cb
-        return F
+        # returns nothing: cached closures returning arrays have tripped numba's runtime
 
     return flux
 

@@ -17,8 +17,8 @@ from . import problems
 from .io import save, load
 from .flows import flow, Trajectory
 from .hessian import hessian, Hessian
-from . import geometry, geodesics, plot
+from . import geometry, geodesics, plot, verify
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
            "FileFormatError", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
-           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geometry", "geodesics", "plot"]
+           "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geometry", "geodesics", "plot", "verify"]

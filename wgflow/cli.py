@@ -1,4 +1,4 @@
-"""The ``wgflow`` command: ``problems``, ``solve``, ``info``."""
+"""The ``wgflow`` command: ``problems``, ``solve``, ``verify``, ``info``."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,26 @@ def cmd_solve(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from . import problems, Discounted, Average
+    from . import verify as _verify
+    params = dict(args.param or [])
+    mdp = problems.get(args.problem, **params)
+    if args.objective == "average":
+        obj = Average(entropy=args.entropy)
+    else:
+        obj = Discounted(gamma=args.gamma, entropy=args.entropy)
+    checks = None
+    if args.checks:
+        checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+    title = (f"wgflow verify {args.problem} {params if params else ''}".rstrip()
+             + f": {mdp.n_states} states x {mdp.n_actions} actions, {obj!r}")
+    report = _verify.run(mdp, obj, checks=checks, rng=args.seed, rates=not args.no_rates,
+                         geodesics=not args.no_geodesics, progress=not args.quiet, title=title)
+    print(report.table(notes=not args.no_notes))
+    return 0 if report.passed else 1
+
+
 def environment() -> dict:
     """Versions and numerics settings, for bug reports."""
     import numpy, scipy, h5py, matplotlib
@@ -107,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
     ps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ps.set_defaults(func=cmd_solve)
+    pv = sub.add_parser("verify", help="run the numerical checks of the theory on a built-in problem "
+                        "and print the table (exit code 0 if all pass, 1 otherwise)")
+    pv.add_argument("problem")
+    pv.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
+                    help="problem parameter (repeatable), e.g. --param n_states=15")
+    pv.add_argument("--objective", choices=["discounted", "average"], default="discounted")
+    pv.add_argument("--gamma", type=float, default=0.95)
+    pv.add_argument("--entropy", type=float, default=0.5,
+                    help="entropy weight tau (default 0.5; the Gibbs and rate checks need tau > 0)")
+    pv.add_argument("--checks", help="comma-separated subset of: gradient, riesz, dissipation, gibbs, "
+                    "hessian, symmetry, rate, convexity")
+    pv.add_argument("--no-rates", action="store_true", help="skip the rate check (an otto run)")
+    pv.add_argument("--no-geodesics", action="store_true",
+                    help="skip the metric-geodesic convexity row (a path-energy minimization)")
+    pv.add_argument("--seed", type=int, default=0, help="seed of the random test directions")
+    pv.add_argument("--no-notes", action="store_true", help="print the table without the notes")
+    pv.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    pv.set_defaults(func=cmd_verify)
     pi = sub.add_parser("info", help="versions, numba threading and CPU, for bug reports")
     pi.set_defaults(func=cmd_info)
     return p

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.special import logsumexp, xlogy
 
 from .errors import ConvergenceError, NotUnichainError, ValidationError
-from .kernels import policy_matrix
+from .kernels import PolicyMatrixAssembler
 from .linalg import LinearSolveCache
 from .mdp import MDP
 from .objectives import Average, Discounted, Objective
@@ -184,21 +184,38 @@ def _check_objective(objective):
                               f"got {objective!r}")
 
 
-def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: LinearSolveCache):
-    """Core evaluation: returns ``(J, weights, V, Q, c_pi, P_pi)``."""
+def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
+    asm = getattr(mdp, "_policy_matrix_assembler", None)
+    if asm is None or asm.P is not mdp.P:
+        asm = PolicyMatrixAssembler(mdp.P, mdp.n_actions)
+        mdp._policy_matrix_assembler = asm
+    return asm
+
+
+def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: LinearSolveCache,
+                     weights: bool = True):
+    """Core evaluation: returns ``(J, weights, V, Q, c_pi, P_pi)``.
+
+    ``weights=False`` skips the occupancy (one transpose solve) for the discounted objective and
+    returns ``None`` in its place; the average cost always needs the stationary law (it
+    normalizes the bias).
+    """
     tau = objective.entropy
     c_pi = policy_cost(mdp, masses, tau)
-    P_pi = policy_matrix(mdp.P, masses)
+    P_pi = _assembler(mdp)(masses)
     nS = mdp.n_states
     I = sp.identity(nS, format="csr")
     if isinstance(objective, Discounted):
         g = objective.gamma
         mu0 = objective.initial_law(nS)
-        V, x = cache.solve((I - g * P_pi).tocsr(), [c_pi, mu0], [False, True])
-        d = (1.0 - g) * x
+        if weights:
+            V, x = cache.solve((I - g * P_pi).tocsr(), [c_pi, mu0], [False, True])
+            weights = (1.0 - g) * x
+        else:
+            V, = cache.solve((I - g * P_pi).tocsr(), [c_pi], [False])
+            weights = None
         J = float(mu0 @ V)
         Q = mdp.C + g * (mdp.P @ V).reshape(nS, mdp.n_actions)
-        weights = d
     else:
         classes = recurrent_classes(P_pi)
         if len(classes) != 1:

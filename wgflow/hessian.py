@@ -93,32 +93,46 @@ def _axis_arrays(a, actions, d):
     return a.reshape(nS * o, n, i)
 
 
-def laplacian_apply(masses, phi, actions, kind="sg", weights_faces=None):
-    """``L_theta(m) phi`` per state: ``(L phi)_i = sum_faces theta (phi_i - phi_j) / h^2``."""
-    out = np.zeros_like(phi)
+def face_mobilities(masses, actions, kind="sg"):
+    """Per action axis, ``(theta, d theta/d m_i, d theta/d m_j)`` on the faces (None for 1-cell axes)."""
+    out = []
     for d in range(actions.ndim):
         if actions.shape[d] < 2:
+            out.append(None)
             continue
         m3 = _axis_arrays(masses, actions, d)
+        out.append(mobility(m3[:, :-1, :], m3[:, 1:, :], kind))
+    return out
+
+
+def laplacian_apply(masses, phi, actions, kind="sg", faces=None):
+    """``L_theta(m) phi`` per state: ``(L phi)_i = sum_faces theta (phi_i - phi_j) / h^2``.
+
+    ``faces`` (from :func:`face_mobilities`) avoids recomputing the mobilities.
+    """
+    faces = face_mobilities(masses, actions, kind) if faces is None else faces
+    out = np.zeros_like(phi)
+    for d in range(actions.ndim):
+        if faces[d] is None:
+            continue
         p3 = _axis_arrays(phi, actions, d)
         o3 = _axis_arrays(out, actions, d)
-        th = (mobility(m3[:, :-1, :], m3[:, 1:, :], kind)[0] if weights_faces is None
-              else weights_faces[d])
+        th = faces[d][0]
         q = th * (p3[:, :-1, :] - p3[:, 1:, :]) / actions.spacing[d] ** 2
         o3[:, :-1, :] += q
         o3[:, 1:, :] -= q
     return out
 
 
-def _dtheta_apply(masses, dm, g, actions, kind):
+def _dtheta_apply(faces, dm, g, actions):
     """``L'(m)[dm] g``: the Laplacian with face weights ``d theta[dm]`` applied to ``g``."""
     out = np.zeros_like(g)
     for d in range(actions.ndim):
-        if actions.shape[d] < 2:
+        if faces[d] is None:
             continue
-        m3, dm3 = _axis_arrays(masses, actions, d), _axis_arrays(dm, actions, d)
+        dm3 = _axis_arrays(dm, actions, d)
         g3, o3 = _axis_arrays(g, actions, d), _axis_arrays(out, actions, d)
-        _, di, dj = mobility(m3[:, :-1, :], m3[:, 1:, :], kind)
+        _, di, dj = faces[d]
         dth = di * dm3[:, :-1, :] + dj * dm3[:, 1:, :]
         q = dth * (g3[:, :-1, :] - g3[:, 1:, :]) / actions.spacing[d] ** 2
         o3[:, :-1, :] += q
@@ -126,15 +140,14 @@ def _dtheta_apply(masses, dm, g, actions, kind):
     return out
 
 
-def _dtheta_transpose(masses, g, phi, actions, kind):
+def _dtheta_transpose(faces, g, phi, actions):
     """Gradient in ``m`` of ``g^T L(m) phi = sum_faces theta (g_i - g_j)(phi_i - phi_j) / h^2``."""
     out = np.zeros_like(g)
     for d in range(actions.ndim):
-        if actions.shape[d] < 2:
+        if faces[d] is None:
             continue
-        m3 = _axis_arrays(masses, actions, d)
         g3, p3, o3 = _axis_arrays(g, actions, d), _axis_arrays(phi, actions, d), _axis_arrays(out, actions, d)
-        _, di, dj = mobility(m3[:, :-1, :], m3[:, 1:, :], kind)
+        _, di, dj = faces[d]
         prod = (g3[:, :-1, :] - g3[:, 1:, :]) * (p3[:, :-1, :] - p3[:, 1:, :]) / actions.spacing[d] ** 2
         o3[:, :-1, :] += di * prod
         o3[:, 1:, :] += dj * prod
@@ -155,6 +168,9 @@ def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", su
     h = eps / substeps
 
     def f(x):
+        if not np.all(x > 0):      # also catches NaN
+            raise ValidationError(f"continuity_curve: eps = {eps:g} empties a cell (a Runge-Kutta "
+                                  "stage left the positive orthant); use a smaller eps")
         return laplacian_apply(x, phi, A, mobility_kind)
 
     for _ in range(substeps):
@@ -163,7 +179,7 @@ def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", su
         k3 = f(m + 0.5 * h * k2)
         k4 = f(m + h * k3)
         m = m + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    if np.min(m) <= 0:
+    if not np.all(m > 0):
         raise ValidationError(f"continuity_curve: eps = {eps:g} empties a cell; use a smaller eps")
     return m
 
@@ -271,7 +287,9 @@ class Hessian(spla.LinearOperator):
         self.diagnostics = diagnostics
         A = mdp.actions
         sh = masses.shape
-        self._L = lambda phi: laplacian_apply(masses, phi.reshape(sh), A, mobility_kind)
+        self._faces = face_mobilities(masses, A, mobility_kind)      # computed once
+        self._L = lambda phi: laplacian_apply(masses, phi.reshape(sh), A, mobility_kind, self._faces)
+        self._spectrum_cache = {}
         self.local = spla.LinearOperator((n, n), matvec=lambda v: self._apply(v, "local"), dtype=np.float64)
         self.transport = spla.LinearOperator((n, n), matvec=lambda v: self._apply(v, "transport"),
                                              dtype=np.float64)
@@ -281,7 +299,8 @@ class Hessian(spla.LinearOperator):
 
     @property
     def gradient(self) -> np.ndarray:
-        """Riemannian gradient potential ``psi = Q + tau log(m/vol)`` ``(nS, nA)``: ``grad J = grad_a psi``."""
+        """Potential ``Q + tau log(m/vol) + tau`` ``(nS, nA)`` (``psi`` up to a per-state constant):
+        the Riemannian gradient is ``grad_a`` of it."""
         return self._d.psi
 
     def _metric_apply(self, v):
@@ -291,7 +310,7 @@ class Hessian(spla.LinearOperator):
     def _apply(self, v, part="all"):
         sh = self.masses.shape
         phi = v.reshape(sh)
-        A, kind, m, d = self.mdp.actions, self.mobility, self.masses, self._d
+        A, d = self.mdp.actions, self._d
         m1 = self._L(phi)
         loc, tr = d.hvp_parts(m1)
         out = np.zeros(sh)
@@ -300,8 +319,8 @@ class Hessian(spla.LinearOperator):
         if part in ("all", "local"):
             out += self._L(loc)
             # 1/2 [ grad J . L'(m)[L psi] phi + grad J . L'(m)[L phi] psi ], differentiated in psi
-            b1 = _dtheta_transpose(m, d.grad, phi, A, kind)
-            b2 = _dtheta_apply(m, m1, d.grad, A, kind)
+            b1 = _dtheta_transpose(self._faces, d.grad, phi, A)
+            b2 = _dtheta_apply(self._faces, m1, d.grad, A)
             out += 0.5 * (self._L(b1) + b2)
         return out.ravel()
 
@@ -315,15 +334,14 @@ class Hessian(spla.LinearOperator):
         return float(psi @ self.matvec(phi))
 
     def spectrum(self, k: int = 5, return_vectors: bool = False, method: str = "auto",
-                 min_weight: float = 1e-8):
+                 min_weight: float = 1e-8, tol: float = 1e-8, maxiter: int = 500):
         r"""The ``k`` smallest eigenvalues of ``H`` relative to the metric ``G``.
 
-        Potentials are defined up to a constant per state (``H`` and ``G`` both vanish on them);
-        those directions are shifted out of the way (``H + s C``, ``G + C`` with ``C`` the
-        weighted projector on per-state constants and ``s`` far above the spectrum). Small
-        problems (``nS*nA <= 2500``) are solved densely (``scipy.linalg.eigh``), larger ones with
-        LOBPCG. Eigenvectors ``(k, nS, nA)`` are potentials, normalized to ``G(phi, phi) = 1``;
-        ``grad_a phi`` is the velocity field to plot.
+        Potentials are defined up to a constant per state (``H`` and ``G`` both vanish on them),
+        so the problem is posed in a basis of potentials modulo constants: for 1-D actions the
+        step functions ``1[a > f]``, one per face, in which ``G`` is diagonal
+        (``w(s) theta_f / h^2``) however small the tail masses are; for multi-D actions
+        ``e_a - e_pin`` with the pin at each state's most likely action.
 
         Directions the metric barely sees are left out (their potentials held fixed): states
         whose weight is below ``min_weight * max(w)`` and faces (cells in multi-D) whose weighted
@@ -331,57 +349,115 @@ class Hessian(spla.LinearOperator):
         ``1e-16 |H|`` would otherwise dominate their Rayleigh quotients (Gibbs tails carry masses
         like 1e-60). This is a Galerkin restriction: the eigenvalues returned are upper bounds of
         the exact ones, equal to them when the slow modes live where the policy has mass.
-        ``diagnostics["directions_in_spectrum"]`` counts the directions kept.
+
+        ``method``: ``"dense"`` (``scipy.linalg.eigh`` on the reduced matrices, one matvec per
+        basis vector), ``"lobpcg"`` (1-D actions: LOBPCG on ``G^{-1/2} Z^T H Z G^{-1/2}`` with the
+        entropic local part as preconditioner), or ``"auto"`` (dense up to 2500 directions).
+        Eigenvectors ``(k, nS, nA)`` are potentials normalized to ``G(phi, phi) = 1``; ``grad_a phi``
+        is the velocity field to plot. ``diagnostics`` records the method, the number of
+        directions kept and, for LOBPCG, the iterations and residuals.
         """
-        n = self.shape[0]
+        key = (k, method, min_weight)
+        if key in self._spectrum_cache and not return_vectors:
+            return self._spectrum_cache[key][0].copy()
         nS, nA = self.masses.shape
         w = self._d.w
         active = w >= min_weight * np.max(w)
         self.diagnostics["states_in_spectrum"] = int(np.count_nonzero(active))
-        # C phi = w(s) * (mean of phi over the state's actions) broadcast: PSD, kernel = zero-mean
-        def C_apply(v):
-            p = v.reshape(nS, nA)
-            return (w[:, None] * np.repeat(p.mean(axis=1, keepdims=True), nA, axis=1) / nA).ravel()
+        Z = self._reduced_basis(active, min_weight)
+        k = int(min(k, Z.shape[1]))
+        self.diagnostics["directions_in_spectrum"] = int(Z.shape[1])
         if method == "auto":
-            method = "dense" if n <= 2500 else "lobpcg"
+            method = "dense" if Z.shape[1] <= 2500 else "lobpcg"
         t0 = time.perf_counter()
         if method == "dense":
-            # reduce to zero-mean potentials: Z maps (nS, nA-1) coordinates to e_a - e_last per state
-            Z = self._reduced_basis(active, min_weight)
-            k = int(min(k, Z.shape[1]))
-            self.diagnostics["directions_in_spectrum"] = int(Z.shape[1])
             cols = np.arange(Z.shape[1])
             HZ = np.column_stack([self.matvec(Z[:, j].toarray().ravel()) for j in cols])
             GZ = np.column_stack([self._metric_apply(Z[:, j].toarray().ravel()) for j in cols])
             Hr, Gr = np.asarray(Z.T @ HZ), np.asarray(Z.T @ GZ)
             Hr, Gr = 0.5 * (Hr + Hr.T), 0.5 * (Gr + Gr.T)
-            # masses in the Gibbs tails span hundreds of orders of magnitude: scale G to unit
-            # diagonal so its Cholesky factorization sees a well-scaled matrix
+            # scale G to unit diagonal so its Cholesky factorization sees a well-scaled matrix
             D = 1.0 / np.sqrt(np.diag(Gr))
             vals, y = sla.eigh(D[:, None] * Hr * D[None, :], D[:, None] * Gr * D[None, :],
                                subset_by_index=[0, k - 1])
             vecs = Z @ (D[:, None] * y)
+        elif method == "lobpcg":
+            vals, vecs = self._lobpcg(Z, k, tol, maxiter)
         else:
-            Gop = spla.LinearOperator((n, n), matvec=lambda v: self._metric_apply(v) + C_apply(v), dtype=float)
-            # shift: an upper bound of the spectrum from a few power iterations
-            est = spla.eigsh(spla.LinearOperator((n, n), matvec=self.matvec, dtype=float), k=1,
-                             which="LM", return_eigenvectors=False, tol=1e-3)[0]
-            shift = 10.0 * abs(est) / max(np.min(w), 1e-300)
-            Hop = spla.LinearOperator((n, n), matvec=lambda v: self.matvec(v) + shift * C_apply(v), dtype=float)
-            rng = np.random.default_rng(0)
-            X = rng.standard_normal((n, k + 2))
-            vals, vecs = spla.lobpcg(Hop, X, B=Gop, largest=False, tol=1e-9, maxiter=2000)
-            order = np.argsort(vals)[:k]
-            vals, vecs = vals[order], vecs[:, order]
+            raise ValidationError(f"unknown spectrum method {method!r}; use 'auto', 'dense' or 'lobpcg'")
         self.diagnostics["time_spectrum"] = time.perf_counter() - t0
-        if not return_vectors:
-            return vals
+        self.diagnostics["spectrum_method"] = method
         vecs = vecs.T.reshape(k, nS, nA)
         vecs = vecs - vecs.mean(axis=2, keepdims=True)     # canonical representative
         for j in range(k):
             nrm = np.sqrt(max(self._metric_apply(vecs[j].ravel()) @ vecs[j].ravel(), 1e-300))
             vecs[j] /= nrm
-        return vals, vecs
+        self._spectrum_cache[key] = (vals.copy(), vecs)
+        return (vals, vecs) if return_vectors else vals
+
+    def _lobpcg(self, Z, k, tol, maxiter):
+        """LOBPCG in the step-function basis (1-D actions), where ``G`` is diagonal."""
+        A = self.mdp.actions
+        if A.ndim != 1:
+            raise ValidationError("spectrum(method='lobpcg') supports 1-D action grids; multi-D "
+                                  "problems use the dense method (at most 2500 directions)")
+        nS, nA = self.masses.shape
+        d, m = self._d, self.masses
+        th = self._faces[0][0].reshape(nS, nA - 1) / A.spacing[0] ** 2
+        g = (d.w[:, None] * th).ravel()
+        cols = Z.tocsc()
+        # the kept faces, in the order of Z's columns: the first (smallest) cell index of each
+        # column minus one is the face, per state
+        first = cols.indices[cols.indptr[:-1]]
+        ks = (first // nA) * (nA - 1) + (first % nA) - 1
+        nk = ks.size
+        sc = 1.0 / np.sqrt(g[ks])                                     # G^{-1/2} on the kept faces
+
+        def to_potentials(Y):
+            Y = np.asarray(Y).reshape(nk, -1)
+            full = np.zeros((nS * (nA - 1), Y.shape[1]))
+            full[ks] = Y * sc[:, None]
+            phi = np.zeros((nS, nA, Y.shape[1]))
+            phi[:, 1:] = np.cumsum(full.reshape(nS, nA - 1, -1), axis=1)
+            return phi.reshape(nS * nA, -1)
+
+        def from_potentials(V):                                       # adjoint of to_potentials
+            b = V.shape[1]
+            r = np.cumsum(V.reshape(nS, nA, b)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+            return r.reshape(nS * (nA - 1), b)[ks] * sc[:, None]
+
+        def apply(Y):
+            P = to_potentials(Y)
+            return from_potentials(np.column_stack([self.matvec(P[:, j]) for j in range(P.shape[1])]))
+
+        # preconditioner: the entropic local part x tau / m, tridiagonal in face coordinates
+        c = d.x[:, None] * max(d.tau, 1e-300) / m
+        diag = th ** 2 * (c[:, :-1] + c[:, 1:])
+        off = np.zeros((nS, nA - 1))
+        off[:, :-1] = -th[:, :-1] * th[:, 1:] * c[:, 1:-1]
+        nF = nS * (nA - 1)
+        offd = off.ravel()[:-1]
+        K = sp.diags([offd, diag.ravel(), offd], [-1, 0, 1], shape=(nF, nF), format="csr")[ks][:, ks]
+        S = sp.diags(sc)
+        lu = spla.splu((S @ K @ S + sp.identity(nk)).tocsc())
+        T = spla.LinearOperator((nk, nk), matvec=lambda v: lu.solve(np.asarray(v).reshape(nk, -1)).reshape(np.shape(v)),
+                                matmat=lambda X: lu.solve(np.asarray(X)), dtype=float)
+        Aop = spla.LinearOperator((nk, nk), matvec=apply, matmat=apply, dtype=float)
+        X = np.random.default_rng(0).standard_normal((nk, k + 3))
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # reported below instead
+            vals, Y, hist = spla.lobpcg(Aop, X, M=T, largest=False, tol=tol, maxiter=maxiter,
+                                        retResidualNormsHistory=True)
+        order = np.argsort(vals)[:k]
+        res = np.asarray(hist[-1])[order] if len(hist) else np.full(k, np.nan)
+        self.diagnostics["lobpcg_iterations"] = len(hist)
+        self.diagnostics["lobpcg_residuals"] = res
+        if np.any(res > 100 * tol * np.maximum(1.0, np.abs(vals[order]))):
+            import warnings as _w
+            _w.warn(f"LOBPCG stopped after {len(hist)} iterations with residuals {res}; raise "
+                    "maxiter or use method='dense' on smaller problems", RuntimeWarning, stacklevel=3)
+        return vals[order], to_potentials(Y[:, order])
 
     def _reduced_basis(self, active=None, min_weight=0.0):
         """Sparse basis ``Z`` of potentials modulo per-state constants.
@@ -417,7 +493,7 @@ class Hessian(spla.LinearOperator):
         return sp.csr_matrix((np.concatenate([np.ones(keep.size), -np.ones(keep.size)]),
                               (np.concatenate([keep, last]), np.concatenate([c, c]))), shape=(n, keep.size))
 
-    def predicted_rate(self, k: int = 1) -> float:
+    def predicted_rate(self) -> float:
         """Rate ``r`` with ``J - J* ~ exp(-r t)`` under ``otto`` near this (optimal) policy:
         ``r = 2 lambda_min / kappa``."""
         return predicted_rate(self)

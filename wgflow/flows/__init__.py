@@ -129,7 +129,8 @@ def flow(mdp, objective, policy0, scheme="otto", t_end: float = 10.0, dt: float 
         for k in params:
             params[k].append(np.array(state.params[k], copy=True))
 
-    next_save = state.t + save_every
+    # frames stay on the grid k * save_every, also after a resume
+    next_save = (np.floor(state.t / save_every + 1e-9) + 1.0) * save_every if save_every > 0 else np.inf
     stop_reason = None
     steps = 0
     complete = False

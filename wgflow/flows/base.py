@@ -57,9 +57,10 @@ class Evaluator:
         self.count = 0
         self.time = 0.0
 
-    def __call__(self, masses: np.ndarray) -> Evaluation:
+    def __call__(self, masses: np.ndarray, weights: bool = True) -> Evaluation:
+        """Exact evaluation; ``weights=False`` may skip the metric weights (``ev.weights`` None)."""
         t0 = time.perf_counter()
-        J, w, V, Q, c_pi, _ = _evaluate_masses(self.mdp, masses, self.objective, self.cache)
+        J, w, V, Q, c_pi, _ = _evaluate_masses(self.mdp, masses, self.objective, self.cache, weights)
         self.count += 1
         self.time += time.perf_counter() - t0
         pol = Policy(masses, self.mdp.actions, self.mdp.states, validate=False)

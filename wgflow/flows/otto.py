@@ -93,6 +93,9 @@ class Otto(Scheme):
     def _rhs(self, state, with_dissipation=False):
         # cached on the state: suggest_dt, step and grad_norm2 all need it
         key = "_rhs_diss" if with_dissipation else "_rhs"
+        if with_dissipation and state.evaluation.weights is None:
+            # steps skip the occupancy solve; frames that report the gradient norm need it
+            state.evaluation = self.evaluate(state.masses)
         if key not in state.info:
             w = state.evaluation.weights if with_dissipation else None
             state.info[key] = otto_rhs(state.masses, state.evaluation.Q, self.tau, self.mdp.actions, w)
@@ -131,7 +134,7 @@ class Otto(Scheme):
                     raise ValidationError(f"otto: step dt={dt:g} produced negative masses "
                                           f"({np.min(new):.3e}); reduce dt")
                 new = np.maximum(new, 0.0)
-            ev = self.evaluate(new)
+            ev = self.evaluate(new, weights=False)
             if adaptive and self.monotone and ev.J > J0 + 1e-13 * max(1.0, abs(J0)):
                 dt *= 0.5
                 self.stats["rejected"] += 1

@@ -106,6 +106,8 @@ class GuardTracker(Tracker):
             return "guard: non-finite J"
         if np.min(state.masses) < -1e-12:
             return f"guard: negative mass {np.min(state.masses):.3e}"
+        if self._J0 is None:
+            self._J0 = abs(state.J)
         if abs(state.J) > self.blowup * max(self._J0, 1.0):
             return f"guard: |J| = {abs(state.J):.3e} blew up (start {self._J0:.3e})"
         return None

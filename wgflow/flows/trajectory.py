@@ -93,6 +93,7 @@ class Trajectory:
                 w["params"][k][...] = v
             w.attrs["diagnostics"] = json.dumps(_jsonable(self.diagnostics, max_array=64))
             w.attrs["complete"] = True
+            w.attrs["n_frames"] = n
         return Path(path)
 
     @classmethod

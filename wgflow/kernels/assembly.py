@@ -52,6 +52,80 @@ def assemble_policy_matrix(indptr, indices, data, masses, nS, nA):
     return out_ptr, out_idx, out_val
 
 
+@jit
+def union_pattern(indptr, indices, nS, nA):
+    """Pattern of ``P_pi`` when every mass is positive, and the slot of each entry of ``P`` in it."""
+    marker = np.full(nS, -1, dtype=np.int64)
+    pos = np.full(nS, -1, dtype=np.int64)
+    counts = np.zeros(nS + 1, dtype=np.int64)
+    for s in range(nS):
+        c = 0
+        for r in range(s * nA, (s + 1) * nA):
+            for k in range(indptr[r], indptr[r + 1]):
+                j = indices[k]
+                if marker[j] != s:
+                    marker[j] = s
+                    c += 1
+        counts[s + 1] = c
+    out_ptr = np.cumsum(counts)
+    out_idx = np.empty(out_ptr[nS], dtype=np.int64)
+    slots = np.empty(indptr[nS * nA], dtype=np.int64)
+    for s in range(nS):
+        start = out_ptr[s]
+        c = 0
+        for r in range(s * nA, (s + 1) * nA):
+            for k in range(indptr[r], indptr[r + 1]):
+                j = indices[k]
+                if marker[j] != nS + s:
+                    marker[j] = nS + s
+                    pos[j] = start + c
+                    out_idx[start + c] = j
+                    c += 1
+                slots[k] = pos[j]
+    return out_ptr, out_idx, slots
+
+
+@jit
+def fill_pattern(indptr, data, slots, masses, nS, nA, out_val):
+    """One pass over ``P``: ``out_val[slot] += pi(a|s) P[(s,a), j]``."""
+    out_val[:] = 0.0
+    for s in range(nS):
+        for a in range(nA):
+            p = masses[s, a]
+            r = s * nA + a
+            for k in range(indptr[r], indptr[r + 1]):
+                out_val[slots[k]] += p * data[k]
+
+
+class PolicyMatrixAssembler:
+    """Assembles ``P_pi`` for many policies on the same ``P``.
+
+    Policies with every mass positive (entropy-regularized ones, flows) share one sparsity
+    pattern, the union over actions: it is computed once and each assembly is a single pass over
+    ``P``. Policies with zero masses use :func:`assemble_policy_matrix`, whose pattern is exact
+    (a deterministic policy's ``P_pi`` is much sparser than the union, which matters for LU fill).
+    """
+
+    def __init__(self, P: sp.csr_matrix, n_actions: int):
+        self.P = P
+        self.nA = int(n_actions)
+        self.nS = P.shape[0] // self.nA
+        self._pattern = None
+
+    def __call__(self, masses: np.ndarray) -> sp.csr_matrix:
+        masses = np.ascontiguousarray(masses, dtype=np.float64)
+        if not np.all(masses > 0):
+            return policy_matrix(self.P, masses)
+        if self._pattern is None:
+            self._pattern = union_pattern(self.P.indptr, self.P.indices, self.nS, self.nA)
+        ptr, idx, slots = self._pattern
+        val = np.empty(idx.size)
+        fill_pattern(self.P.indptr, self.P.data, slots, masses, self.nS, self.nA, val)
+        out = sp.csr_matrix((val, idx, ptr), shape=(self.nS, self.P.shape[1]))
+        out.has_sorted_indices = False
+        return out
+
+
 def policy_matrix(P: sp.csr_matrix, masses: np.ndarray) -> sp.csr_matrix:
     """``P_pi`` as CSR ``(nS, nS)`` from ``P`` ``(nS*nA, nS)`` CSR and masses ``(nS, nA)``."""
     nS, nA = masses.shape

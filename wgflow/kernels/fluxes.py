@@ -71,6 +71,11 @@ def make_sg_flux(spacing: float):
     return flux
 
 
+def _exp_neg(z):
+    with np.errstate(under="ignore"):
+        return np.exp(-z)
+
+
 def sg_flux_numpy(m, q, tau, spacing):
     """Plain-numpy twin of :func:`make_sg_flux`: returns ``(F, rate)``."""
     dq = q[:, 1:, :] - q[:, :-1, :]
@@ -81,7 +86,7 @@ def sg_flux_numpy(m, q, tau, spacing):
         big = z > 700.0
         safe = np.where(small | big, 1.0, z)           # keeps expm1 finite and nonzero
         tb = tau * np.where(small, 1.0 - 0.5 * z,
-                            np.where(big, z * np.exp(-np.clip(z, 700.0, 745.0)), safe / np.expm1(safe)))
+                            np.where(big, z * _exp_neg(np.maximum(z, 700.0)), safe / np.expm1(safe)))
         cf = (tb + np.maximum(-dq, 0.0)) * inv_h2         # B(-z) = B(z) + z
         cb = (tb + np.maximum(dq, 0.0)) * inv_h2
     else:

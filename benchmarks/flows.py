@@ -1,0 +1,548 @@
+#!/usr/bin/env python
+"""Flow benchmark: the cost of one ``otto`` step, the Scharfetter--Gummel flux kernel, and a
+Fokker--Planck integration side by side with py-pde.
+
+Run::
+
+    python benchmarks/flows.py              # everything (~3 min wall on 2 shared cores, most of it
+                                            # py-pde's compilation and pendulum 101x101x31)
+    python benchmarks/flows.py --quick      # small cases only (~1 min)
+
+All times are CPU time of this process (``time.process_time``; everything timed is
+single-threaded), so that they mean something on a shared machine. Results and their
+interpretation: docs/flows_benchmarks.md.
+    python benchmarks/flows.py --json out.json
+
+Sections
+--------
+1. **One otto step in units of one sparse mat-vec** ``P @ v`` (``P`` the ``(nS*nA, nS)``
+   transition matrix, ``v`` of length ``nS``; mean of many calls). The scheme is driven exactly as
+   :func:`wgflow.flow` drives it (``suggest_dt`` then ``step(adaptive=True)``), without trackers.
+   Three warm-up steps are excluded (numba compilation of the spacing-specific flux kernel, first
+   LU). Two windows: *early* steps from the uniform policy (the policy changes fast) and *late*
+   steps from ``0.98 * optimal + 0.02 * uniform`` after 10 unrecorded steps (near the steady
+   state, where the old LU factors are reused). The split is measured by timing wrappers
+   installed in this process around ``wgflow.flows.otto.sg_flux`` (flux kernel),
+   ``wgflow.evaluation.policy_matrix`` (assembly of ``P_pi``), ``wgflow.flows.base._evaluate_masses``
+   (whole exact evaluation) and the scheme's ``LinearSolveCache.solve`` (sparse solves); the
+   mat-vec unit is timed between the steps (same machine conditions). A second table gives the
+   building blocks (assembly, LU factorization and solves) in the same unit.
+2. **Flux kernel** (``sg_flux``: numba, allocates its outputs; the raw factory kernel with
+   preallocated outputs) against its numpy twin ``sg_flux_numpy`` and a memory copy of the
+   masses (the machine's floor for touching the data once); inputs: the Fokker--Planck case of
+   section 3, random Q (worst case for branches), and each problem's uniform policy and exact Q.
+3. **Fokker--Planck equation vs py-pde**: ``d_t rho = d_a(rho d_a Q) + tau d_aa rho`` with a frozen
+   smooth ``Q`` on the same 1-D cell-centred grid, the same explicit Euler ``dt`` and number of
+   steps. py-pde: ``pde.PDE`` with ``Q'`` as a constant field, ``EulerSolver(backend="numba",
+   adaptive=False).make_stepper`` (one compiled loop over all steps, no tracker); batched = a
+   Python loop over the ``nS`` independent states, each integrated by the same compiled stepper.
+   wgflow: (a) ``otto_rhs`` + ``m += dt * dm`` in a Python loop (what the otto scheme calls), (b)
+   the factory flux kernel inside a numba-jitted Euler loop (py-pde's stepper pattern), (c) a
+   *prototype* that is not in wgflow: SG coefficients computed once (Q is frozen) and a jitted
+   loop doing two multiply-adds per face. Compilation is excluded from per-step times and
+   reported separately. Results are compared as densities (``m / h``); the two discretizations
+   differ (SG fluxes vs central differences) so they agree to O(h^2), shown on two grids.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+import wgflow as wg
+import wgflow.evaluation as wg_eval
+import wgflow.flows.base as base_mod
+import wgflow.flows.otto as otto_mod
+from wgflow.flows.otto import Otto, otto_rhs
+from wgflow.kernels import numba_environment
+from wgflow.kernels.fluxes import bernoulli, make_sg_flux, sg_flux, sg_flux_numpy
+
+
+# ------------------------------------------------------------------------------------ helpers
+#: all timings are CPU time of this process: every code path timed here is single-threaded
+#: (scipy sparse, SuperLU, numba kernels without parallel=True, py-pde below its multithreading
+#: threshold), and CPU time is not inflated when other processes share the machine
+CLOCK = time.process_time
+
+
+def best_time(fn, repeat=5, min_time=0.05):
+    """Best (minimum) mean over ``repeat`` blocks of calls lasting at least ``min_time`` each:
+    robust to other processes sharing the machine."""
+    fn()
+    out = []
+    for _ in range(repeat):
+        reps, t0 = 0, CLOCK()
+        while True:
+            fn()
+            reps += 1
+            el = CLOCK() - t0
+            if el >= min_time:
+                break
+        out.append(el / reps)
+    return min(out)
+
+
+def matvec_time(P, rng):
+    v = rng.random(P.shape[1])
+    return best_time(lambda: P @ v, repeat=5, min_time=0.1)
+
+
+class Timed:
+    """Wrap ``owner.name`` (a module function or an instance's method) with a CPU-time
+    accumulator (restored by :meth:`restore`)."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+        self.orig = getattr(module, name)
+        self.total = 0.0
+
+        def wrapper(*a, **k):
+            t0 = CLOCK()
+            try:
+                return self.orig(*a, **k)
+            finally:
+                self.total += CLOCK() - t0
+
+        setattr(module, name, wrapper)
+
+    def restore(self):
+        if isinstance(self.module, type(os)):
+            setattr(self.module, self.name, self.orig)
+        else:
+            delattr(self.module, self.name)        # back to the class's method
+
+
+# ------------------------------------------------------------------------ 1. one otto step
+def otto_window(sch, state, n_steps, flux_t, asm_t, P, v):
+    eval_t = Timed(base_mod, "_evaluate_masses")
+    solve_t = Timed(sch.evaluate.cache, "solve")
+    try:
+        return _otto_window(sch, state, n_steps, flux_t, asm_t, P, v, eval_t, solve_t)
+    finally:
+        eval_t.restore()
+        solve_t.restore()
+
+
+def _otto_window(sch, state, n_steps, flux_t, asm_t, P, v, eval_t, solve_t):
+    """Run ``n_steps`` steps the way ``wg.flow`` does and return (state, per-step means).
+
+    After every step (outside the timed step) three mat-vecs ``P @ v`` are timed, so the unit is
+    measured under the same machine load as the steps it normalizes."""
+    ev, cache = sch.evaluate, sch.evaluate.cache
+    s0 = dict(cache.stats)
+    e0, c0, f0, a0, r0 = eval_t.total, ev.count, flux_t.total, asm_t.total, sch.stats["rejected"]
+    total, mv_total = 0.0, 0.0
+    for _ in range(n_steps):
+        t0 = CLOCK()
+        h = sch.suggest_dt(state)
+        state = sch.step(state, h, adaptive=True)
+        total += CLOCK() - t0
+        t0 = CLOCK()
+        for _ in range(3):
+            P @ v
+        mv_total += (CLOCK() - t0) / 3
+    s1 = cache.stats
+    out = {
+        "matvec": mv_total / n_steps,
+        "total": total / n_steps,
+        "evaluation": (eval_t.total - e0) / n_steps,
+        "assembly": (asm_t.total - a0) / n_steps,
+        "linear_solve": solve_t.total / n_steps,
+        "flux": (flux_t.total - f0) / n_steps,
+        "evaluations_per_step": (ev.count - c0) / n_steps,
+        "rejected": sch.stats["rejected"] - r0,
+        "factorizations": s1["factorizations"] - s0["factorizations"],
+        "reuse_solves": s1["krylov_solves"] - s0["krylov_solves"],
+        "refinement_iterations": s1["krylov_iterations"] - s0["krylov_iterations"],
+        "dt_last": state.info.get("dt"),
+        "t": state.t,
+        "J": state.J,
+    }
+    out["rest"] = out["total"] - out["evaluation"] - out["flux"]
+    out["eval_other"] = out["evaluation"] - out["assembly"] - out["linear_solve"]
+    return state, out
+
+
+def ratio_to_matvec(fn, P, v, n=20):
+    """Median of ``time(fn) / time(P @ v)`` over ``n`` alternating pairs (load-robust)."""
+    fn()
+    P @ v
+    r = []
+    for _ in range(n):
+        t0 = CLOCK()
+        fn()
+        t1 = CLOCK()
+        P @ v
+        t2 = CLOCK()
+        r.append((t1 - t0) / (t2 - t1))
+    return float(np.median(r))
+
+
+def lu_facts(mdp, obj, masses, rng):
+    """Size and cost of the LU factors the evaluation uses (discounted: A = I - gamma P_pi),
+    in units of one ``P @ v``."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+    from wgflow.kernels import policy_matrix
+    v = rng.random(mdp.n_states)
+    A = (sp.identity(mdp.n_states, format="csr") - obj.gamma * policy_matrix(mdp.P, masses)).tocsr()
+    Ac = sp.csc_matrix(A)
+    lu = spla.splu(Ac, permc_spec="COLAMD")
+    b = rng.random(mdp.n_states)
+    P = mdp.P
+    return {"nnz_A": int(A.nnz), "nnz_LU": int(lu.L.nnz + lu.U.nnz),
+            "factor": ratio_to_matvec(lambda: spla.splu(Ac, permc_spec="COLAMD"), P, v, n=5),
+            "lu_solve": ratio_to_matvec(lambda: lu.solve(b), P, v),
+            "lu_solve_T": ratio_to_matvec(lambda: lu.solve(b, trans="T"), P, v),
+            "A_matvec": ratio_to_matvec(lambda: A @ b, P, v),
+            "assembly": ratio_to_matvec(lambda: policy_matrix(P, masses), P, v)}
+
+
+def bench_otto_case(label, mdp, obj, n_early, n_late, rng):
+    flux_t = Timed(otto_mod, "sg_flux")
+    asm_t = Timed(wg_eval, "policy_matrix")
+    try:
+        mv = matvec_time(mdp.P, rng)
+        v = rng.random(mdp.n_states)
+        sch = Otto(mdp, obj)
+        st = sch.init(wg.Policy.uniform(mdp))
+        kcase = (label, st.masses.copy(), st.evaluation.Q.copy(), sch.tau, float(mdp.actions.spacing[0]))
+        for _ in range(3):                                   # warm-up: compile, first LU
+            st = sch.step(st, sch.suggest_dt(st), adaptive=True)
+        _, early = otto_window(sch, st, n_early, flux_t, asm_t, mdp.P, v)
+
+        t0 = CLOCK()
+        sol = wg.solve(mdp, obj)
+        t_solve = CLOCK() - t0
+        m_late = 0.98 * sol.policy.masses + 0.02 / mdp.n_actions
+        sch2 = Otto(mdp, obj)
+        st = sch2.init(wg.Policy.from_masses(mdp, m_late))
+        for _ in range(10):
+            st = sch2.step(st, sch2.suggest_dt(st), adaptive=True)
+        st, late = otto_window(sch2, st, n_late, flux_t, asm_t, mdp.P, v)
+        late["J_gap"] = late["J"] - sol.J
+        lu_info = lu_facts(mdp, obj, st.masses, rng)
+    finally:
+        flux_t.restore()
+        asm_t.restore()
+    return {"case": label, "nS": mdp.n_states, "nA": mdp.n_actions, "nnz": int(mdp.P.nnz),
+            "matvec": mv, "solve_time": t_solve, "early": early, "late": late, "lu": lu_info,
+            "n_early": n_early, "n_late": n_late}, kcase
+
+
+def print_otto(rows):
+    print("\n## 1. One otto step, in units of one sparse mat-vec P @ v (mean per step)\n")
+    print("P@v: best-of time on a quiet moment / mean of the mat-vecs timed between the steps (the unit).\n")
+    print("| case | nS x nA (nnz P) | P@v | window | step | exact eval (assembly / solve / other) "
+          "| flux kernel | rest | LU / reuse solves / refinement+GMRES its |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        for w in ("early", "late"):
+            d = r[w]
+            mv = d["matvec"]
+            n = r["n_" + w]
+            print(f"| {r['case']} | {r['nS']} x {r['nA']} ({r['nnz']}) | {r['matvec'] * 1e3:.3f} / {mv * 1e3:.3f} ms "
+                  f"| {w} ({n} steps) | **{d['total'] / mv:.1f}** ({d['total'] * 1e3:.2f} ms) "
+                  f"| {d['evaluation'] / mv:.1f} ({d['assembly'] / mv:.1f} / {d['linear_solve'] / mv:.1f} / "
+                  f"{d['eval_other'] / mv:.1f}) | {d['flux'] / mv:.1f} | {d['rest'] / mv:.1f} "
+                  f"| {d['factorizations']} / {d['reuse_solves']} / {d['refinement_iterations']} |")
+    rej = sum(r[w]["rejected"] for r in rows for w in ("early", "late"))
+    print(f"\n(rejected steps in all windows: {rej}; one exact evaluation per step)")
+    print("\nBuilding blocks at the late policy, in units of one P @ v (median of alternating pairs):\n")
+    print("| case | nnz(P) | nnz(A) | nnz(L+U) | assemble P_pi | factorize A | LU solve (N / T) | A @ x "
+          "| wg.solve (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        lu = r["lu"]
+        print(f"| {r['case']} | {r['nnz']} | {lu['nnz_A']} | {lu['nnz_LU']} | {lu['assembly']:.1f} "
+              f"| {lu['factor']:.0f} | {lu['lu_solve']:.2f} / {lu['lu_solve_T']:.2f} | {lu['A_matvec']:.2f} "
+              f"| {r['solve_time']:.1f} |")
+    print("\n(late window: J - J* at its end: " +
+          ", ".join(f"{r['case']}: {r['late']['J_gap']:.2e}" for r in rows) + ")")
+
+
+# ------------------------------------------------------------------------ 2. flux kernel
+def bench_kernel(cases):
+    """``cases``: (label, masses (nS, n), Q (nS, n), tau, spacing)."""
+    rows = []
+    for label, m2, q2, tau, h in cases:
+        nS, n = m2.shape
+        m = np.ascontiguousarray(m2).reshape(nS, n, 1)
+        q = np.ascontiguousarray(q2).reshape(nS, n, 1)
+        kern = make_sg_flux(h)
+        F = np.empty((nS, n - 1, 1))
+        rate = np.zeros_like(m)
+        kern(m, q, tau, F, rate)
+        sg_flux(m, q, tau, h)
+        out = np.empty_like(m)
+        t_raw = best_time(lambda: kern(m, q, tau, F, rate))
+        t_sg = best_time(lambda: sg_flux(m, q, tau, h))
+        t_np = best_time(lambda: sg_flux_numpy(m, q, tau, h))
+        t_cp = best_time(lambda: np.copyto(out, m))
+        F1, r1 = sg_flux(m, q, tau, h)
+        F2, r2 = sg_flux_numpy(m, q, tau, h)
+        err = max(np.max(np.abs(F1 - F2)) / np.max(np.abs(F2)), np.max(np.abs(r1 - r2)) / np.max(r2))
+        rows.append({"case": label, "nS": nS, "n": n, "tau": tau, "faces": nS * (n - 1), "raw": t_raw,
+                     "sg_flux": t_sg, "numpy": t_np, "copy": t_cp, "max_rel_diff": float(err)})
+    return rows
+
+
+def print_kernel(rows):
+    print("\n## 2. SG flux kernel vs numpy twin (best of 5; same inputs)\n")
+    print("| case (nS, nA), tau | faces | raw kernel | sg_flux (allocates) | numpy twin | twin / sg_flux "
+          "| ns per face (raw) | memcopy of m | raw / memcopy | max rel diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} ({r['nS']}, {r['n']}), {r['tau']:g} | {r['faces']} | {r['raw'] * 1e6:.1f} us | {r['sg_flux'] * 1e6:.1f} us "
+              f"| {r['numpy'] * 1e6:.1f} us | **{r['numpy'] / r['sg_flux']:.1f}x** | {r['raw'] / r['faces'] * 1e9:.1f} "
+              f"| {r['copy'] * 1e6:.2f} us | {r['raw'] / r['copy']:.0f} | {r['max_rel_diff']:.1e} |")
+
+
+# ------------------------------------------------------------------------ 3. vs py-pde
+def fp_setup(n, L=4.0):
+    grid = wg.Grid([(-L, L)], [n])
+    a = grid.centers[:, 0]
+    # Q'(+-L) = 0: py-pde's Neumann condition on the expression rho * Q' then matches no-flux
+    # (with Q'(+-L) != 0 it acts as a source at the boundary that grows exponentially)
+    k = np.pi / L
+    Q = -2.0 * np.cos(k * a) + 0.6 * np.cos(2 * k * a) + 0.4 * np.cos(3 * k * a)
+    dQ = 2.0 * k * np.sin(k * a) - 1.2 * k * np.sin(2 * k * a) - 1.2 * k * np.sin(3 * k * a)
+    return grid, a, Q, dQ
+
+
+def fp_initial(a, h, nS):
+    centres = np.array([-1.0]) if nS == 1 else np.linspace(-2.0, 2.0, nS)
+    rho = np.exp(-(a[None, :] - centres[:, None]) ** 2 / (2 * 0.4 ** 2))
+    rho /= rho.sum(axis=1, keepdims=True) * h               # density, integral 1
+    return rho
+
+
+def make_jit_euler(flux):
+    import numba
+
+    @numba.njit(cache=False)
+    def euler(m, q, tau, dt, n_steps, F, rate):
+        A, n, B = m.shape
+        for _ in range(n_steps):
+            flux(m, q, tau, F, rate)                        # rate is accumulated, unused here
+            for i in range(A):
+                for k in range(n - 1):
+                    for j in range(B):
+                        f = dt * F[i, k, j]
+                        m[i, k, j] -= f
+                        m[i, k + 1, j] += f
+        return m
+
+    return euler
+
+
+def make_frozen_euler():
+    import numba
+
+    @numba.njit(cache=False)
+    def euler_frozen(m, cf, cb, dt, n_steps):
+        A, n = m.shape
+        for _ in range(n_steps):
+            for i in range(A):
+                prev = 0.0                                   # dt * flux into cell k from the left face
+                for k in range(n - 1):
+                    f = dt * (cf[k] * m[i, k] - cb[k] * m[i, k + 1])
+                    m[i, k] += prev - f
+                    prev = f
+                m[i, n - 1] += prev
+        return m
+
+    return euler_frozen
+
+
+def bench_pypde(n, tau, T, batch_sizes, rounds=4):
+    import pde
+
+    grid, a, Q, dQ = fp_setup(n)
+    h = float(grid.spacing[0])
+    n_steps = int(np.ceil(T / (0.2 * h * h / tau)))     # dt <= 0.2 h^2 / tau, same T on every grid
+    dt = T / n_steps
+    pgrid = pde.CartesianGrid([(-4.0, 4.0)], [n])
+    assert np.allclose(pgrid.axes_coords[0], a, rtol=0, atol=1e-13)
+    eq = pde.PDE({"rho": f"d_dx(rho * dQ) + {tau!r} * laplace(rho)"},
+                 consts={"dQ": pde.ScalarField(pgrid, dQ)}, bc={"derivative": 0})
+    solver = pde.EulerSolver(eq, backend="numba", adaptive=False)
+    field = pde.ScalarField(pgrid, fp_initial(a, h, 1)[0])
+    t0 = CLOCK()
+    stepper = solver.make_stepper(field, dt=dt)
+    stepper(field, 0.0, 2 * dt)
+    t_compile_pde = CLOCK() - t0
+
+    # wgflow kernels: compile once (excluded)
+    kern = make_sg_flux(h)
+    euler = make_jit_euler(kern)
+    frozen = make_frozen_euler()
+    t0 = CLOCK()
+    m1 = fp_initial(a, h, 1)[:, :, None] * h
+    euler(m1.copy(), np.broadcast_to(Q, (1, n))[:, :, None].copy(), tau, dt, 2,
+          np.empty((1, n - 1, 1)), np.zeros((1, n, 1)))
+    frozen(m1[:, :, 0].copy(), np.ones(n - 1), np.ones(n - 1), dt, 2)
+    t_compile_wg = CLOCK() - t0
+    _, rate0 = sg_flux_numpy(np.ones((1, n, 1)), Q.reshape(1, n, 1), tau, h)
+    # frozen SG coefficients (prototype): F_k = cf_k m_k - cb_k m_{k+1}, computed once
+    dq = np.diff(Q)
+    tb = tau * np.array([bernoulli(abs(x) / tau) for x in dq])
+    cf = (tb + np.maximum(-dq, 0.0)) / h ** 2
+    cb = (tb + np.maximum(dq, 0.0)) / h ** 2
+    assert dt * rate0.max() <= 1.0, "dt above the SG positivity bound"
+
+    rows = []
+    for nS in batch_sizes:
+        rho0 = fp_initial(a, h, nS)
+        Qb = np.broadcast_to(Q, (nS, n)).copy()
+
+        def run_pde():
+            # py-pde: loop over the independent states, one compiled stepper call each
+            fields = [pde.ScalarField(pgrid, rho0[s].copy()) for s in range(nS)]
+            steps_before = solver.info["steps"]
+            t0 = CLOCK()
+            for f in fields:
+                stepper(f, 0.0, n_steps * dt)
+            el = CLOCK() - t0
+            assert solver.info["steps"] - steps_before == nS * n_steps, "py-pde took another number of steps"
+            return el, np.array([f.data for f in fields])
+
+        def run_rhs():
+            # (a) otto_rhs in a Python loop
+            m = rho0 * h
+            t0 = CLOCK()
+            for _ in range(n_steps):
+                dm, _, _ = otto_rhs(m, Qb, tau, grid)
+                m = m + dt * dm
+            return CLOCK() - t0, m / h
+
+        def run_jit():
+            # (b) factory kernel in a jitted Euler loop
+            m3 = (rho0 * h)[:, :, None].copy()
+            F = np.empty((nS, n - 1, 1))
+            rate = np.zeros((nS, n, 1))
+            t0 = CLOCK()
+            euler(m3, Qb[:, :, None], tau, dt, n_steps, F, rate)
+            return CLOCK() - t0, m3[:, :, 0] / h
+
+        def run_frozen():
+            # (c) prototype: frozen coefficients
+            mf = rho0 * h
+            t0 = CLOCK()
+            frozen(mf, cf, cb, dt, n_steps)
+            return CLOCK() - t0, mf / h
+
+        # round-robin repetitions, best of each: the machine may be shared, and interleaving
+        # keeps slow drifts of the load from biasing one method
+        runs = {"pde": run_pde, "rhs": run_rhs, "jit": run_jit, "frozen": run_frozen}
+        best, last = {}, {}
+        for _ in range(rounds):
+            for key, run in runs.items():
+                el, last[key] = run()
+                best[key] = min(best.get(key, np.inf), el)
+        t_pde, t_rhs, t_jit, t_frozen = best["pde"], best["rhs"], best["jit"], best["frozen"]
+        rho_pde, rho_rhs, rho_jit, rho_frozen = last["pde"], last["rhs"], last["jit"], last["frozen"]
+        m3 = rho_jit * h
+        scale = np.max(np.abs(rho_pde))
+        d_pde = float(np.max(np.abs(rho_jit - rho_pde)) / scale)
+        d_rhs = float(np.max(np.abs(rho_rhs - rho_jit)) / scale)
+        d_frozen = float(np.max(np.abs(rho_frozen - rho_jit)) / scale)
+        mass = float(np.max(np.abs(m3.sum(axis=1) - 1.0)))
+        mass_pde = float(np.max(np.abs(rho_pde.sum(axis=1) * h - 1.0)))
+        per = nS * n_steps
+        rows.append({"n": n, "nS": nS, "steps": n_steps, "dt": dt, "pypde": t_pde / per,
+                     "otto_rhs": t_rhs / per, "jit_euler": t_jit / per, "frozen": t_frozen / per,
+                     "maxdiff_vs_pypde": d_pde, "otto_rhs_vs_jit": d_rhs, "frozen_vs_jit": d_frozen,
+                     "mass_err_wg": mass, "mass_err_pypde": mass_pde})
+    return {"rows": rows, "compile_pypde": t_compile_pde, "compile_wg": t_compile_wg, "h": h, "dt": dt}
+
+
+def print_pypde(results, tau):
+    print(f"\n## 3. Fokker-Planck d_t rho = d_a(rho Q') + tau rho'' (tau = {tau}, frozen Q, T = 5) vs py-pde\n")
+    print("Time per step and per state (batched: per state-step). Ratios > 1: wgflow faster.\n")
+    print("| n | nS | steps | py-pde stepper | wgflow otto_rhs loop | jitted Euler + SG kernel "
+          "| prototype frozen SG coeffs | py-pde / otto_rhs | py-pde / jit kernel | py-pde / frozen "
+          "| max rel diff vs py-pde |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for res in results:
+        for r in res["rows"]:
+            print(f"| {r['n']} | {r['nS']} | {r['steps']} | {r['pypde'] * 1e9:.0f} ns | {r['otto_rhs'] * 1e9:.0f} ns "
+                  f"| {r['jit_euler'] * 1e9:.0f} ns | {r['frozen'] * 1e9:.0f} ns | {r['pypde'] / r['otto_rhs']:.2f} "
+                  f"| **{r['pypde'] / r['jit_euler']:.2f}** | {r['pypde'] / r['frozen']:.2f} "
+                  f"| {r['maxdiff_vs_pypde']:.2e} |")
+    print()
+    for res in results:
+        r0 = res["rows"][0]
+        print(f"- n = {r0['n']}: h = {res['h']:.4g}, dt = {res['dt']:.4g}; compile: py-pde make_stepper + "
+              f"first call {res['compile_pypde']:.1f} s, wgflow jitted loops {res['compile_wg']:.2f} s; "
+              f"otto_rhs loop vs jitted loop {max(r['otto_rhs_vs_jit'] for r in res['rows']):.1e}, "
+              f"frozen vs jitted {max(r['frozen_vs_jit'] for r in res['rows']):.1e}; mass error wgflow "
+              f"{max(r['mass_err_wg'] for r in res['rows']):.1e}, py-pde "
+              f"{max(r['mass_err_pypde'] for r in res['rows']):.1e}")
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small cases only")
+    ap.add_argument("--json", help="write the raw numbers to this file")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    t_start = time.perf_counter()
+
+    print("# wgflow flow benchmark")
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"python {platform.python_version()}, numpy {np.__version__}, numba env {numba_environment()}, "
+          f"load average at start {os.getloadavg()}")
+
+    # tiny warm-up of the flow machinery (imports, generic kernels)
+    tiny = wg.problems.get("lqr1d", n_states=11, n_actions=7)
+    wg.flow(tiny, wg.Discounted(0.9, entropy=0.1), wg.Policy.uniform(tiny), t_end=0.01, progress=False)
+
+    cases = [("lqr1d 101x61", lambda: wg.problems.get("lqr1d"), wg.Discounted(0.95, entropy=0.1), 200, 200),
+             ("pendulum 51x51x21", lambda: wg.problems.get("pendulum"), wg.Discounted(0.99, entropy=0.1), 60, 60)]
+    if not args.quick:
+        cases.append(("pendulum 101x101x31",
+                      lambda: wg.problems.get("pendulum", n_theta=101, n_omega=101, n_actions=31),
+                      wg.Discounted(0.99, entropy=0.1), 25, 25))
+    otto_rows, kcases = [], []
+    for label, build, obj, n_early, n_late in cases:
+        mdp = build()
+        row, kcase = bench_otto_case(label, mdp, obj, n_early, n_late, rng)
+        otto_rows.append(row)
+        kcases.append(kcase)
+        print(f"  ({label} done, {time.perf_counter() - t_start:.0f} s wall)", flush=True)
+    print(f"\nobjectives: lqr1d Discounted(0.95, entropy=0.1); pendulum Discounted(0.99, entropy=0.1); "
+          f"adaptive dt (cfl 0.5), default reuse of LU factors; load average {os.getloadavg()}")
+    print_otto(otto_rows)
+
+    # kernel inputs: the problems' uniform policy and its exact Q (smooth in a), the 1-D
+    # Fokker-Planck case below, and random Q per cell (random signs: worst case for branches)
+    grid, a, Qfp, _ = fp_setup(101)
+    hfp = float(grid.spacing[0])
+    fp_m = fp_initial(a, hfp, 256) * hfp
+    kcases = [("FP 1 state", fp_m[:1], Qfp[None, :], 0.2, hfp),
+              ("FP batch", fp_m, np.broadcast_to(Qfp, fp_m.shape).copy(), 0.2, hfp),
+              ("FP batch, random Q~N(0,1)", fp_m, rng.standard_normal(fp_m.shape), 0.2, hfp)] + \
+        [(f"{lab}, Q of uniform policy", m, q, tau, h) for lab, m, q, tau, h in kcases]
+    krows = bench_kernel(kcases)
+    print_kernel(krows)
+
+    tau = 0.2
+    fp = [bench_pypde(101, tau, 5.0, [1, 256] if not args.quick else [1, 64])]
+    if not args.quick:
+        fp.append(bench_pypde(201, tau, 5.0, [1]))
+    print_pypde(fp, tau)
+    print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s wall; load average at end {os.getloadavg()}")
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"otto": otto_rows, "kernel": krows, "pypde": fp}, fh, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,498 @@
+"""Second order (DESIGN section 5): gradient, Hessian-vector products, split, spectrum, rates.
+
+Every check compares ``wgflow.hessian`` with something computed independently of it:
+finite differences of ``wg.evaluate`` (the energy), the closed-form Ornstein--Uhlenbeck spectrum
+of a Gaussian Gibbs law, and the decay rate of an actual ``otto`` trajectory.
+Conventions (docs/hessian.md): tangent vectors are grid potentials ``phi`` ``(nS, nA)``; the
+masses move by ``dm/d eps = L_theta(m) phi`` (``wgflow.hessian.continuity_curve``), and
+``H(phi, phi) = d^2 J(m(eps)) / d eps^2`` at ``eps = 0``.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+import wgflow as wg
+from wgflow.hessian import (continuity_curve, energy_gradient, laplacian_apply, measured_rate,
+                            mobility, predicted_rate)
+
+MOBILITIES = ("sg", "logmean", "arithmetic")
+OBJECTIVES = {"discounted": wg.Discounted(0.8, entropy=1.0), "average": wg.Average(entropy=1.0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# problems and helpers
+# ---------------------------------------------------------------------------------------------
+def _problem(name):
+    if name == "lqr1d":        # small grid, noise >= state spacing (0.75)
+        return wg.problems.get("lqr1d", n_states=9, n_actions=7, x_max=3.0, a_max=2.0, noise=1.0)
+    if name == "garnet":       # 1-D action grid on [0, 1]
+        return wg.problems.get("garnet", n_states=8, n_actions=6, branching=4, seed=3)
+    if name == "lqr2d":        # 2-D actions
+        return wg.problems.get("lqr2d", n_states=(5, 5), n_actions=(4, 4), a_max=2.0, noise=1.5)
+    raise KeyError(name)
+
+
+_CACHE = {}
+
+
+def _setup(name, obj_key, which):
+    """MDP, objective and a policy: ``which`` = "random" (positive, non-optimal) or "optimal"."""
+    key = (name, obj_key, which)
+    if key not in _CACHE:
+        mdp = _problem(name)
+        obj = OBJECTIVES[obj_key]
+        if which == "random":
+            rng = np.random.default_rng(zlib.crc32(repr(key).encode()))
+            m = rng.uniform(0.2, 1.0, (mdp.n_states, mdp.n_actions))
+            pol = wg.Policy.from_masses(mdp, m / m.sum(axis=1, keepdims=True))
+        else:
+            pol = wg.solve(mdp, obj).policy
+        _CACHE[key] = (mdp, obj, pol)
+    return _CACHE[key]
+
+
+def _potential(mdp, rng, rough=0.0):
+    """A random smooth potential (cubic polynomial per state in the action coordinates) plus
+    ``rough`` times white noise. Smooth potentials keep ``|L phi| / m`` bounded in Gibbs tails."""
+    A = mdp.actions
+    lo = np.array([b[0] for b in A.bounds])
+    hi = np.array([b[1] for b in A.bounds])
+    u = 2.0 * (A.centers - lo) / (hi - lo) - 1.0
+    feats = [u[:, d] ** p for d in range(A.ndim) for p in (1, 2, 3)]
+    if A.ndim == 2:
+        feats.append(u[:, 0] * u[:, 1])
+    F = np.stack(feats, axis=1)
+    phi = rng.standard_normal((mdp.n_states, F.shape[1])) @ F.T
+    return phi + rough * rng.standard_normal(phi.shape)
+
+
+def _scaled(mdp, masses, phi, kind, rel=20.0):
+    """``phi`` scaled so that ``max |L phi| / m = rel``: the curve keeps masses positive."""
+    Lp = laplacian_apply(masses, phi, mdp.actions, kind)
+    return phi * (rel / np.max(np.abs(Lp) / masses))
+
+
+def _second_difference(f, eps):
+    """Richardson-extrapolated central second difference of ``f`` at 0 (error O(eps^4))."""
+    f0 = f(0.0)
+
+    def D(e):
+        return (f(e) - 2.0 * f0 + f(-e)) / e ** 2
+
+    return (4.0 * D(eps / 2) - D(eps)) / 3.0
+
+
+def _J_along(mdp, obj, pol, phi, kind):
+    return lambda e: wg.evaluate(mdp, continuity_curve(mdp, pol, phi, e, kind), obj).J
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tau", [0.4, 0.0], ids=["tau>0", "tau=0"])
+@pytest.mark.parametrize("obj_cls", [lambda t: wg.Discounted(0.85, entropy=t), lambda t: wg.Average(entropy=t)],
+                         ids=["discounted", "average"])
+@pytest.mark.parametrize("name", ["lqr1d", "garnet"])
+def test_energy_gradient_matches_central_differences(name, obj_cls, tau, rng):
+    mdp = _problem(name)
+    obj = obj_cls(tau)
+    m = rng.uniform(0.2, 1.0, (mdp.n_states, mdp.n_actions))
+    m /= m.sum(axis=1, keepdims=True)
+    g = energy_gradient(mdp, obj, wg.Policy.from_masses(mdp, m))
+    assert g.shape == m.shape
+    for _ in range(3):
+        dm = rng.standard_normal(m.shape)
+        dm -= dm.mean(axis=1, keepdims=True)           # zero sum per state: stays a policy
+        dm *= 0.5 * m.min() / np.abs(dm).max()
+        J = lambda e: wg.evaluate(mdp, m + e * dm, obj).J  # noqa: E731
+
+        def D(e):
+            return (J(e) - J(-e)) / (2 * e)
+
+        fd = (4 * D(0.01) - D(0.02)) / 3                # Richardson: error O(eps^4)
+        exact = float(np.sum(g * dm))
+        assert exact == pytest.approx(fd, rel=1e-8, abs=1e-12 * abs(J(0.0)))
+
+
+def test_energy_gradient_closed_form(rng):
+    """``dJ/dm = kappa w(s) (Q + tau log(m/vol) + tau)`` with ``kappa = 1/(1-gamma)`` (docs/flows.md)."""
+    mdp = _problem("lqr1d")
+    obj = wg.Discounted(0.7, entropy=0.3)
+    pol = wg.Policy.gaussian(mdp, mean=0.2, std=0.9)
+    ev = wg.evaluate(mdp, pol, obj)
+    psi = ev.Q + 0.3 * (np.log(pol.masses / mdp.actions.cell_volume) + 1.0)
+    np.testing.assert_allclose(energy_gradient(mdp, obj, pol), ev.weights[:, None] * psi / 0.3,
+                               rtol=1e-12, atol=1e-12 * np.abs(psi).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Hessian-vector products vs second differences along continuity curves
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", MOBILITIES)
+@pytest.mark.parametrize("which", ["random", "optimal"])
+@pytest.mark.parametrize("obj_key", ["discounted", "average"])
+@pytest.mark.parametrize("name", ["lqr1d", "garnet", "lqr2d"])
+def test_hessian_matches_second_differences(name, obj_key, which, kind):
+    mdp, obj, pol = _setup(name, obj_key, which)
+    rng = np.random.default_rng(7)
+    H = wg.hessian(mdp, obj, pol, mobility=kind)
+    phi = _potential(mdp, rng, rough=0.3 if which == "random" else 0.0)
+    phi = _scaled(mdp, pol.masses, phi, kind)
+    fd = _second_difference(_J_along(mdp, obj, pol, phi, kind), 2.5e-3)
+    assert H.quadratic_form(phi) == pytest.approx(fd, rel=1e-5)
+
+
+@pytest.mark.parametrize("obj_key", ["discounted", "average"])
+def test_hessian_bilinear_form_by_polarization(obj_key):
+    """``H(phi, psi) = [q(phi + psi) - q(phi - psi)] / 4`` with ``q`` the second differences: the
+    off-diagonal entries of the operator (not only its quadratic form) are right."""
+    mdp, obj, pol = _setup("lqr1d", obj_key, "random")
+    rng = np.random.default_rng(3)
+    H = wg.hessian(mdp, obj, pol)
+    phi = _scaled(mdp, pol.masses, _potential(mdp, rng, 0.3), "sg", 10.0)
+    psi = _scaled(mdp, pol.masses, _potential(mdp, rng, 0.3), "sg", 10.0)
+    qp = _second_difference(_J_along(mdp, obj, pol, phi + psi, "sg"), 2.5e-3)
+    qm = _second_difference(_J_along(mdp, obj, pol, phi - psi, "sg"), 2.5e-3)
+    exact = float(psi.ravel() @ H.matvec(phi.ravel()))
+    assert exact == pytest.approx((qp - qm) / 4.0, rel=1e-5, abs=1e-6 * (abs(qp) + abs(qm)))
+
+
+def test_hessian_at_tau_zero_matches_second_differences():
+    """Without entropy (positive policy), the Hessian is still the second derivative of J."""
+    mdp = _problem("lqr1d")
+    obj = wg.Discounted(0.8, entropy=0.0)
+    rng = np.random.default_rng(11)
+    m = rng.uniform(0.2, 1.0, (mdp.n_states, mdp.n_actions))
+    pol = wg.Policy.from_masses(mdp, m / m.sum(axis=1, keepdims=True))
+    H = wg.hessian(mdp, obj, pol)
+    phi = _scaled(mdp, pol.masses, _potential(mdp, rng, 0.3), "sg")
+    fd = _second_difference(_J_along(mdp, obj, pol, phi, "sg"), 2.5e-3)
+    assert H.quadratic_form(phi) == pytest.approx(fd, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# local / transport split, symmetry
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["random", "optimal"])
+@pytest.mark.parametrize("obj_key", ["discounted", "average"])
+@pytest.mark.parametrize("name", ["lqr1d", "lqr2d"])
+def test_local_plus_transport_is_hessian_and_local_is_frozen_energy(name, obj_key, which):
+    mdp, obj, pol = _setup(name, obj_key, which)
+    rng = np.random.default_rng(5)
+    H = wg.hessian(mdp, obj, pol)
+    phi = _scaled(mdp, pol.masses, _potential(mdp, rng, 0.3 if which == "random" else 0.0), "sg")
+    v = phi.ravel()
+    full, loc, tr = H.matvec(v), H.local.matvec(v), H.transport.matvec(v)
+    np.testing.assert_allclose(loc + tr, full, rtol=0, atol=1e-12 * np.abs(full).max())
+    # the local part: second derivative of E_lin(m) = sum_s x(s) sum_a m (Q + tau log(m/vol)) with
+    # Q and the unnormalized weights x frozen at the policy
+    ev = wg.evaluate(mdp, pol, obj)
+    x = ev.weights / (1.0 - obj.gamma) if isinstance(obj, wg.Discounted) else ev.weights
+    tau, vol = obj.entropy, mdp.actions.cell_volume
+
+    def E_lin(e):
+        m = continuity_curve(mdp, pol, phi, e)
+        return float(np.sum(x[:, None] * m * (ev.Q + tau * np.log(m / vol))))
+
+    fd = _second_difference(E_lin, 2.5e-3)
+    assert float(v @ loc) == pytest.approx(fd, rel=1e-5, abs=1e-9 * abs(float(v @ full)))
+    # the transport part is what the response of Q and of the weights adds
+    assert float(v @ tr) == pytest.approx(float(v @ full) - fd, rel=1e-4, abs=1e-6 * abs(float(v @ full)))
+
+
+@pytest.mark.parametrize("kind", MOBILITIES)
+@pytest.mark.parametrize("which", ["random", "optimal"])
+@pytest.mark.parametrize("obj_key", ["discounted", "average"])
+@pytest.mark.parametrize("name", ["lqr1d", "garnet", "lqr2d"])
+def test_hessian_is_symmetric(name, obj_key, which, kind):
+    mdp, obj, pol = _setup(name, obj_key, which)
+    rng = np.random.default_rng(9)
+    H = wg.hessian(mdp, obj, pol, mobility=kind)
+    for _ in range(3):
+        phi = rng.standard_normal(pol.masses.size)
+        psi = rng.standard_normal(pol.masses.size)
+        Hphi, Hpsi = H.matvec(phi), H.matvec(psi)
+        scale = np.linalg.norm(phi) * np.linalg.norm(Hpsi) + np.linalg.norm(psi) * np.linalg.norm(Hphi)
+        assert abs(psi @ Hphi - phi @ Hpsi) <= 1e-12 * scale
+        # and the parts separately: both are symmetric bilinear forms
+        for part in (H.local, H.transport):
+            a, b = psi @ part.matvec(phi), phi @ part.matvec(psi)
+            assert abs(a - b) <= 1e-12 * scale
+
+
+@pytest.mark.parametrize("obj_key", ["discounted", "average"])
+def test_operator_attributes(obj_key):
+    mdp, obj, pol = _setup("garnet", obj_key, "random")
+    H = wg.hessian(mdp, obj, pol)
+    ev = wg.evaluate(mdp, pol, obj)
+    n = mdp.n_states * mdp.n_actions
+    assert isinstance(H, wg.Hessian) and H.shape == (n, n)
+    assert H.kappa == pytest.approx(5.0 if obj_key == "discounted" else 1.0, rel=1e-14)
+    assert H.evaluation.J == pytest.approx(ev.J, rel=1e-13)
+    psi = ev.Q + obj.entropy * np.log(pol.masses / mdp.actions.cell_volume)
+    # the gradient potential, up to a constant per state (the code adds tau: dJ/dm / x)
+    np.testing.assert_allclose(np.diff(H.gradient, axis=1), np.diff(psi, axis=1), rtol=1e-12, atol=1e-12)
+    # G is the weighted face form: G(phi, phi) = sum_s w sum_faces theta |dphi|^2 / h^2 >= 0
+    phi = np.random.default_rng(1).standard_normal((mdp.n_states, mdp.n_actions))
+    th = mobility(pol.masses[:, :-1], pol.masses[:, 1:], "sg")[0]
+    direct = np.sum(ev.weights[:, None] * th * np.diff(phi, axis=1) ** 2) / mdp.actions.spacing[0] ** 2
+    assert phi.ravel() @ H.metric.matvec(phi.ravel()) == pytest.approx(direct, rel=1e-12)
+
+
+def test_constants_per_state_are_the_kernel():
+    """Potentials are defined modulo per-state constants: H and G vanish on them."""
+    mdp, obj, pol = _setup("lqr1d", "discounted", "random")
+    H = wg.hessian(mdp, obj, pol)
+    c = np.repeat(np.arange(mdp.n_states, dtype=float)[:, None], mdp.n_actions, axis=1).ravel()
+    phi = np.random.default_rng(2).standard_normal(c.size)
+    scale = np.abs(H.matvec(phi)).max()
+    assert np.abs(H.matvec(c)).max() <= 1e-12 * scale * np.abs(c).max()
+    np.testing.assert_allclose(H.matvec(phi + c), H.matvec(phi), atol=1e-11 * scale)
+    assert np.abs(H.metric.matvec(c)).max() <= 1e-14 * np.abs(H.metric.matvec(phi)).max() * np.abs(c).max()
+
+
+# ---------------------------------------------------------------------------------------------
+# positivity and spectrum at soft optima
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("obj_key", ["discounted", "average"])
+@pytest.mark.parametrize("name", ["lqr1d", "garnet", "lqr2d"])
+def test_positive_definite_at_soft_optimum(name, obj_key):
+    mdp, obj, pol = _setup(name, obj_key, "optimal")
+    H = wg.hessian(mdp, obj, pol)
+    lam = H.spectrum(4)
+    assert np.all(lam > 0)
+    assert np.all(np.diff(lam) >= -1e-10 * lam[-1])
+    rng = np.random.default_rng(4)
+    for rough in (0.0, 1.0):
+        for _ in range(5):
+            phi = _potential(mdp, rng, rough).ravel()
+            q = phi @ H.matvec(phi)
+            g = phi @ H.metric.matvec(phi)
+            assert q > 0 and g > 0
+            # a Rayleigh quotient is never below the smallest eigenvalue (up to the Galerkin
+            # restriction of spectrum(), which can only raise the eigenvalues it returns)
+            assert q / g >= lam[0] * (1 - 1e-3)
+
+
+def _bandit(n, curvature=2.0):
+    return wg.problems.get("quadratic_bandit", n_actions=n, a_max=5.0, curvature=curvature)
+
+
+@pytest.mark.parametrize("obj", [wg.Discounted(0.5, entropy=0.5), wg.Average(entropy=0.5)],
+                         ids=["discounted", "average"])
+def test_quadratic_bandit_ornstein_uhlenbeck_spectrum(obj):
+    """Gibbs law N(0, tau/k): H relative to G is kappa * tau * A^2 / A with A the OU generator,
+    eigenvalues kappa * k * (1, 2, 3, ...) (Hermite eigenfunctions), up to O(h^2)."""
+    k = 2.0
+    kappa = 1.0 / (1.0 - obj.gamma) if isinstance(obj, wg.Discounted) else 1.0
+    exact = kappa * k * np.arange(1, 5)
+    errs = []
+    for n in (81, 161):
+        mdp = _bandit(n, k)
+        H = wg.hessian(mdp, obj, wg.solve(mdp, obj).policy)
+        assert H.kappa == kappa
+        lam, vecs = H.spectrum(4, return_vectors=True)
+        errs.append(lam - exact)
+        np.testing.assert_allclose(lam / lam[0], np.arange(1, 5), rtol=0.02)
+        # the slowest mode is the first Hermite polynomial: a linear potential (a shift of the law)
+        a = mdp.actions.centers[:, 0]
+        mass = H.masses[0]
+        v = vecs[0, 0] - np.sum(mass * vecs[0, 0])
+        lin = a - np.sum(mass * a)
+        corr = np.sum(mass * v * lin) / np.sqrt(np.sum(mass * v ** 2) * np.sum(mass * lin ** 2))
+        assert abs(corr) > 0.999
+    np.testing.assert_allclose(errs[1] / exact, 0, atol=0.007)
+    # second order: halving h divides the error by ~4
+    ratio = errs[0] / errs[1]
+    assert np.all((ratio > 3.5) & (ratio < 4.5)), ratio
+
+
+@pytest.mark.slow
+def test_quadratic_bandit_second_order_convergence_on_three_grids():
+    obj = wg.Discounted(0.5, entropy=0.5)
+    exact = 2.0 * 2.0 * np.arange(1, 4)
+    errs = []
+    for n in (81, 161, 321):
+        mdp = _bandit(n)
+        errs.append(wg.hessian(mdp, obj, wg.solve(mdp, obj).policy).spectrum(3) - exact)
+    r1, r2 = errs[0] / errs[1], errs[1] / errs[2]
+    assert np.all(np.abs(r1 - 4) < 0.5) and np.all(np.abs(r2 - 4) < 0.3)
+    assert np.all(np.log2(r2) > 1.9)     # observed order -> 2
+
+
+def test_spectrum_eigenvectors_are_g_normalized_eigenpairs():
+    mdp, obj, pol = _setup("lqr1d", "discounted", "optimal")
+    H = wg.hessian(mdp, obj, pol)
+    lam, vecs = H.spectrum(4, return_vectors=True, method="dense")
+    assert vecs.shape == (4, mdp.n_states, mdp.n_actions)
+    np.testing.assert_allclose(vecs.mean(axis=2), 0, atol=1e-12 * np.abs(vecs).max())
+    G = np.array([[u.ravel() @ H.metric.matvec(v.ravel()) for v in vecs] for u in vecs])
+    np.testing.assert_allclose(G, np.eye(4), atol=1e-9)
+    for j in range(4):
+        v = vecs[j].ravel()
+        Hv, Gv = H.matvec(v), H.metric.matvec(v)
+        assert (v @ Hv) == pytest.approx(lam[j], rel=1e-10)
+        # every direction is kept by min_weight here, so the full residual is at rounding level
+        assert H.diagnostics["directions_in_spectrum"] == mdp.n_states * (mdp.n_actions - 1)
+        assert np.linalg.norm(Hv - lam[j] * Gv) <= 1e-10 * np.linalg.norm(Hv)
+
+
+# ---------------------------------------------------------------------------------------------
+# rates: 2 lambda_min / kappa is the otto rate near the optimum
+# ---------------------------------------------------------------------------------------------
+_RATE = {}
+
+
+def _rate_setup():
+    if not _RATE:
+        mdp = wg.problems.get("lqr1d", n_states=21, n_actions=15, noise=0.7)
+        obj = wg.Discounted(0.8, entropy=0.5)
+        sol = wg.solve(mdp, obj)
+        H = wg.hessian(mdp, obj, sol.policy)
+        lam, vecs = H.spectrum(3, return_vectors=True)
+        _RATE.update(mdp=mdp, obj=obj, sol=sol, H=H, lam=lam, vecs=vecs)
+    return _RATE
+
+
+def test_predicted_rate_value():
+    r = _rate_setup()
+    H, lam = r["H"], r["lam"]
+    assert H.kappa == pytest.approx(5.0)
+    assert H.predicted_rate() == pytest.approx(2 * lam[0] / 5.0, rel=1e-12)
+    assert predicted_rate(H) == pytest.approx(5.72299, rel=1e-4)
+    # the three slowest modes are nearly degenerate (a pair and a third one 0.06 % above)
+    np.testing.assert_allclose(lam, [14.30749, 14.30749, 14.31593], rtol=1e-5)
+
+
+def test_measured_rate_matches_fixed_step_prediction():
+    """Start on the slowest eigen-direction (a continuity curve from the optimum) and integrate
+    with a fixed step. Explicit Euler multiplies the mode by (1 - dt lambda/kappa) per step, so
+    the gap decays at -2 log(1 - dt lambda/kappa)/dt = 2 lambda/kappa + O(dt): the measured rate
+    matches this to ~0.1 %, and 2 lambda/kappa to the O(dt) time error (0.7 % at dt = 0.005)."""
+    r = _rate_setup()
+    mdp, obj, sol, H, lam = r["mdp"], r["obj"], r["sol"], r["H"], r["lam"]
+    m0 = continuity_curve(mdp, sol.policy, r["vecs"][0], 0.05)
+    dt = 0.005                      # the positivity bound at the optimum is 0.038
+    traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=5.0, dt=dt, save_every=0.05,
+                   progress=False)
+    measured = measured_rate(traj, sol.J)
+    mu = lam[0] / H.kappa
+    euler = -2.0 * np.log(1.0 - dt * mu) / dt
+    assert measured == pytest.approx(euler, rel=2e-3)
+    assert measured == pytest.approx(H.predicted_rate(), rel=0.015)
+
+
+@pytest.mark.slow
+def test_measured_rate_adaptive_steps_from_generic_start():
+    """Default (adaptive, cfl = 0.5) steps from a generic smooth perturbation of the optimum:
+    the fast modes and the larger Euler steps (mu dt up to ~0.03) leave a few percent."""
+    r = _rate_setup()
+    mdp, obj, sol, H = r["mdp"], r["obj"], r["sol"], r["H"]
+    rng = np.random.default_rng(1)
+    a = mdp.actions.centers[:, 0]
+    phi = rng.standard_normal((mdp.n_states, 3)) @ np.stack([a, a ** 2, a ** 3])
+    m0 = continuity_curve(mdp, sol.policy, 0.01 * phi, 1.0)
+    traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=6.0, save_every=0.02, progress=False)
+    measured = measured_rate(traj, sol.J, lower=1e-12, upper=1e-7)      # a late window
+    assert measured == pytest.approx(H.predicted_rate(), rel=0.03)
+    assert measured > H.predicted_rate()       # Euler and faster modes both make it faster
+
+
+def test_measured_rate_quadratic_bandit():
+    mdp = _bandit(81)
+    obj = wg.Discounted(0.5, entropy=0.5)
+    sol = wg.solve(mdp, obj)
+    H = wg.hessian(mdp, obj, sol.policy)
+    lam, vecs = H.spectrum(1, return_vectors=True)
+    m0 = continuity_curve(mdp, sol.policy, vecs[0], 0.05)
+    dt = 2e-3
+    traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=5.0, dt=dt, save_every=0.05,
+                   progress=False)
+    measured = measured_rate(traj, sol.J)
+    mu = lam[0] / H.kappa
+    assert measured == pytest.approx(-2.0 * np.log(1.0 - dt * mu) / dt, rel=2e-3)
+    assert measured == pytest.approx(H.predicted_rate(), rel=0.01)
+    assert H.predicted_rate() == pytest.approx(2 * 2.0, rel=0.015)     # 2 k: the OU rate
+
+
+def test_measured_rate_needs_frames_in_window():
+    mdp = _bandit(41)
+    obj = wg.Discounted(0.5, entropy=0.5)
+    traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), t_end=0.01, save_every=0.005, progress=False)
+    with pytest.raises(wg.ValidationError, match="frames"):
+        measured_rate(traj, wg.solve(mdp, obj).J)
+
+
+# ---------------------------------------------------------------------------------------------
+# spectrum: LOBPCG path vs dense path
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_spectrum_lobpcg_agrees_with_dense():
+    mdp = wg.problems.get("lqr1d", n_states=25, n_actions=25, noise=0.7)     # n = 625
+    obj = wg.Discounted(0.8, entropy=2.0)
+    H = wg.hessian(mdp, obj, wg.solve(mdp, obj).policy)
+    dense = H.spectrum(4, method="dense")
+    lob, vecs = H.spectrum(4, method="lobpcg", return_vectors=True)
+    np.testing.assert_allclose(lob, dense, rtol=1e-6)
+    for j in range(4):
+        v = vecs[j].ravel()
+        Hv, Gv = H.matvec(v), H.metric.matvec(v)
+        assert v @ Gv == pytest.approx(1.0, rel=1e-10)
+        assert np.linalg.norm(Hv - lob[j] * Gv) <= 1e-5 * np.linalg.norm(Hv)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+def test_zero_masses_are_rejected():
+    mdp = _problem("lqr1d")
+    m = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)
+    m[3] = 1.0 / (mdp.n_actions - 1)
+    m[3, 0] = 0.0
+    pol = wg.Policy.from_masses(mdp, m)
+    with pytest.raises(wg.ValidationError, match="state 3, action 0"):
+        wg.hessian(mdp, wg.Discounted(0.9), pol)
+    with pytest.raises(ValueError):           # the builtin too (DESIGN section 1)
+        wg.hessian(mdp, wg.Discounted(0.9), pol)
+
+
+def test_unknown_mobility_is_rejected():
+    mdp, obj, pol = _setup("lqr1d", "discounted", "random")
+    with pytest.raises(wg.ValidationError, match="unknown mobility"):
+        wg.hessian(mdp, obj, pol, mobility="harmonic")
+
+
+def test_missing_action_grid_is_rejected():
+    P = np.full((3, 2, 3), 1.0 / 3.0)
+    mdp = wg.MDP.from_arrays(P, np.arange(6.0).reshape(3, 2))
+    pol = wg.Policy.uniform(mdp)
+    with pytest.raises(wg.ValidationError, match="action grid"):
+        wg.hessian(mdp, wg.Discounted(0.9, entropy=0.1), pol)
+    with pytest.raises(wg.ValidationError, match="action grid"):
+        continuity_curve(mdp, pol, np.zeros((3, 2)), 0.1)
+
+
+def test_bad_objective_is_rejected():
+    mdp, _, pol = _setup("lqr1d", "discounted", "random")
+    with pytest.raises(wg.ValidationError):
+        wg.hessian(mdp, 0.9, pol)
+
+
+def test_continuity_curve_rejects_large_steps():
+    mdp, obj, pol = _setup("lqr1d", "discounted", "optimal")
+    phi = np.random.default_rng(0).standard_normal(pol.masses.shape)
+    with np.errstate(all="ignore"):           # numpy's default for users: no FloatingPointError
+        with pytest.raises(wg.ValidationError, match="empties a cell"):
+            continuity_curve(mdp, pol, phi, 1.0, "arithmetic")
+
+
+def test_continuity_curve_never_returns_nan():
+    mdp, obj, pol = _setup("lqr1d", "discounted", "optimal")
+    phi = np.random.default_rng(0).standard_normal(pol.masses.shape)
+    with np.errstate(all="ignore"):           # numpy's default for users: warn, do not raise
+        with pytest.raises(wg.ValidationError):
+            continuity_curve(mdp, pol, phi, 1.0, "sg")
+    # and under the suite's strict floating-point state: a ValidationError, not a FloatingPointError
+    with pytest.raises(wg.ValidationError):
+        continuity_curve(mdp, pol, phi, 0.1, "logmean")

@@ -43,8 +43,8 @@ def check_masses(masses, n_states: int | None = None, n_actions: int | None = No
 
 
 def _log_cell_probabilities(z):
-    """``log(Phi(z[:, k+1]) - Phi(z[:, k]))`` accurate in both tails (``z`` increasing per row)."""
-    lo, hi = z[:, :-1], z[:, 1:]
+    """``log(Phi(z[..., k+1]) - Phi(z[..., k]))`` accurate in both tails (``z`` increasing)."""
+    lo, hi = z[..., :-1], z[..., 1:]
     upper = lo > 0      # above the mean use the upper tail: Phi(-lo) - Phi(-hi)
     a = np.where(upper, -hi, lo)
     b = np.where(upper, -lo, hi)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ValidationError
+from ..errors import ConvergenceError, ValidationError
 from ..evaluation import Evaluation, _check_objective, _evaluate_masses
 from ..linalg import LinearSolveCache
 from ..policy import Policy
@@ -137,6 +137,29 @@ class Scheme:
         With ``adaptive`` (the user gave no dt) the scheme may take a smaller step than ``dt``;
         otherwise it takes exactly ``dt`` or raises."""
         raise NotImplementedError
+
+    #: adaptive steps that increase J are rejected and halved (schemes set this from an option)
+    monotone: bool = False
+
+    def _accept_or_halve(self, state: FlowState, dt: float, adaptive: bool, propose) -> FlowState:
+        """Step control shared by the schemes: ``propose(dt)`` returns the candidate state, or
+        None to reject it (e.g. negative masses). With adaptive steps, a rejected candidate or
+        (when ``monotone``) one that increases ``J`` is retried with half the step."""
+        J0 = state.J
+        for _ in range(60):
+            new = propose(dt)
+            increases = (new is not None and self.monotone
+                         and new.J > J0 + 1e-13 * max(1.0, abs(J0)))
+            if new is not None and not (adaptive and increases):
+                self.stats["steps"] += 1
+                self._dt_prev = dt
+                return new
+            if not adaptive:
+                raise ValidationError(f"{self.name}: the step dt={dt:g} was rejected; reduce dt")
+            dt *= 0.5
+            self.stats["rejected"] += 1
+        raise ConvergenceError(f"{self.name}: 60 successive step rejections (J keeps increasing)",
+                               {"t": state.t, "dt": dt})
 
     def suggest_dt(self, state: FlowState) -> float:
         """Step used when the user gives none."""

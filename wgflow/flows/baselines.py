@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConvergenceError, ValidationError
+from ..errors import ValidationError
 from ..policy import Policy, check_masses
 from .base import FlowState, Scheme
 
@@ -232,15 +232,5 @@ class PG(Scheme):
     def step(self, state: FlowState, dt: float, adaptive: bool = False) -> FlowState:
         G = self.gradient(state)
         theta = state.params["logits"]
-        J0 = state.J
-        for _ in range(60):
-            new = self._state(state.t + dt, theta - dt * G, {"dt": dt})
-            if adaptive and self.monotone and new.J > J0 + 1e-13 * max(1.0, abs(J0)):
-                dt *= 0.5
-                self.stats["rejected"] += 1
-                continue
-            self.stats["steps"] += 1
-            self._dt_prev = dt
-            return new
-        raise ConvergenceError("pg: 60 successive step rejections (J keeps increasing)",
-                               {"t": state.t, "dt": dt})
+        return self._accept_or_halve(state, dt, adaptive,
+                                     lambda h: self._state(state.t + h, theta - h * G, {"dt": h}))

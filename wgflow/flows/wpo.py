@@ -26,26 +26,15 @@ component instead (common random numbers, like Acme's fixed key).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
+from scipy.special import logsumexp, ndtr, ndtri
 
-from ..errors import ConvergenceError, ValidationError
-from ..policy import Policy, _per_state
+from ..errors import ValidationError
+from ..policy import Policy, _log_cell_probabilities, _per_state
 from .base import FlowState, Scheme
 
 __all__ = ["WPO", "gaussian_cell_probabilities"]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
-
-
-def _log_cell_probabilities(z):
-    """``log(Phi(z[..., k+1]) - Phi(z[..., k]))``, accurate in both tails (``z`` increasing)."""
-    lo, hi = z[..., :-1], z[..., 1:]
-    upper = lo > 0      # above the mean use the upper tail: Phi(-lo) - Phi(-hi)
-    a = np.where(upper, -hi, lo)
-    b = np.where(upper, -lo, hi)
-    lb, la = log_ndtr(b), log_ndtr(a)
-    with np.errstate(divide="ignore"):
-        return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
 
 
 def gaussian_cell_probabilities(actions, mean, std):
@@ -430,16 +419,8 @@ class WPO(Scheme):
         return w_new, mu_new, sd_new
 
     def step(self, state: FlowState, dt: float, adaptive: bool = False) -> FlowState:
-        J0 = state.J
-        for _ in range(60):
-            w, mu, sd = self._update(state, dt)
-            new = self._state(state.t + dt, w, mu, sd, {"dt": dt})
-            if adaptive and self.monotone and new.J > J0 + 1e-13 * max(1.0, abs(J0)):
-                dt *= 0.5
-                self.stats["rejected"] += 1
-                continue
-            self.stats["steps"] += 1
-            self._dt_prev = dt
-            return new
-        raise ConvergenceError("wpo: 60 successive step rejections (J keeps increasing)",
-                               {"t": state.t, "dt": dt})
+        def propose(h):
+            w, mu, sd = self._update(state, h)
+            return self._state(state.t + h, w, mu, sd, {"dt": h})
+
+        return self._accept_or_halve(state, dt, adaptive, propose)

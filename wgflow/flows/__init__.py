@@ -17,7 +17,7 @@ from .base import FlowState, Scheme, get_scheme, scheme_names
 from .trackers import (CallbackTracker, GuardTracker, ProgressTracker, SteadyStateTracker,
                        StorageTracker, Tracker, get_tracker)
 from .trajectory import FrameWriter, Trajectory  # noqa: F401
-from . import otto, wpo, wppg, baselines  # noqa: F401  (registration)
+from . import otto, jko, wpo, wppg, baselines  # noqa: F401  (registration)
 
 __all__ = ["flow", "Trajectory", "Scheme", "FlowState", "scheme_names", "get_scheme", "Tracker",
            "ProgressTracker", "SteadyStateTracker", "GuardTracker", "StorageTracker",

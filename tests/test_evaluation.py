@@ -576,8 +576,11 @@ def test_reuse_factorization_gives_same_answer(tau, kind):
     np.testing.assert_allclose(a.V, b.V, rtol=0, atol=1e-10 * (1 + np.max(np.abs(b.V))))
     sa, sb = a.diagnostics["linear_solver"], b.diagnostics["linear_solver"]
     assert sb["krylov_solves"] == 0 and sb["factorizations"] == b.iterations
-    # with reuse every evaluation after the first tried the old factorization first
-    assert sa["krylov_iterations"] > 0
+    # soft PI tries the old factorization first; exact PI only once few states switch action
+    # (whole rows of P_pi change otherwise), so on this small garnet it may never reuse
+    if tau > 0:
+        assert sa["krylov_iterations"] > 0
+    # every evaluation is either a factorization or two reused solves (value + weights)
     assert sa["factorizations"] + sa["krylov_solves"] / 2 == a.iterations
 
 

@@ -411,11 +411,15 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         out = _policy_iteration(mdp, objective, tol, max_iter or 1000, policy0, reuse_factorization, progress)
     else:
         out = _value_iteration(mdp, objective, tol, max_iter or 10**6, aperiodicity, progress)
-    masses, iters, converged, history, cache = out
+    masses, iters, converged, history, cache, last = out
     t1 = time.perf_counter()
-    # the returned values come from a fresh factorization: accurate to rounding, not to GMRES's rtol
-    final_cache = LinearSolveCache(reuse=False)
-    J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, final_cache)
+    if last is not None:
+        # exact policy iteration: the last iteration evaluated this very policy by a direct solve
+        J, w, V, Q = last
+    else:
+        # the returned values come from a fresh factorization: accurate to rounding, not to
+        # GMRES's rtol
+        J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, LinearSolveCache(reuse=False))
     res = _residual(mdp, objective, V, J)
     t2 = time.perf_counter()
     name = method if not (method == "policy_iteration" and objective.entropy > 0) else "soft_policy_iteration"
@@ -433,16 +437,27 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
 
 def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
     tau = objective.entropy
-    masses = (np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions) if policy0 is None
-              else _check_policy(mdp, policy0))
-    cache = LinearSolveCache(reuse=reuse)
+    if policy0 is not None:
+        masses = _check_policy(mdp, policy0)
+    elif tau == 0:
+        # greedy for V = 0: a deterministic start keeps P_pi (and its LU factors) as sparse as a
+        # deterministic policy's; the uniform policy mixes every action's row
+        masses = _greedy(mdp.C, 0.0)
+    else:
+        masses = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)
+    # exact PI switches whole rows of P_pi from one iteration to the next, which defeats the old
+    # factors as a preconditioner until few states change: reuse is probed only then
+    cache = LinearSolveCache(reuse=reuse and tau > 0)
+    last = None
     history = []
     bar = _progress(progress, max_iter, "policy iteration")
     converged = False
     it = 0
     try:
         for it in range(1, max_iter + 1):
-            J, _, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, cache)
+            n_factorizations = cache.stats["factorizations"]
+            J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, cache)
+            direct = cache.stats["factorizations"] > n_factorizations
             history.append(J)
             new = _greedy(Q, tau, current=masses)
             if bar is not None:
@@ -451,7 +466,11 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
             if tau == 0:
                 if np.array_equal(new, masses):
                     converged = True
+                    if direct:
+                        last = (J, w, V, Q)
                     break
+                changed = np.count_nonzero(np.any(new != masses, axis=1))
+                cache.reuse = reuse and changed <= 0.01 * mdp.n_states
             else:
                 # the Bellman residual is second order in the policy error (it is tau times a KL
                 # divergence), so stop on the change of the policy itself and return the improved one
@@ -465,7 +484,7 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
     finally:
         if bar is not None:
             bar.close()
-    return masses, it, converged, history, cache
+    return masses, it, converged, history, cache, last
 
 
 def _value_iteration(mdp, objective, tol, max_iter, aperiodicity, progress):
@@ -513,4 +532,4 @@ def _value_iteration(mdp, objective, tol, max_iter, aperiodicity, progress):
     finally:
         if bar is not None:
             bar.close()
-    return _greedy(Q, tau), it, converged, history, None
+    return _greedy(Q, tau), it, converged, history, None, None

@@ -231,8 +231,7 @@ class _MassDerivatives:
         return local, transport
 
     def _solve(self, rhs):
-        lu = self.cache._lu
-        return [lu.solve(rhs[0]), lu.solve(rhs[1], trans="T")]
+        return [self.cache.lu_solve(rhs[0]), self.cache.lu_solve(rhs[1], trans=True)]
 
     @property
     def _ref(self):
@@ -244,10 +243,9 @@ class _MassDerivatives:
         return self._ref_cached
 
     def _solve_average(self, r, q):
-        lu = self.cache._lu
         b = q.copy()
         b[self._ref] = 0.0
-        return lu.solve(r), lu.solve(b, trans="T")
+        return self.cache.lu_solve(r), self.cache.lu_solve(b, trans=True)
 
     def hvp(self, dm):
         loc, tr = self.hvp_parts(dm)

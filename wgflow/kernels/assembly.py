@@ -115,6 +115,9 @@ class PolicyMatrixAssembler:
     def __call__(self, masses: np.ndarray) -> sp.csr_matrix:
         masses = np.ascontiguousarray(masses, dtype=np.float64)
         if not np.all(masses > 0):
+            if np.all(masses.max(axis=1) == 1.0):
+                # deterministic policy: P_pi is a row selection of P (sorted indices, no merging)
+                return self.P[np.arange(self.nS) * self.nA + np.argmax(masses, axis=1)]
             return policy_matrix(self.P, masses)
         if self._pattern is None:
             self._pattern = union_pattern(self.P.indptr, self.P.indices, self.nS, self.nA)

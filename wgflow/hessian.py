@@ -350,14 +350,17 @@ class Hessian(spla.LinearOperator):
 
         ``method``: ``"dense"`` (``scipy.linalg.eigh`` on the reduced matrices, one matvec per
         basis vector), ``"lobpcg"`` (1-D actions: LOBPCG on ``G^{-1/2} Z^T H Z G^{-1/2}`` with the
-        entropic local part as preconditioner), or ``"auto"`` (dense up to 2500 directions).
+        entropic local part as preconditioner), or ``"auto"`` (1-D actions: LOBPCG above 800
+        directions; otherwise dense, up to 2500 directions).
         Eigenvectors ``(k, nS, nA)`` are potentials normalized to ``G(phi, phi) = 1``; ``grad_a phi``
         is the velocity field to plot. ``diagnostics`` records the method, the number of
         directions kept and, for LOBPCG, the iterations and residuals.
         """
-        key = (k, method, min_weight)
-        if key in self._spectrum_cache and not return_vectors:
-            return self._spectrum_cache[key][0].copy()
+        # a cached result with at least k values (same method, restriction and tolerances) serves
+        for (kk, meth, mw, tl, mi), (v, vec) in self._spectrum_cache.items():
+            if kk >= k and meth == method and mw == min_weight and tl == tol and mi == maxiter:
+                return (v[:k].copy(), vec[:k].copy()) if return_vectors else v[:k].copy()
+        key = (k, method, min_weight, tol, maxiter)
         nS, nA = self.masses.shape
         w = self._d.w
         active = w >= min_weight * np.max(w)
@@ -366,7 +369,16 @@ class Hessian(spla.LinearOperator):
         k = int(min(k, Z.shape[1]))
         self.diagnostics["directions_in_spectrum"] = int(Z.shape[1])
         if method == "auto":
-            method = "dense" if Z.shape[1] <= 2500 else "lobpcg"
+            # LOBPCG costs a few hundred products; dense costs one per direction plus an eigh
+            if self.mdp.actions.ndim == 1 and Z.shape[1] > 800:
+                method = "lobpcg"
+            elif Z.shape[1] <= 2500:
+                method = "dense"
+            else:
+                raise ValidationError(f"spectrum: {Z.shape[1]} directions on a multi-D action grid; "
+                                      "LOBPCG supports 1-D actions only and method='auto' keeps the "
+                                      "dense method to 2500 directions (ask for method='dense' "
+                                      "explicitly, or raise min_weight)")
         t0 = time.perf_counter()
         if method == "dense":
             cols = np.arange(Z.shape[1])
@@ -390,7 +402,7 @@ class Hessian(spla.LinearOperator):
         for j in range(k):
             nrm = np.sqrt(max(self._metric_apply(vecs[j].ravel()) @ vecs[j].ravel(), 1e-300))
             vecs[j] /= nrm
-        self._spectrum_cache[key] = (vals.copy(), vecs)
+        self._spectrum_cache[key] = (vals.copy(), vecs.copy())
         return (vals, vecs) if return_vectors else vals
 
     def _lobpcg(self, Z, k, tol, maxiter):

@@ -575,7 +575,9 @@ def check_rate(mdp, objective, solution, tol=None, target_gap=1e-5, max_steps=20
     r"""Predicted vs measured local rate of the ``otto`` flow at the optimum.
 
     ``predicted_rate(H) = 2 lambda_min / kappa`` with ``lambda_min`` the smallest eigenvalue of
-    ``H`` relative to ``G`` at ``wg.solve``'s policy. The flow starts on the continuity curve
+    ``H`` relative to ``G`` at ``wg.solve``'s policy (``H.spectrum(1)``, ``method="auto"``: dense
+    up to 2500 reduced directions, LOBPCG above; skipped for multi-D action grids above 2500,
+    where LOBPCG is not available). The flow starts on the continuity curve
     along the slowest eigenvector (relative gap ``~ target_gap``) and runs with a fixed step
     ``dt = 0.5 / max_rate``; :func:`measured_rate` fits ``J - J* ~ exp(-r t)`` on relative gaps
     in ``(1e-9, target_gap / 3)`` (the flow's warm-started evaluations are accurate to ~1e-12). Explicit Euler contracts the slow mode by
@@ -590,13 +592,24 @@ def check_rate(mdp, objective, solution, tol=None, target_gap=1e-5, max_steps=20
         return [_skip("rate", "needs entropy > 0 (the Hessian needs positive masses)")]
     ps = solution.policy
     H = hessian(mdp, objective, ps)
+    import warnings
     try:
-        vals, vecs = H.spectrum(1, return_vectors=True)
-    except ValueError as exc:
-        # Hessian.spectrum's LOBPCG branch (nS*nA > 2500) mixes (n, 1) and (n,) arrays and
-        # raises (see docs/verify.md); nothing cheap and reliable replaces it here
-        return [_skip("rate", f"H.spectrum raised ValueError ({str(exc)[:60]}...): its LOBPCG branch "
-                      "(nS*nA > 2500) is broken; use a smaller problem or rates=False")]
+        # method="auto": dense up to 2500 reduced directions, LOBPCG above (1-D action grids)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            vals, vecs = H.spectrum(1, return_vectors=True)
+    except ValidationError as exc:
+        # multi-D action grids with more than 2500 reduced directions: LOBPCG is 1-D only
+        return [_skip("rate", f"H.spectrum: {exc}")]
+    for w in caught:              # re-emit what is not LOBPCG's non-convergence warning
+        if "LOBPCG" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    spec_note = f"spectrum: {H.diagnostics.get('spectrum_method')}"
+    if H.diagnostics.get("spectrum_method") == "lobpcg":
+        spec_note += (f" ({H.diagnostics['lobpcg_iterations']} iterations, residual "
+                      f"{float(np.max(H.diagnostics['lobpcg_residuals'])):.1e}"
+                      + ("; above LOBPCG's tolerance" if any("LOBPCG" in str(w.message) for w in caught) else "")
+                      + ")")
     lam = float(vals[0])
     pred = predicted_rate(H)          # the package's formula, 2 lambda_min / kappa
     if not pred > 0:
@@ -633,9 +646,9 @@ def check_rate(mdp, objective, solution, tol=None, target_gap=1e-5, max_steps=20
         return [_skip("rate", f"measured_rate failed: {exc}")]
     r_cont = 2.0 / dt * (1.0 - np.exp(-r_meas * dt / 2.0))
     return [_row("rate", r_cont, pred, abs(r_cont - pred) / pred, tol,
-                 f"lambda_min = {lam:.6g}, kappa = {H.kappa:.4g}; otto with fixed dt = {dt:.3g} "
-                 f"({n_steps} steps) decays at {r_meas:.6g} per unit time, i.e. {r_cont:.6g} after "
-                 "the explicit-Euler correction")]
+                 f"lambda_min = {lam:.6g} ({spec_note}), kappa = {H.kappa:.4g}; otto with fixed "
+                 f"dt = {dt:.3g} ({n_steps} steps) decays at {r_meas:.6g} per unit time, i.e. "
+                 f"{r_cont:.6g} after the explicit-Euler correction")]
 
 
 # =============================================================================================

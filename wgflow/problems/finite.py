@@ -22,7 +22,11 @@ def garnet(n_states=50, n_actions=10, branching=5, seed=0, cost_low=0.0, cost_hi
         raise ValidationError(f"branching must be in [1, n_states], got {branching}")
     rng = np.random.default_rng(seed)
     n = n_states * n_actions
-    cols = np.argsort(rng.random((n, n_states)), axis=1)[:, :branching]
+    # random keys drawn in row chunks (the same stream as one (n, n_states) draw, so seeds give
+    # the same MDPs) to keep memory at ~8 MB whatever n * n_states is
+    chunk = max(1, 1_000_000 // n_states)
+    cols = np.concatenate([np.argsort(rng.random((min(chunk, n - r), n_states)), axis=1)[:, :branching]
+                           for r in range(0, n, chunk)])
     cuts = np.sort(rng.random((n, branching - 1)), axis=1)
     probs = np.diff(np.concatenate([np.zeros((n, 1)), cuts, np.ones((n, 1))], axis=1), axis=1)
     P = sp.csr_matrix((probs.ravel(), cols.ravel(), np.arange(0, n * branching + 1, branching)),

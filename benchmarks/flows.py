@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Flow benchmark: the cost of one ``otto`` step, the Scharfetter--Gummel flux kernel, and a
-Fokker--Planck integration side by side with py-pde.
+"""Flow benchmark: the cost of one ``otto`` step, the Scharfetter--Gummel flux kernel, a
+Fokker--Planck integration side by side with py-pde, and every scheme run from the uniform policy
+to the optimum ``J*``.
 
 Run::
 
-    python benchmarks/flows.py              # everything (~3 min wall on 2 shared cores, most of it
-                                            # py-pde's compilation and pendulum 101x101x31)
-    python benchmarks/flows.py --quick      # small cases only (~1 min)
+    python benchmarks/flows.py                      # everything (~9-10 min wall on 2 shared cores)
+    python benchmarks/flows.py --quick              # small cases only (lqr1d schemes only)
+    python benchmarks/flows.py --only pypde schemes # some sections (otto, kernel, pypde, schemes)
+    python benchmarks/flows.py --cap 120            # wall-time cap of one scheme run (default 60 s)
+    python benchmarks/flows.py --json out.json      # raw numbers
 
-All times are CPU time of this process (``time.process_time``; everything timed is
-single-threaded), so that they mean something on a shared machine. Results and their
-interpretation: docs/flows_benchmarks.md.
-    python benchmarks/flows.py --json out.json
+Times in sections 1--3 are CPU time of this process (``time.process_time``; everything timed is
+single-threaded), so that they mean something on a shared machine; section 4 reports wall and CPU
+time. Results and their interpretation: docs/flows_benchmarks.md.
 
 Sections
 --------
@@ -23,7 +25,7 @@ Sections
    steps from ``0.98 * optimal + 0.02 * uniform`` after 10 unrecorded steps (near the steady
    state, where the old LU factors are reused). The split is measured by timing wrappers
    installed in this process around ``wgflow.flows.otto.sg_flux`` (flux kernel),
-   ``wgflow.evaluation.policy_matrix`` (assembly of ``P_pi``), ``wgflow.flows.base._evaluate_masses``
+   ``PolicyMatrixAssembler.__call__`` (assembly of ``P_pi``), ``wgflow.flows.base._evaluate_masses``
    (whole exact evaluation) and the scheme's ``LinearSolveCache.solve`` (sparse solves); the
    mat-vec unit is timed between the steps (same machine conditions). A second table gives the
    building blocks (assembly, LU factorization and solves) in the same unit.
@@ -36,12 +38,20 @@ Sections
    steps. py-pde: ``pde.PDE`` with ``Q'`` as a constant field, ``EulerSolver(backend="numba",
    adaptive=False).make_stepper`` (one compiled loop over all steps, no tracker); batched = a
    Python loop over the ``nS`` independent states, each integrated by the same compiled stepper.
-   wgflow: (a) ``otto_rhs`` + ``m += dt * dm`` in a Python loop (what the otto scheme calls), (b)
-   the factory flux kernel inside a numba-jitted Euler loop (py-pde's stepper pattern), (c) a
-   *prototype* that is not in wgflow: SG coefficients computed once (Q is frozen) and a jitted
-   loop doing two multiply-adds per face. Compilation is excluded from per-step times and
-   reported separately. Results are compared as densities (``m / h``); the two discretizations
-   differ (SG fluxes vs central differences) so they agree to O(h^2), shown on two grids.
+   wgflow: (a) ``wgflow.kernels.fluxes.sg_frozen_steps`` (frozen Q: SG coefficients computed once,
+   then fused Euler steps, one multiply-add per face per step), (b) the per-step factory flux
+   kernel (coefficients recomputed every step, what otto needs since its Q changes every step)
+   inside a numba-jitted Euler loop, (c) ``otto_rhs`` + ``m += dt * dm`` in a Python loop (what an
+   otto step calls); and a reference frozen loop that is not in wgflow (2-D masses, the left
+   face's flux carried in a register, each cell written once per step). Compilation is excluded from per-step times and reported separately.
+   Results are compared as densities (``m / h``); the two discretizations differ (SG fluxes vs
+   central differences) so they agree to O(h^2), shown on two grids.
+4. **Schemes to J***: ``wg.flow`` with every registered scheme (``jko`` if ``wgflow.flows.jko``
+   imports) from the uniform policy, default step control (``dt=None``; one documented extra
+   ``dt``), ``t_end`` and ``save_every`` huge (frames never cut a step), stopped by a callback
+   tracker when ``J - J* < 1e-8`` (``J*`` from ``wg.solve(tol=1e-13)``), when the best ``J - J*``
+   has not improved for 500 steps (the floor of a biased scheme), by the ``steady_state`` tracker,
+   or at the wall-time cap. Reports steps, wall and CPU time, exact evaluations and ``J - J*``.
 """
 from __future__ import annotations
 
@@ -57,9 +67,12 @@ import wgflow as wg
 import wgflow.evaluation as wg_eval
 import wgflow.flows.base as base_mod
 import wgflow.flows.otto as otto_mod
+from wgflow.flows import CallbackTracker
 from wgflow.flows.otto import Otto, otto_rhs
 from wgflow.kernels import numba_environment
-from wgflow.kernels.fluxes import bernoulli, make_sg_flux, sg_flux, sg_flux_numpy
+from wgflow.kernels.assembly import PolicyMatrixAssembler
+from wgflow.kernels.fluxes import (make_sg_flux, sg_coefficients, sg_flux, sg_flux_numpy,
+                                   sg_frozen_steps)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -110,10 +123,10 @@ class Timed:
         setattr(module, name, wrapper)
 
     def restore(self):
-        if isinstance(self.module, type(os)):
+        if isinstance(self.module, (type(os), type)):
             setattr(self.module, self.name, self.orig)
         else:
-            delattr(self.module, self.name)        # back to the class's method
+            delattr(self.module, self.name)        # instance: back to the class's method
 
 
 # ------------------------------------------------------------------------ 1. one otto step
@@ -189,7 +202,8 @@ def lu_facts(mdp, obj, masses, rng):
     import scipy.sparse.linalg as spla
     from wgflow.kernels import policy_matrix
     v = rng.random(mdp.n_states)
-    A = (sp.identity(mdp.n_states, format="csr") - obj.gamma * policy_matrix(mdp.P, masses)).tocsr()
+    asm = wg_eval._assembler(mdp)
+    A = (sp.identity(mdp.n_states, format="csr") - obj.gamma * asm(masses)).tocsr()
     Ac = sp.csc_matrix(A)
     lu = spla.splu(Ac, permc_spec="COLAMD")
     b = rng.random(mdp.n_states)
@@ -199,12 +213,15 @@ def lu_facts(mdp, obj, masses, rng):
             "lu_solve": ratio_to_matvec(lambda: lu.solve(b), P, v),
             "lu_solve_T": ratio_to_matvec(lambda: lu.solve(b, trans="T"), P, v),
             "A_matvec": ratio_to_matvec(lambda: A @ b, P, v),
-            "assembly": ratio_to_matvec(lambda: policy_matrix(P, masses), P, v)}
+            "assembly": ratio_to_matvec(lambda: asm(masses), P, v),
+            "assembly_two_pass": ratio_to_matvec(lambda: policy_matrix(P, masses), P, v)}
 
 
 def bench_otto_case(label, mdp, obj, n_early, n_late, rng):
     flux_t = Timed(otto_mod, "sg_flux")
-    asm_t = Timed(wg_eval, "policy_matrix")
+    # assembly of P_pi: the evaluation calls the MDP's PolicyMatrixAssembler (one pass over P with
+    # a fixed pattern for positive policies, the two-pass policy_matrix otherwise)
+    asm_t = Timed(PolicyMatrixAssembler, "__call__")
     try:
         mv = matvec_time(mdp.P, rng)
         v = rng.random(mdp.n_states)
@@ -237,28 +254,29 @@ def bench_otto_case(label, mdp, obj, n_early, n_late, rng):
 def print_otto(rows):
     print("\n## 1. One otto step, in units of one sparse mat-vec P @ v (mean per step)\n")
     print("P@v: best-of time on a quiet moment / mean of the mat-vecs timed between the steps (the unit).\n")
-    print("| case | nS x nA (nnz P) | P@v | window | step | exact eval (assembly / solve / other) "
+    print("| case | nS x nA (nnz P) | P@v | window | step | step / quiet P@v | exact eval (assembly / solve / other) "
           "| flux kernel | rest | LU / reuse solves / refinement+GMRES its |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for w in ("early", "late"):
             d = r[w]
             mv = d["matvec"]
             n = r["n_" + w]
             print(f"| {r['case']} | {r['nS']} x {r['nA']} ({r['nnz']}) | {r['matvec'] * 1e3:.3f} / {mv * 1e3:.3f} ms "
-                  f"| {w} ({n} steps) | **{d['total'] / mv:.1f}** ({d['total'] * 1e3:.2f} ms) "
+                  f"| {w} ({n} steps) | **{d['total'] / mv:.1f}** ({d['total'] * 1e3:.2f} ms) | {d['total'] / r['matvec']:.0f} "
                   f"| {d['evaluation'] / mv:.1f} ({d['assembly'] / mv:.1f} / {d['linear_solve'] / mv:.1f} / "
                   f"{d['eval_other'] / mv:.1f}) | {d['flux'] / mv:.1f} | {d['rest'] / mv:.1f} "
                   f"| {d['factorizations']} / {d['reuse_solves']} / {d['refinement_iterations']} |")
     rej = sum(r[w]["rejected"] for r in rows for w in ("early", "late"))
     print(f"\n(rejected steps in all windows: {rej}; one exact evaluation per step)")
     print("\nBuilding blocks at the late policy, in units of one P @ v (median of alternating pairs):\n")
-    print("| case | nnz(P) | nnz(A) | nnz(L+U) | assemble P_pi | factorize A | LU solve (N / T) | A @ x "
-          "| wg.solve (s) |")
+    print("| case | nnz(P) | nnz(A) | nnz(L+U) | assemble P_pi (one pass / two-pass) | factorize A "
+          "| LU solve (N / T) | A @ x | wg.solve (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lu = r["lu"]
-        print(f"| {r['case']} | {r['nnz']} | {lu['nnz_A']} | {lu['nnz_LU']} | {lu['assembly']:.1f} "
+        print(f"| {r['case']} | {r['nnz']} | {lu['nnz_A']} | {lu['nnz_LU']} | {lu['assembly']:.1f} / "
+              f"{lu['assembly_two_pass']:.1f} "
               f"| {lu['factor']:.0f} | {lu['lu_solve']:.2f} / {lu['lu_solve_T']:.2f} | {lu['A_matvec']:.2f} "
               f"| {r['solve_time']:.1f} |")
     print("\n(late window: J - J* at its end: " +
@@ -322,6 +340,8 @@ def fp_initial(a, h, nS):
 
 
 def make_jit_euler(flux):
+    """Explicit Euler with the per-step SG kernel (coefficients recomputed every step, as otto
+    needs since its Q changes every step), in one jitted loop: the kernel's cost without Python."""
     import numba
 
     @numba.njit(cache=False)
@@ -340,7 +360,11 @@ def make_jit_euler(flux):
     return euler
 
 
-def make_frozen_euler():
+def make_frozen_reference():
+    """Reference loop, not in wgflow: frozen coefficients of a 1-D grid on 2-D masses (nS, n), the
+    flux of the left face carried in a register so that every cell is read and written once per
+    step (the library's ``sg_euler_frozen`` works on (outer, n, inner) views and writes both cells
+    of every face)."""
     import numba
 
     @numba.njit(cache=False)
@@ -377,28 +401,30 @@ def bench_pypde(n, tau, T, batch_sizes, rounds=4):
     stepper(field, 0.0, 2 * dt)
     t_compile_pde = CLOCK() - t0
 
-    # wgflow kernels: compile once (excluded)
+    # wgflow kernels: compile once (excluded from the per-step times)
     kern = make_sg_flux(h)
     euler = make_jit_euler(kern)
-    frozen = make_frozen_euler()
     t0 = CLOCK()
     m1 = fp_initial(a, h, 1)[:, :, None] * h
-    euler(m1.copy(), np.broadcast_to(Q, (1, n))[:, :, None].copy(), tau, dt, 2,
-          np.empty((1, n - 1, 1)), np.zeros((1, n, 1)))
-    frozen(m1[:, :, 0].copy(), np.ones(n - 1), np.ones(n - 1), dt, 2)
+    q1 = Q.reshape(1, n, 1).copy()
+    euler(m1.copy(), q1, tau, dt, 2, np.empty((1, n - 1, 1)), np.zeros((1, n, 1)))
+    sg_frozen_steps(m1, q1, tau, h, dt, 2)
+    reference = make_frozen_reference()
+    reference(m1[:, :, 0].copy(), np.ones(n - 1), np.ones(n - 1), dt, 2)
     t_compile_wg = CLOCK() - t0
-    _, rate0 = sg_flux_numpy(np.ones((1, n, 1)), Q.reshape(1, n, 1), tau, h)
-    # frozen SG coefficients (prototype): F_k = cf_k m_k - cb_k m_{k+1}, computed once
-    dq = np.diff(Q)
-    tb = tau * np.array([bernoulli(abs(x) / tau) for x in dq])
-    cf = (tb + np.maximum(-dq, 0.0)) / h ** 2
-    cb = (tb + np.maximum(dq, 0.0)) / h ** 2
+    # the same coefficients as sg_frozen_steps, for the reference loop
+    cf_ref, cb_ref = np.empty((1, n - 1, 1)), np.empty((1, n - 1, 1))
+    sg_coefficients(q1, float(tau), 1.0 / (h * h), cf_ref, cb_ref)
+    cf_ref, cb_ref = cf_ref[0, :, 0].copy(), cb_ref[0, :, 0].copy()
+    _, rate0 = sg_flux_numpy(np.ones((1, n, 1)), q1, tau, h)
     assert dt * rate0.max() <= 1.0, "dt above the SG positivity bound"
 
     rows = []
     for nS in batch_sizes:
         rho0 = fp_initial(a, h, nS)
         Qb = np.broadcast_to(Q, (nS, n)).copy()
+        Q3 = Qb[:, :, None].copy()
+        m0 = (rho0 * h)[:, :, None].copy()
 
         def run_pde():
             # py-pde: loop over the independent states, one compiled stepper call each
@@ -411,8 +437,31 @@ def bench_pypde(n, tau, T, batch_sizes, rounds=4):
             assert solver.info["steps"] - steps_before == nS * n_steps, "py-pde took another number of steps"
             return el, np.array([f.data for f in fields])
 
+        def run_frozen():
+            # wgflow.kernels.fluxes.sg_frozen_steps: coefficients once, then fused Euler steps
+            # (the timing includes the copy of m, the coefficients and the allocations)
+            t0 = CLOCK()
+            m = sg_frozen_steps(m0, Q3, tau, h, dt, n_steps)
+            return CLOCK() - t0, m[:, :, 0] / h
+
+        def run_reference():
+            # reference loop (not in wgflow), coefficients precomputed (their cost is negligible)
+            mr = rho0 * h
+            t0 = CLOCK()
+            reference(mr, cf_ref, cb_ref, dt, n_steps)
+            return CLOCK() - t0, mr / h
+
+        def run_jit():
+            # per-step SG kernel (coefficients every step) in a jitted Euler loop
+            m3 = m0.copy()
+            F = np.empty((nS, n - 1, 1))
+            rate = np.zeros((nS, n, 1))
+            t0 = CLOCK()
+            euler(m3, Q3, tau, dt, n_steps, F, rate)
+            return CLOCK() - t0, m3[:, :, 0] / h
+
         def run_rhs():
-            # (a) otto_rhs in a Python loop
+            # otto_rhs (which calls sg_flux) + Euler update in a Python loop: what an otto step does
             m = rho0 * h
             t0 = CLOCK()
             for _ in range(n_steps):
@@ -420,79 +469,184 @@ def bench_pypde(n, tau, T, batch_sizes, rounds=4):
                 m = m + dt * dm
             return CLOCK() - t0, m / h
 
-        def run_jit():
-            # (b) factory kernel in a jitted Euler loop
-            m3 = (rho0 * h)[:, :, None].copy()
-            F = np.empty((nS, n - 1, 1))
-            rate = np.zeros((nS, n, 1))
-            t0 = CLOCK()
-            euler(m3, Qb[:, :, None], tau, dt, n_steps, F, rate)
-            return CLOCK() - t0, m3[:, :, 0] / h
-
-        def run_frozen():
-            # (c) prototype: frozen coefficients
-            mf = rho0 * h
-            t0 = CLOCK()
-            frozen(mf, cf, cb, dt, n_steps)
-            return CLOCK() - t0, mf / h
-
         # round-robin repetitions, best of each: the machine may be shared, and interleaving
         # keeps slow drifts of the load from biasing one method
-        runs = {"pde": run_pde, "rhs": run_rhs, "jit": run_jit, "frozen": run_frozen}
+        runs = {"pypde": run_pde, "frozen": run_frozen, "reference": run_reference, "sg_flux_jit": run_jit,
+                "otto_rhs": run_rhs}
         best, last = {}, {}
         for _ in range(rounds):
             for key, run in runs.items():
                 el, last[key] = run()
                 best[key] = min(best.get(key, np.inf), el)
-        t_pde, t_rhs, t_jit, t_frozen = best["pde"], best["rhs"], best["jit"], best["frozen"]
-        rho_pde, rho_rhs, rho_jit, rho_frozen = last["pde"], last["rhs"], last["jit"], last["frozen"]
-        m3 = rho_jit * h
+        rho_pde = last["pypde"]
         scale = np.max(np.abs(rho_pde))
-        d_pde = float(np.max(np.abs(rho_jit - rho_pde)) / scale)
-        d_rhs = float(np.max(np.abs(rho_rhs - rho_jit)) / scale)
-        d_frozen = float(np.max(np.abs(rho_frozen - rho_jit)) / scale)
-        mass = float(np.max(np.abs(m3.sum(axis=1) - 1.0)))
-        mass_pde = float(np.max(np.abs(rho_pde.sum(axis=1) * h - 1.0)))
         per = nS * n_steps
-        rows.append({"n": n, "nS": nS, "steps": n_steps, "dt": dt, "pypde": t_pde / per,
-                     "otto_rhs": t_rhs / per, "jit_euler": t_jit / per, "frozen": t_frozen / per,
-                     "maxdiff_vs_pypde": d_pde, "otto_rhs_vs_jit": d_rhs, "frozen_vs_jit": d_frozen,
-                     "mass_err_wg": mass, "mass_err_pypde": mass_pde})
+        row = {"n": n, "nS": nS, "steps": n_steps, "dt": dt,
+               "time": {k: best[k] / per for k in runs},
+               "maxdiff_vs_pypde": {k: float(np.max(np.abs(last[k] - rho_pde)) / scale) for k in runs if k != "pypde"},
+               "maxdiff_vs_frozen": {k: float(np.max(np.abs(last[k] - last["frozen"])) / scale)
+                                     for k in ("reference", "sg_flux_jit", "otto_rhs")},
+               "mass_err_wg": float(np.max(np.abs(last["frozen"].sum(axis=1) * h - 1.0))),
+               "mass_err_pypde": float(np.max(np.abs(rho_pde.sum(axis=1) * h - 1.0)))}
+        rows.append(row)
     return {"rows": rows, "compile_pypde": t_compile_pde, "compile_wg": t_compile_wg, "h": h, "dt": dt}
+
+
+PYPDE_METHODS = [("frozen", "`sg_frozen_steps` (frozen Q: coefficients once)"),
+                 ("reference", "reference frozen loop, flux carried in a register (not in wgflow)"),
+                 ("sg_flux_jit", "per-step SG kernel (coefficients every step), jitted Euler loop"),
+                 ("otto_rhs", "per-step `otto_rhs` (calls `sg_flux`) in a Python loop")]
 
 
 def print_pypde(results, tau):
     print(f"\n## 3. Fokker-Planck d_t rho = d_a(rho Q') + tau rho'' (tau = {tau}, frozen Q, T = 5) vs py-pde\n")
-    print("Time per step and per state (batched: per state-step). Ratios > 1: wgflow faster.\n")
-    print("| n | nS | steps | py-pde stepper | wgflow otto_rhs loop | jitted Euler + SG kernel "
-          "| prototype frozen SG coeffs | py-pde / otto_rhs | py-pde / jit kernel | py-pde / frozen "
-          "| max rel diff vs py-pde |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("Time per step and per state (batched: per state-step), best of the rounds. "
+          "Ratio > 1: wgflow faster.\n")
+    print("| n | nS | steps | wgflow method | wgflow | py-pde stepper | py-pde / wgflow "
+          "| max diff vs py-pde (rel. to max rho) |")
+    print("|---|---|---|---|---|---|---|---|")
     for res in results:
         for r in res["rows"]:
-            print(f"| {r['n']} | {r['nS']} | {r['steps']} | {r['pypde'] * 1e9:.0f} ns | {r['otto_rhs'] * 1e9:.0f} ns "
-                  f"| {r['jit_euler'] * 1e9:.0f} ns | {r['frozen'] * 1e9:.0f} ns | {r['pypde'] / r['otto_rhs']:.2f} "
-                  f"| **{r['pypde'] / r['jit_euler']:.2f}** | {r['pypde'] / r['frozen']:.2f} "
-                  f"| {r['maxdiff_vs_pypde']:.2e} |")
+            tp = r["time"]["pypde"]
+            for key, label in PYPDE_METHODS:
+                tw = r["time"][key]
+                ratio = f"**{tp / tw:.2f}**" if key == "frozen" else f"{tp / tw:.2f}"
+                print(f"| {r['n']} | {r['nS']} | {r['steps']} | {label} | {tw * 1e9:.1f} ns | {tp * 1e9:.0f} ns "
+                      f"| {ratio} | {r['maxdiff_vs_pypde'][key]:.2e} |")
     print()
     for res in results:
         r0 = res["rows"][0]
+        agree = max(max(r["maxdiff_vs_frozen"].values()) for r in res["rows"])
         print(f"- n = {r0['n']}: h = {res['h']:.4g}, dt = {res['dt']:.4g}; compile: py-pde make_stepper + "
-              f"first call {res['compile_pypde']:.1f} s, wgflow jitted loops {res['compile_wg']:.2f} s; "
-              f"otto_rhs loop vs jitted loop {max(r['otto_rhs_vs_jit'] for r in res['rows']):.1e}, "
-              f"frozen vs jitted {max(r['frozen_vs_jit'] for r in res['rows']):.1e}; mass error wgflow "
-              f"{max(r['mass_err_wg'] for r in res['rows']):.1e}, py-pde "
+              f"first call {res['compile_pypde']:.1f} s CPU, wgflow (jitted loops + sg_frozen_steps) "
+              f"{res['compile_wg']:.2f} s; the four wgflow results agree to {agree:.1e}; mass error "
+              f"wgflow {max(r['mass_err_wg'] for r in res['rows']):.1e}, py-pde "
               f"{max(r['mass_err_pypde'] for r in res['rows']):.1e}")
 
 
+# ------------------------------------------------------------------------ 4. schemes to J*
+SCHEMES = ["otto", "jko", "wppg", "wpo", "pmd", "pg"]
+#: schemes whose fixed point is not the grid optimum J* (they stop at a floor)
+BIASED = {"wppg": "O(h) bias of the transport+heat splitting on the grid",
+          "wpo": "policy restricted to (box-conditioned) Gaussians"}
+
+
+def _jko_available():
+    try:
+        import wgflow.flows.jko  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the tree
+        return f"import failed: {exc!r}"
+    return None
+
+
+def run_scheme(mdp, obj, J_star, scheme, cap_wall, max_steps, target=1e-8, patience=500, dt=None):
+    """``wg.flow`` from the uniform policy with the scheme's default step control (dt=None),
+    stopped by a callback when ``J - J* < target``, when the best ``J - J*`` has not improved for
+    ``patience`` steps (a floor), after ``cap_wall`` seconds, or by the steady-state tracker."""
+    rec = {"best": np.inf, "since": 0, "steps": 0}
+    t_wall0 = time.perf_counter()
+
+    def stop(state, context):
+        gap = state.J - J_star
+        rec["steps"] += 1
+        if gap < rec["best"] - 1e-14 * max(1.0, abs(J_star)):
+            rec["best"], rec["since"] = gap, 0
+        else:
+            rec["since"] += 1
+        rec["best"] = min(rec["best"], gap)
+        if gap < target:
+            return f"J - J* < {target:g}"
+        if rec["since"] >= patience:
+            return f"floor: no new best J - J* in {patience} steps"
+        if time.perf_counter() - t_wall0 > cap_wall:
+            return f"wall-time cap {cap_wall:g} s"
+        return None
+
+    trackers = [CallbackTracker(stop, interval=0.0), "steady_state"]
+    c0 = CLOCK()
+    try:
+        tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme=scheme, t_end=1e12, save_every=1e12, dt=dt,
+                     trackers=trackers, max_steps=max_steps, progress=False)
+    except Exception as exc:
+        return {"scheme": scheme, "error": f"{type(exc).__name__}: {exc}"[:300],
+                "wall": time.perf_counter() - t_wall0, "cpu": CLOCK() - c0}
+    d = tr.diagnostics
+    gap = float(tr.J[-1] - J_star)
+    return {"scheme": scheme, "steps": d["steps"], "rejected": d["rejected"], "wall": time.perf_counter() - t_wall0,
+            "cpu": CLOCK() - c0, "evaluations": d["evaluations"], "gap": gap, "best_gap": float(rec["best"]),
+            "reached": bool(min(gap, rec["best"]) < target), "stop": d["stop_reason"], "t": float(tr.times[-1]),
+            "time_first_step": d["time_first_step"]}
+
+
+def bench_schemes(cases, cap_wall, max_steps):
+    out = []
+    jko_err = _jko_available()
+    for label, build, obj, obj_txt, extra in cases:
+        mdp = build()
+        t0 = time.perf_counter()
+        sol = wg.solve(mdp, obj, tol=1e-13)
+        t_solve = time.perf_counter() - t0
+        rows = []
+        for s, dt in [(s, None) for s in SCHEMES] + list(extra):
+            if s == "jko" and jko_err:
+                rows.append({"scheme": s, "dt": dt, "error": f"not available ({jko_err})"})
+                continue
+            r = run_scheme(mdp, obj, sol.J, s, cap_wall, max_steps, dt=dt)
+            r["dt"] = dt
+            rows.append(r)
+            print(f"  ({label}: {s} done, {r.get('wall', 0):.1f} s wall, "
+                  f"{r.get('stop', r.get('error'))}, gap {r.get('gap', float('nan')):.2e})", flush=True)
+        out.append({"case": label, "objective": obj_txt, "nS": mdp.n_states, "nA": mdp.n_actions,
+                    "J_star": float(sol.J), "solve_wall": t_solve, "rows": rows})
+    return out
+
+
+def print_schemes(results, cap_wall, max_steps):
+    print("\n## 4. Schemes from the uniform policy to J* (default step control dt=None unless a dt is given)\n")
+    print(f"Stop: J - J* < 1e-8, or no new best J - J* in 500 steps (floor), or steady state "
+          f"(max|dm/dt| < 1e-10), or {cap_wall:g} s wall, or {max_steps} steps.\n")
+    print("| problem | scheme | steps (rejected) | flow time t | wall (CPU) | evaluations | final J - J* "
+          "| best J - J* | 1e-8 reached | stop reason |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for res in results:
+        case = f"{res['case']} ({res['objective']})"
+        for r in res["rows"]:
+            name = r["scheme"] + ("" if r.get("dt") is None else f" (dt = {r['dt']:g})")
+            if "error" in r:
+                print(f"| {case} | {name} | - | - | - | - | - | - | {r['error']} | |")
+                continue
+            capped = "cap" in str(r["stop"]) or "max_steps" in str(r["stop"])
+            if r["reached"]:
+                reached = "yes"
+            elif r["scheme"] in BIASED:
+                reached = (f"no: {'capped above' if capped else 'stopped at'} its floor ({BIASED[r['scheme']]})")
+            else:
+                reached = "**not reached**"
+            print(f"| {case} | {name} | {r['steps']} ({r['rejected']}) | {r['t']:.4g} | {r['wall']:.2f} s ({r['cpu']:.2f} s) "
+                  f"| {r['evaluations']} | {r['gap']:.2e} | {r['best_gap']:.2e} | {reached} | {r['stop']} |")
+    print()
+    for res in results:
+        print(f"- {res['case']}: nS = {res['nS']}, nA = {res['nA']}, J* = {res['J_star']:.10g} "
+              f"(wg.solve, tol 1e-13, {res['solve_wall']:.2f} s wall)")
+
+
 # ------------------------------------------------------------------------------------ main
+SECTIONS = ("otto", "kernel", "pypde", "schemes")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small cases only")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="run only these sections")
+    ap.add_argument("--cap", type=float, default=60.0,
+                    help="wall-time cap of one scheme run in section 4 (seconds, default 60)")
+    ap.add_argument("--max-steps", type=int, default=200_000, help="step cap of one scheme run")
     ap.add_argument("--json", help="write the raw numbers to this file")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     t_start = time.perf_counter()
+    out = {}
 
     print("# wgflow flow benchmark")
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
@@ -503,45 +657,71 @@ def main(argv=None):
     tiny = wg.problems.get("lqr1d", n_states=11, n_actions=7)
     wg.flow(tiny, wg.Discounted(0.9, entropy=0.1), wg.Policy.uniform(tiny), t_end=0.01, progress=False)
 
-    cases = [("lqr1d 101x61", lambda: wg.problems.get("lqr1d"), wg.Discounted(0.95, entropy=0.1), 200, 200),
-             ("pendulum 51x51x21", lambda: wg.problems.get("pendulum"), wg.Discounted(0.99, entropy=0.1), 60, 60)]
-    if not args.quick:
-        cases.append(("pendulum 101x101x31",
-                      lambda: wg.problems.get("pendulum", n_theta=101, n_omega=101, n_actions=31),
-                      wg.Discounted(0.99, entropy=0.1), 25, 25))
-    otto_rows, kcases = [], []
-    for label, build, obj, n_early, n_late in cases:
-        mdp = build()
-        row, kcase = bench_otto_case(label, mdp, obj, n_early, n_late, rng)
-        otto_rows.append(row)
-        kcases.append(kcase)
-        print(f"  ({label} done, {time.perf_counter() - t_start:.0f} s wall)", flush=True)
-    print(f"\nobjectives: lqr1d Discounted(0.95, entropy=0.1); pendulum Discounted(0.99, entropy=0.1); "
-          f"adaptive dt (cfl 0.5), default reuse of LU factors; load average {os.getloadavg()}")
-    print_otto(otto_rows)
+    kcases = []
+    if "otto" in args.only or "kernel" in args.only:
+        cases = [("lqr1d 101x61", lambda: wg.problems.get("lqr1d"), wg.Discounted(0.95, entropy=0.1), 200, 200),
+                 ("pendulum 51x51x21", lambda: wg.problems.get("pendulum"), wg.Discounted(0.99, entropy=0.1), 60, 60)]
+        if not args.quick:
+            cases.append(("pendulum 101x101x31",
+                          lambda: wg.problems.get("pendulum", n_theta=101, n_omega=101, n_actions=31),
+                          wg.Discounted(0.99, entropy=0.1), 25, 25))
+        otto_rows = []
+        for label, build, obj, n_early, n_late in cases:
+            mdp = build()
+            if "otto" in args.only:
+                row, kcase = bench_otto_case(label, mdp, obj, n_early, n_late, rng)
+                otto_rows.append(row)
+            else:
+                sch = Otto(mdp, obj)
+                st = sch.init(wg.Policy.uniform(mdp))
+                kcase = (label, st.masses.copy(), st.evaluation.Q.copy(), sch.tau, float(mdp.actions.spacing[0]))
+            kcases.append(kcase)
+            print(f"  ({label} done, {time.perf_counter() - t_start:.0f} s wall)", flush=True)
+        if otto_rows:
+            print(f"\nobjectives: lqr1d Discounted(0.95, entropy=0.1); pendulum Discounted(0.99, entropy=0.1); "
+                  f"adaptive dt (cfl 0.5), default reuse of LU factors; load average {os.getloadavg()}")
+            print_otto(otto_rows)
+            out["otto"] = otto_rows
 
-    # kernel inputs: the problems' uniform policy and its exact Q (smooth in a), the 1-D
-    # Fokker-Planck case below, and random Q per cell (random signs: worst case for branches)
-    grid, a, Qfp, _ = fp_setup(101)
-    hfp = float(grid.spacing[0])
-    fp_m = fp_initial(a, hfp, 256) * hfp
-    kcases = [("FP 1 state", fp_m[:1], Qfp[None, :], 0.2, hfp),
+    if "kernel" in args.only:
+        # kernel inputs: the problems' uniform policy and its exact Q (smooth in a), the 1-D
+        # Fokker-Planck case below, and random Q per cell (random signs: worst case for branches)
+        grid, a, Qfp, _ = fp_setup(101)
+        hfp = float(grid.spacing[0])
+        fp_m = fp_initial(a, hfp, 256) * hfp
+        kc = [("FP 1 state", fp_m[:1], Qfp[None, :], 0.2, hfp),
               ("FP batch", fp_m, np.broadcast_to(Qfp, fp_m.shape).copy(), 0.2, hfp),
               ("FP batch, random Q~N(0,1)", fp_m, rng.standard_normal(fp_m.shape), 0.2, hfp)] + \
-        [(f"{lab}, Q of uniform policy", m, q, tau, h) for lab, m, q, tau, h in kcases]
-    krows = bench_kernel(kcases)
-    print_kernel(krows)
+            [(f"{lab}, Q of uniform policy", m, q, tau, h) for lab, m, q, tau, h in kcases]
+        krows = bench_kernel(kc)
+        print_kernel(krows)
+        out["kernel"] = krows
 
-    tau = 0.2
-    fp = [bench_pypde(101, tau, 5.0, [1, 256] if not args.quick else [1, 64])]
-    if not args.quick:
-        fp.append(bench_pypde(201, tau, 5.0, [1]))
-    print_pypde(fp, tau)
+    if "pypde" in args.only:
+        tau = 0.2
+        fp = [bench_pypde(101, tau, 5.0, [1, 256] if not args.quick else [1, 64])]
+        if not args.quick:
+            fp.append(bench_pypde(201, tau, 5.0, [1, 256]))
+        print_pypde(fp, tau)
+        out["pypde"] = fp
+        print(f"  (py-pde section done, {time.perf_counter() - t_start:.0f} s wall)", flush=True)
+
+    if "schemes" in args.only:
+        cases = [("lqr1d 51x41", lambda: wg.problems.get("lqr1d", n_states=51, n_actions=41),
+                  wg.Discounted(0.9, entropy=0.5), "Discounted(0.9, entropy=0.5)", []),
+                 # jko's default step (1.0) is slow on the pendulum: extra rows with larger steps
+                 ("pendulum 51x51x21", lambda: wg.problems.get("pendulum"),
+                  wg.Discounted(0.95, entropy=0.1), "Discounted(0.95, entropy=0.1)", [("jko", 100.0), ("jko", 1e4)])]
+        if args.quick:
+            cases = cases[:1]
+        sres = bench_schemes(cases, args.cap, args.max_steps)
+        print_schemes(sres, args.cap, args.max_steps)
+        out["schemes"] = sres
+
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s wall; load average at end {os.getloadavg()}")
-
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"otto": otto_rows, "kernel": krows, "pypde": fp}, fh, indent=1, default=float)
+            json.dump(out, fh, indent=1, default=float)
 
 
 if __name__ == "__main__":

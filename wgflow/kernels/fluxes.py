@@ -34,6 +34,19 @@ def bernoulli(z):
     return z / np.expm1(z)
 
 
+@jit
+def sg_face_coefficients(dq, tau, inv_h2):
+    """``(cf, cb)`` of one face: ``F = cf m_i - cb m_j`` for ``dq = Q_j - Q_i``.
+
+    ``tau B(z)`` is evaluated at ``|z|`` (small, accurate) and ``B(-z) = B(z) + z`` gives the
+    other side: one exponential per face and no cancellation; ``tau = 0`` is the upwind limit.
+    """
+    if tau > 0.0:
+        tb = tau * bernoulli(abs(dq) / tau)
+        return (tb + max(-dq, 0.0)) * inv_h2, (tb + max(dq, 0.0)) * inv_h2
+    return max(-dq, 0.0) * inv_h2, max(dq, 0.0) * inv_h2
+
+
 def make_sg_flux(spacing: float):
     """Kernel ``flux(m, q, tau, F, rate)`` for faces of spacing ``spacing`` baked in.
 
@@ -49,20 +62,7 @@ def make_sg_flux(spacing: float):
         for i in range(A):
             for k in range(n - 1):
                 for j in range(B):
-                    dq = q[i, k + 1, j] - q[i, k, j]
-                    if tau > 0.0:
-                        # B(-z) = B(z) + z: evaluate B at |z| (small, accurate) and add |dq| for the
-                        # other side -- one exponential per face and no cancellation
-                        tb = tau * bernoulli(abs(dq) / tau)
-                        if dq >= 0.0:
-                            cf = tb * inv_h2
-                            cb = (tb + dq) * inv_h2
-                        else:
-                            cf = (tb - dq) * inv_h2
-                            cb = tb * inv_h2
-                    else:
-                        cf = max(-dq, 0.0) * inv_h2
-                        cb = max(dq, 0.0) * inv_h2
+                    cf, cb = sg_face_coefficients(q[i, k + 1, j] - q[i, k, j], tau, inv_h2)
                     F[i, k, j] = cf * m[i, k, j] - cb * m[i, k + 1, j]
                     rate[i, k, j] += cf
                     rate[i, k + 1, j] += cb
@@ -122,14 +122,7 @@ def sg_coefficients(q, tau, inv_h2, cf, cb):
     for i in range(A):
         for k in range(n - 1):
             for j in range(B):
-                dq = q[i, k + 1, j] - q[i, k, j]
-                if tau > 0.0:
-                    tb = tau * bernoulli(abs(dq) / tau)
-                    cf[i, k, j] = (tb + max(-dq, 0.0)) * inv_h2
-                    cb[i, k, j] = (tb + max(dq, 0.0)) * inv_h2
-                else:
-                    cf[i, k, j] = max(-dq, 0.0) * inv_h2
-                    cb[i, k, j] = max(dq, 0.0) * inv_h2
+                cf[i, k, j], cb[i, k, j] = sg_face_coefficients(q[i, k + 1, j] - q[i, k, j], tau, inv_h2)
 
 
 @jit

@@ -144,12 +144,15 @@ def test_registered_and_options(lqr):
     with pytest.raises(ValidationError):
         jko.JKO(mdp, obj, tol=-1.0)
     with pytest.raises(ValidationError, match="eps"):
-        jko.JKO(mdp, obj, eps=0.1)
+        jko.JKO(mdp, obj, eps=0.1)                 # 1-D steps are exact: no eps
     with pytest.raises(ValidationError, match="on_stall"):
         jko.JKO(mdp, obj, on_stall="ignore")
     mdp2 = wg.problems.get("lqr2d", n_states=(3, 3), n_actions=(3, 3))
-    with pytest.raises(NotImplementedError, match="multi-D"):
-        jko.JKO(mdp2, obj)
+    assert jko.JKO(mdp2, obj).entropic                  # multi-D: entropic JKO
+    with pytest.raises(ValidationError, match="eps"):
+        jko.JKO(mdp2, obj, eps=-1.0)
+    with pytest.raises(ValidationError, match="eps_tol"):
+        jko.JKO(mdp2, obj, eps_tol=0.0)
 
 
 def test_mass_and_positivity_from_a_deterministic_policy(lqr):
@@ -268,3 +271,145 @@ def test_default_step_and_diagnostics(lqr):
     st = sch.init(wg.Policy.uniform(mdp))
     ref = otto_rhs(st.masses, st.evaluation.Q, obj.entropy, mdp.actions, st.evaluation.weights)[2]
     assert sch.grad_norm2(st) == pytest.approx(ref)
+
+
+# ----------------------------------------------------------------------------- multi-D: entropic JKO
+@pytest.fixture(scope="module")
+def lqr2d():
+    mdp = wg.problems.get("lqr2d", n_states=(5, 5), n_actions=(7, 7), noise=0.3)
+    return mdp, wg.Discounted(0.9, entropy=0.5)
+
+
+def test_separable_log_kernel_equals_dense_product(rng):
+    from scipy.special import logsumexp
+    for A in (wg.Grid([(-1.0, 2.0), (0.0, 1.0)], [3, 4]), wg.Grid([(-1, 1), (-2, 2), (0, 1)], [3, 2, 4])):
+        h, eps = 0.7, 0.05
+        lw = 3.0 * rng.standard_normal((3, A.size))
+        lw[1, :3] = -np.inf                            # empty cells (log 0)
+        X = A.centers
+        logK = -np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=2) / (2 * h * eps)
+        dense = logsumexp(logK[None, :, :] + lw[:, None, :], axis=2)
+        sep = jko.apply_log_kernel(lw, A.shape, jko.entropic_log_kernels(A, h, eps))
+        assert np.allclose(sep, dense, rtol=1e-12, atol=1e-12)
+        # the linear-domain product with K itself (moderate values: no underflow)
+        w = np.exp(lw)
+        assert np.allclose(np.exp(sep), w @ np.exp(logK).T, rtol=1e-12, atol=0)
+    # the compiled 1-D log-sum-exp kernel equals the numpy reference, -inf rows included
+    a = 4.0 * rng.standard_normal((7, 5))
+    a[2] = -np.inf
+    a[4, 1] = -np.inf
+    L = -np.subtract.outer(np.arange(5.0), np.arange(5.0)) ** 2 / 0.3
+    r1, r2 = jko._lse_axis(a, L), jko._lse_axis_numpy(a, L)
+    assert np.all(np.isneginf(r1[2])) and np.all(np.isneginf(r2[2]))
+    fin = np.isfinite(r2)
+    assert np.array_equal(fin, np.isfinite(r1)) and np.allclose(r1[fin], r2[fin], rtol=1e-14, atol=1e-13)
+
+
+def test_entropic_step_mass_positivity_and_optimality(lqr2d):
+    mdp, obj = lqr2d
+    sch = jko.JKO(mdp, obj)
+    for pol in (wg.Policy.uniform(mdp), wg.Policy.deterministic(mdp, (1.0, -1.0))):
+        st = sch.init(pol)
+        for h in (0.3, 3.0):
+            new = sch.step(st, h)
+            assert np.all(new.masses > 0)
+            assert np.max(np.abs(new.masses.sum(axis=1) - 1.0)) < 1e-12
+            assert new.info["eps"] == pytest.approx(jko.entropic_default_eps(mdp.actions, h))
+            assert new.info["residual"] <= 1e-10
+    # the log-domain, separable, over-relaxed iteration solves the same problem as a plain dense
+    # (linear-domain) Sinkhorn iteration u = p/(Kv), q = K^T u, m = prox(q), v = m/q
+    st = sch.init(wg.Policy.gaussian(mdp, mean=(0.5, -0.5), std=1.0))
+    h, eps, tau = 1.0, 0.2, obj.entropy
+    m, info = jko.jko_prox_entropic(st.masses, st.evaluation.Q, tau, h, eps, mdp.actions, tol=1e-12)
+    X = mdp.actions.centers
+    C = np.sum((X[:, None] - X[None]) ** 2, axis=2)
+    K = np.exp(-C / (2 * h * eps))
+    s = 3
+    p, Q = st.masses[s], st.evaluation.Q[s]
+    v = np.ones_like(p)
+    for _ in range(3000):
+        u = p / (K @ v)
+        q = K.T @ u
+        z = (eps * np.log(q) - Q) / (eps + tau)
+        mm = np.exp(z - z.max())
+        mm /= mm.sum()
+        v = mm / q
+    assert np.max(np.abs(mm - m[s])) < 1e-9                 # dense (non-log) Sinkhorn agrees
+
+
+def test_entropic_huge_step_is_soft_policy_iteration(lqr2d):
+    mdp, obj = lqr2d
+    sch = jko.JKO(mdp, obj)
+    st = sch.step(sch.init(wg.Policy.uniform(mdp)), 0.5)
+    # default eps = delta^2 / (2h) -> 0: the step is one soft PI step at temperature tau
+    big = sch.step(st, 1e9)
+    assert np.max(np.abs(big.masses - gibbs_masses(st.evaluation.Q, obj.entropy))) < 1e-6
+    # a fixed eps: the transport cost vanishes but the entropic term does not; the optimal coupling
+    # is the product p x m and the step is the Gibbs policy at the temperature tau + eps, exactly
+    eps = 0.1
+    big = jko.JKO(mdp, obj, eps=eps).step(st, 1e9)
+    assert np.max(np.abs(big.masses - gibbs_masses(st.evaluation.Q, obj.entropy + eps))) < 1e-6
+    assert np.max(np.abs(big.masses - gibbs_masses(st.evaluation.Q, obj.entropy))) > 1e-3
+
+
+@pytest.mark.parametrize("h, eps", [(0.2, 0.1), (1.0, 0.25), (10.0, 0.1)])
+def test_entropic_fixed_point_is_the_hotter_gaussian(h, eps):
+    """Single state, 2-D actions, cost k|a - c|^2/2: the fixed point of the entropic step is the
+    Gaussian N(c, v I) with v from ``entropic_gaussian_variance`` (tau/k < v: effective temperature
+    k v between tau + eps/2 and tau + eps), not the Gibbs law N(c, tau/k) of the exact JKO step."""
+    k, tau, c = 1.0, 0.5, np.array([0.3, -0.2])
+    S = wg.Grid([(-1.0, 1.0)], [1])
+    A = wg.Grid([(-4.0, 4.0)] * 2, [31, 31])
+    mdp = wg.MDP.from_dynamics(S, A, drift=lambda s, a: s,
+                               cost=lambda s, a: 0.5 * k * np.sum((a - c) ** 2, axis=1))
+    obj = wg.Discounted(0.5, entropy=tau)
+    traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", dt=h, t_end=2 * h,
+                   save_every=h, eps=eps, eps_tol=1e-12)
+    assert traj.J[-1] < traj.J[0]
+    sch = jko.JKO(mdp, obj, eps=eps, eps_tol=1e-12)
+    m = traj.final.masses
+    Q = sch.evaluate(m).Q                        # one state: Q = cost + const, whatever the policy
+    for _ in range(400):                         # iterate the step to its fixed point
+        m_new = sch.prox(m, Q, h)[0]
+        done = np.abs(m_new - m).sum() < 1e-12
+        m = m_new
+        if done:
+            break
+    assert done
+    pol = wg.Policy(m, A)
+    v = jko.entropic_gaussian_variance(k, tau, h, eps)
+    var = pol.variance(piecewise_constant=False)[0]
+    assert np.allclose(var, v, rtol=1e-4)                  # measured: box truncation ~1e-5
+    assert np.allclose(pol.mean()[0], c, atol=1e-4)
+    assert tau + eps / 2 - 1e-12 <= k * v <= tau + eps + 1e-12
+    assert np.all(var > tau / k * (1 + 0.05))             # clearly not the Gibbs law of tau
+
+
+def test_entropic_log_domain_is_stable_for_small_eps(lqr2d):
+    mdp, obj = lqr2d
+    ev = wg.evaluate(mdp, wg.Policy.deterministic(mdp, (1.0, -1.0)), obj)
+    # the kernel exp(-|x-y|^2/(2h eps)) underflows in the linear domain
+    for eps in (1e-4, 1e-8):
+        m, info = jko.jko_prox_entropic(ev.policy.masses, ev.Q, obj.entropy, 0.3, eps, mdp.actions)
+        assert np.all(np.isfinite(m)) and np.all(m > 0)
+        assert np.max(np.abs(m.sum(axis=1) - 1.0)) < 1e-12
+    # from a spread policy small eps converges slowly (contraction tau/(tau+eps)): capped, the
+    # iterate stays finite; with on_stall="raise", a ConvergenceError with diagnostics
+    ev = wg.evaluate(mdp, wg.Policy.uniform(mdp), obj)
+    m, info = jko.jko_prox_entropic(ev.policy.masses, ev.Q, obj.entropy, 0.3, 1e-8, mdp.actions,
+                                    max_iter=30, on_stall="accept")
+    assert np.all(np.isfinite(m)) and np.max(np.abs(m.sum(axis=1) - 1.0)) < 1e-12
+    assert info["stalled"].size > 0
+    with pytest.raises(ConvergenceError, match="Sinkhorn") as e:
+        sch = jko.JKO(mdp, obj, eps=1e-8, eps_max_iter=30)
+        sch.step(wg.flows.FlowState(0.0, ev.policy.masses, ev), 0.3)
+    assert "marginal_error" in e.value.diagnostics
+
+
+def test_entropic_flow_decreases_J_far_from_equilibrium(lqr2d):
+    """Not a theorem for the entropic step (it also diffuses, at temperature ~tau + eps): J can
+    increase near the (biased) fixed point. From a uniform start on lqr2d it decreases."""
+    mdp, obj = lqr2d
+    traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", dt=1.0, t_end=8.0, save_every=1.0)
+    assert np.all(np.diff(traj.J) < 0)
+    assert traj.diagnostics["eps_max"] == pytest.approx(jko.entropic_default_eps(mdp.actions, 1.0))

@@ -27,8 +27,13 @@ Newton iteration may then stall: ConvergenceError, or ``on_stall="warn"``).
 Guarantees (``tau > 0``): mass per state exact to rounding, positivity, the grid Gibbs policy of a
 frozen ``Q`` is a fixed point, ``h -> infinity`` is one soft policy-iteration step, and ``J``
 decreases monotonically for every ``h`` (performance-difference lemma; ``docs/jko.md``), so the
-limit of the flow is the policy :func:`wgflow.solve` returns. Multi-D actions (entropic JKO) are
-not implemented (NotImplementedError); ``tau = 0`` raises ValidationError.
+limit of the flow is the policy :func:`wgflow.solve` returns. ``tau = 0`` raises ValidationError.
+
+Multi-D action grids use the **entropic** JKO step (Peyre 2015) on atoms at the cell centres:
+log-domain Sinkhorn scaling with the closed-form KL-prox of the linear + entropy energy and the
+Gaussian kernel applied axis by axis (:func:`jko_prox_entropic`). Entropic smoothing adds diffusion:
+its fixed point is the Gibbs law at an effective temperature between ``tau + eps/2`` (small ``h``)
+and ``tau + eps`` (large ``h``); see ``docs/jko.md`` Section 8.
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ from ..kernels.config import jit
 from .base import FlowState, Scheme
 from .otto import otto_rhs
 
-__all__ = ["JKO", "w2sq_pc", "w2sq_pc_grad", "jko_prox_1d", "jko_velocity_1d"]
+__all__ = ["JKO", "w2sq_pc", "w2sq_pc_grad", "jko_prox_1d", "jko_velocity_1d", "jko_prox_entropic",
+           "entropic_default_eps", "entropic_gaussian_variance"]
 
 _EPS = np.finfo(float).eps
 #: smallest mass kept by the Newton iteration (the exact minimizer is > 0 but may underflow, e.g.
@@ -485,10 +491,224 @@ def jko_velocity_1d(p, Q, tau, delta, vol=None):
 
 
 # =============================================================================================
+# multi-D: entropic JKO (log-domain Sinkhorn with the KL-prox of the energy, separable kernel)
+# =============================================================================================
+#: elements of the temporary (rows, n_d, n_d) array of one chunk of a 1-D log-kernel application
+_CHUNK_ELEMS = 1 << 22
+
+
+@jit
+def _lse_axis_kernel(a, L, out):  # pragma: no cover - compiled
+    M, n = a.shape
+    ni = L.shape[0]
+    for m in range(M):
+        for i in range(ni):
+            mx = -np.inf
+            for j in range(n):
+                t = L[i, j] + a[m, j]
+                if t > mx:
+                    mx = t
+            if mx == -np.inf:
+                out[m, i] = -np.inf
+                continue
+            acc = 0.0
+            for j in range(n):
+                acc += np.exp(L[i, j] + a[m, j] - mx)
+            out[m, i] = mx + np.log(acc)
+
+
+def _lse_axis(a, L):
+    """``out[m, i] = log sum_j exp(L[i, j] + a[m, j])`` for ``a`` ``(M, n)``; ``-inf`` rows stay
+    ``-inf`` (no NaN). One numba kernel (two passes, no temporaries)."""
+    out = np.empty((a.shape[0], L.shape[0]))
+    _lse_axis_kernel(np.ascontiguousarray(a), np.ascontiguousarray(L), out)
+    return out
+
+
+def _lse_axis_numpy(a, L):
+    """Reference implementation of :func:`_lse_axis` (chunked numpy)."""
+    M, n = a.shape
+    out = np.empty((M, L.shape[0]))
+    step = max(1, _CHUNK_ELEMS // (n * L.shape[0]))
+    with np.errstate(divide="ignore", under="ignore"):
+        for i0 in range(0, M, step):
+            t = a[i0:i0 + step, None, :] + L[None, :, :]
+            mx = t.max(axis=2)
+            mx = np.where(np.isfinite(mx), mx, 0.0)
+            out[i0:i0 + step] = mx + np.log(np.exp(t - mx[:, :, None]).sum(axis=2))
+    return out
+
+
+def apply_log_kernel(lw, shape, log_kernels):
+    r"""``log(K w)`` for ``lw = log w`` ``(nS, nA)``, with ``K`` the tensor product of the 1-D
+    kernels ``exp(log_kernels[d])`` on an action grid of ``shape`` (C order).
+
+    ``K_{ij} = prod_d K^d_{i_d j_d}``, so ``K w`` is the 1-D kernel applied along each axis in
+    turn (``O(nS nA sum_d n_d)`` instead of ``O(nS nA^2)``), each application a log-sum-exp.
+    """
+    nS = lw.shape[0]
+    w = np.asarray(lw, dtype=float).reshape((nS,) + tuple(shape))
+    for d, L in enumerate(log_kernels):
+        if shape[d] == 1:
+            continue
+        w = np.moveaxis(w, d + 1, -1)
+        sh = w.shape
+        w = _lse_axis(np.ascontiguousarray(w).reshape(-1, sh[-1]), L).reshape(sh)
+        w = np.moveaxis(w, -1, d + 1)
+    return np.ascontiguousarray(w).reshape(nS, -1)
+
+
+def entropic_log_kernels(actions, h, eps):
+    """The 1-D log-kernels ``-(x_i - x_j)^2 / (2 h eps)`` of each action axis (cell centres)."""
+    return [-(x[:, None] - x[None, :]) ** 2 / (2.0 * h * eps) for x in actions.axes]
+
+
+def entropic_default_eps(actions, h):
+    r"""Default entropic regularization ``eps = delta_min^2 / (2h)``: the Gibbs kernel
+    ``exp(-|x-y|^2/(2 h eps))`` then has width ``sqrt(2 h eps) = delta_min`` (one cell; weight
+    ``e^{-1}`` between neighbouring cells). Narrower kernels make the grid step sticky (mass moves
+    to a neighbour at a rate ``~ exp(-delta^2/(2 h eps))``) and need ``~ tau/eps`` Sinkhorn
+    iterations; the price is an effective temperature ``tau + eps/2 ... tau + eps``."""
+    return float(np.min(actions.spacing)) ** 2 / (2.0 * h)
+
+
+def entropic_gaussian_variance(k, tau, h, eps):
+    r"""Per-axis variance of the fixed point of the entropic JKO step for ``Q = k |a - c|^2 / 2``
+    on the whole space (continuous Gaussian computation, ``docs/jko.md`` Section 8).
+
+    Solves ``eps (v + h w) = w (2 v + h w)`` with ``w = k v - tau > 0``. Limits: ``v -> (tau +
+    eps/2)/k`` as ``h -> 0`` and ``v -> (tau + eps)/k`` as ``h -> infinity``; ``v = tau/k`` (Gibbs)
+    iff ``eps = 0``.
+    """
+    if eps == 0:
+        return tau / k
+    # with v = (tau + w)/k: eps (tau + w)/k + eps h w = w (2 (tau + w)/k + h w), i.e.
+    # (2/k + h) w^2 + (2 tau/k - eps/k - eps h) w - eps tau / k = 0 (positive root)
+    A2 = 2.0 / k + h
+    B = 2.0 * tau / k - eps / k - eps * h
+    C = -eps * tau / k
+    w = (-B + np.sqrt(B * B - 4 * A2 * C)) / (2 * A2)
+    return (tau + w) / k
+
+
+def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_stall="raise",
+                      warm=True, warm_floor=1e-12):
+    r"""One entropic JKO step per state (any action dimension; atoms at the cell centres).
+
+    Solves, for every state (vectorized; the arrays are ``(nS, nA)``),
+
+    .. math::
+
+        \min_{\gamma \ge 0,\ \gamma 1 = p}\ \sum_{ij} \gamma_{ij}\frac{|x_i - x_j|^2}{2h}
+        + \varepsilon\,\mathrm{KL}(\gamma \,|\, p \otimes 1) + F(\gamma^T 1),\qquad
+        F(m) = \langle Q, m\rangle + \tau \langle m, \log(m/\mathrm{vol})\rangle,
+
+    by Sinkhorn-like scaling ``gamma = diag(u) K diag(v)``, ``K = exp(-|x-y|^2/(2 h eps))``, in the
+    log domain: ``log u = log p - log(K v)``, ``log q = log(K^T u)``, ``m = prox^KL_{F/eps}(q)
+    = softmax((eps log q - Q)/(eps + tau))`` (the mass constraint ``sum m = 1`` -- implied by
+    ``gamma 1 = p`` -- is added to ``F``, which removes the slowly converging total-mass mode and
+    the factors ``vol`` and ``e^{-tau/(eps+tau)}``), ``log v = log m - log q``. The fixed-point
+    iteration on ``log v`` is over-relaxed with ``omega = 1.9/(2 - lambda)``, ``lambda =
+    tau/(tau + eps)`` (its Jacobian has a real spectrum in ``[0, lambda]``).
+
+    Stops when ``|gamma 1 - p|_1 <= tol`` (bounded by ``sum_j q_j v_j |exp(r_j) - 1|``, ``r`` the
+    change of ``log v``) and the new masses changed by at most ``tol`` in L1, per state (a rounding
+    floor ``64 eps_mach sum_j q_j v_j (|log v_j| + |log q_j|)`` applies for tiny ``eps``). Returns
+    ``(m, info)``; ``m`` sums to 1 to rounding and is floored at ``1e-250``. ``warm``: start from
+    ``log v = -(Q + tau log p)/eps`` (``p`` floored at ``warm_floor * max p``), exact when the kernel
+    is the identity (then ``m = p``); otherwise from ``log v = 0``. Iterations: about
+    ``13 tau/eps`` for a spread ``p`` (``docs/jko.md`` Section 8).
+    """
+    p = np.asarray(p, dtype=float)
+    Q = np.asarray(Q, dtype=float)
+    nS, nA = p.shape
+    shape = tuple(actions.shape)
+    if not (tau > 0):
+        raise ValidationError("jko_prox_entropic needs tau > 0")
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValidationError(f"jko: eps must be a finite number > 0, got {eps}")
+    if on_stall not in ("raise", "warn", "accept"):
+        raise ValidationError(f"on_stall must be 'raise', 'warn' or 'accept', got {on_stall!r}")
+    Ls = entropic_log_kernels(actions, h, eps)
+    with np.errstate(divide="ignore"):
+        lpi = np.log(p)
+    Qs = Q - Q.min(axis=1, keepdims=True)
+    a, b = eps / (eps + tau), 1.0 / (eps + tau)
+    lam = tau / (tau + eps)
+    omega = max(1.0, 1.9 / (2.0 - lam))
+    if warm:
+        # log v of the "no transport" solution (exact when K = I, i.e. kernel much narrower than a
+        # cell: then m = p): log v = -(Q + tau log p)/eps; empty cells are floored
+        pmax = p.max(axis=1, keepdims=True)
+        x = -(Qs + tau * np.log(np.maximum(p, warm_floor * pmax))) / eps
+        x -= x.max(axis=1, keepdims=True)
+    else:
+        x = np.zeros_like(p)                   # log v
+    m_out = p.copy()
+    m_prev = p.copy()
+    err_out = np.full(nS, np.inf)
+    dp_out = np.full(nS, np.inf)
+    iters = np.zeros(nS, dtype=int)
+    active = np.arange(nS)
+    best = np.full(nS, np.inf)
+    with np.errstate(divide="ignore", under="ignore"):
+        for it in range(1, max_iter + 1):
+            if active.size == 0:
+                break
+            xa, lpa = x[active], lpi[active]
+            lKv = apply_log_kernel(xa, shape, Ls)
+            lu = lpa - lKv
+            lq = apply_log_kernel(lu, shape, Ls)
+            z = a * lq - b * Qs[active]
+            zm = z.max(axis=1, keepdims=True)
+            lm = z - zm - np.log(np.exp(z - zm).sum(axis=1, keepdims=True))
+            r = (lm - lq) - xa
+            qcol = np.exp(np.minimum(xa + lq, 0.0))          # column marginal of the current gamma
+            err = np.sum(qcol * np.abs(np.expm1(np.minimum(r, 700.0))), axis=1)
+            floor = 64 * _EPS * np.sum(qcol * (np.abs(xa) + np.abs(lq)), axis=1)
+            mn = np.exp(lm)
+            dp = np.sum(np.abs(mn - m_prev[active]), axis=1)
+            m_prev[active] = mn
+            m_out[active] = mn
+            err_out[active], dp_out[active] = err, dp
+            iters[active] = it
+            thr = np.maximum(tol, floor)
+            conv = (err <= thr) & (dp <= thr)
+            # safeguard of the over-relaxation: plain Sinkhorn for a state whose error grew tenfold
+            om = np.where(err > 10.0 * best[active], 1.0, omega)
+            best[active] = np.minimum(best[active], err)
+            xn = xa + om[:, None] * r
+            x[active] = xn - xn.max(axis=1, keepdims=True)  # gauge (u, v) -> (u c, v / c)
+            active = active[~conv]
+    stalled = active.copy()
+    if stalled.size and on_stall == "raise":
+        s0 = int(stalled[0])
+        raise ConvergenceError(
+            f"jko (entropic, multi-D): Sinkhorn did not converge in {max_iter} iterations for "
+            f"{stalled.size} state(s) (first: state {s0}, marginal error {err_out[s0]:.3e}, mass "
+            f"change {dp_out[s0]:.3e}, tol {tol:g}; eps = {eps:g}, tau = {tau:g}, h = {h:g}). The "
+            "iteration contracts like tau/(tau + eps) per step: raise eps_max_iter or eps_tol, or "
+            "use a larger eps",
+            {"states": stalled.tolist(), "marginal_error": err_out[stalled].tolist(),
+             "mass_change": dp_out[stalled].tolist(), "eps": eps, "iterations": max_iter,
+             "masses": m_out})
+    if stalled.size and on_stall == "warn":
+        warnings.warn(f"jko: {stalled.size} entropic proximal problem(s) not converged after "
+                      f"{max_iter} Sinkhorn iterations (marginal error {err_out[stalled].max():.3e}); "
+                      "keeping the last iterate", RuntimeWarning, stacklevel=2)
+    m = np.maximum(m_out, _FLOOR)
+    m /= m.sum(axis=1, keepdims=True)
+    return m, {"iterations": int(iters.max()), "iterations_per_state": iters, "stalled": stalled,
+               "residual": float(err_out.max()), "residual_per_state": err_out,
+               "step": float(dp_out.max()), "eps": float(eps)}
+
+
+# =============================================================================================
 # the scheme
 # =============================================================================================
 class JKO(Scheme):
-    r"""Minimizing movement (JKO) steps with the exact 1-D ``W_2`` of the grid densities.
+    r"""Minimizing movement (JKO) steps: exact 1-D ``W_2`` of the grid densities; multi-D actions:
+    entropic JKO (log-domain Sinkhorn, :func:`jko_prox_entropic`).
 
     Options
     -------
@@ -513,8 +733,14 @@ class JKO(Scheme):
         stable and ``J`` decreases for every step, so there is no CFL bound; larger steps converge
         faster (``h -> infinity`` is soft policy iteration).
     eps : float, optional
-        Entropic regularization for multi-D actions (not implemented yet: multi-D raises
-        NotImplementedError, and giving ``eps`` for 1-D actions raises ValidationError).
+        Multi-D actions only: entropic regularization of the step (:func:`jko_prox_entropic`).
+        Default ``None``: ``delta_min^2 / (2h)`` per step (:func:`entropic_default_eps`, kernel
+        width one cell). The fixed point is the Gibbs law at an effective temperature between
+        ``tau + eps/2`` and ``tau + eps`` (``docs/jko.md`` Section 8). Giving ``eps`` for 1-D
+        actions raises ValidationError (the 1-D step is exact).
+    eps_tol, eps_max_iter : float, int
+        Multi-D only: Sinkhorn tolerance (L1 marginal error and L1 mass change, default
+        ``1e-10``) and iteration cap (default 20000); ``on_stall`` applies when the cap is hit.
     """
 
     name = "jko"
@@ -522,14 +748,10 @@ class JKO(Scheme):
     def __init__(self, mdp, objective, implicit: bool = False, tol: float = 1e-12,
                  max_inner: int = 200, implicit_tol: float = 1e-10, max_implicit: int = 200,
                  default_dt: float = 1.0, on_stall: str = "raise", eps: float | None = None,
-                 **options):
+                 eps_tol: float = 1e-10, eps_max_iter: int = 20000, **options):
         super().__init__(mdp, objective, **options)
         A = mdp.actions
-        if A.ndim != 1:
-            raise NotImplementedError(
-                f"jko: multi-D action grids ({A.ndim}-D here) need the entropic JKO step (log-domain "
-                "Sinkhorn), which is not implemented yet; use scheme='otto' or 'wppg', or a 1-D "
-                "action grid")
+        self.entropic = A.ndim > 1
         if any(A.periodic):
             raise ValidationError("jko: periodic action axes are not supported (W_2 on the circle)")
         if not self.tau > 0:
@@ -551,14 +773,22 @@ class JKO(Scheme):
         if on_stall not in ("raise", "warn", "accept"):
             raise ValidationError(f"jko: on_stall must be 'raise', 'warn' or 'accept', got {on_stall!r}")
         self.on_stall = on_stall
-        if eps is not None:
+        if eps is not None and not self.entropic:
             raise ValidationError("jko: eps is the entropic regularization of the multi-D (Sinkhorn) "
-                                  "step, which is not implemented; 1-D steps are exact and take no eps")
-        self.eps = eps
+                                  "step; 1-D steps are exact and take no eps")
+        if eps is not None and not (np.isfinite(eps) and eps > 0):
+            raise ValidationError(f"jko: eps must be a finite number > 0 or None, got {eps}")
+        if not (np.isfinite(eps_tol) and eps_tol > 0) or int(eps_max_iter) < 1:
+            raise ValidationError("jko: eps_tol must be > 0 and eps_max_iter >= 1")
+        self.eps = None if eps is None else float(eps)
+        self.eps_tol = float(eps_tol)
+        self.eps_max_iter = int(eps_max_iter)
         self.delta = float(A.spacing[0])
         self.vol = float(A.cell_volume)
         self.stats.update({"inner_iterations": 0, "max_inner_iterations": 0,
                            "implicit_iterations": 0, "max_residual": 0.0, "stalled": 0})
+        if self.entropic:
+            self.stats.update({"eps_last": 0.0, "eps_max": 0.0})
 
     def grad_norm2(self, state) -> float:
         return otto_rhs(state.masses, state.evaluation.Q, self.tau, self.mdp.actions,
@@ -568,9 +798,17 @@ class JKO(Scheme):
         return self.default_dt
 
     def prox(self, masses, Q, h, m0=None):
-        """The proximal step ``argmin <Q,m> + tau <m, log m/vol> + W_2^2(m, masses)/(2h)`` per state."""
-        m, info = jko_prox_1d(masses, Q, self.tau, h, self.delta, self.vol, self.tol,
-                              self.max_inner, m0=m0, on_stall=self.on_stall)
+        """The proximal step ``argmin <Q,m> + tau <m, log m/vol> + W_2^2(m, masses)/(2h)`` per state
+        (multi-D: its entropic approximation, ``m0`` unused)."""
+        if self.entropic:
+            eps = entropic_default_eps(self.mdp.actions, h) if self.eps is None else self.eps
+            m, info = jko_prox_entropic(masses, Q, self.tau, h, eps, self.mdp.actions, self.eps_tol,
+                                        self.eps_max_iter, on_stall=self.on_stall)
+            self.stats["eps_last"] = float(eps)
+            self.stats["eps_max"] = max(self.stats["eps_max"], eps)
+        else:
+            m, info = jko_prox_1d(masses, Q, self.tau, h, self.delta, self.vol, self.tol,
+                                  self.max_inner, m0=m0, on_stall=self.on_stall)
         self.stats["stalled"] += int(len(info["stalled"]))
         self.stats["inner_iterations"] += info["iterations"]
         self.stats["max_inner_iterations"] = max(self.stats["max_inner_iterations"], info["iterations"])
@@ -604,4 +842,5 @@ class JKO(Scheme):
         self.stats["steps"] += 1
         return FlowState(state.t + dt, m, ev, state.params,
                          {"dt": dt, "inner_iterations": inner, "residual": info["residual"],
-                          "implicit_iterations": n_impl})
+                          "implicit_iterations": n_impl,
+                          **({"eps": info["eps"]} if "eps" in info else {})})

@@ -1,7 +1,7 @@
 """Exact evaluation and exact solvers: cross-checks against QuantEcon, pymdptoolbox and dense
 independent computations, invariants, error paths and factorization reuse.
 
-Conventions (DESIGN section 1): wgflow minimizes costs, the references maximize rewards, so
+Conventions (docs/design.md §1): wgflow minimizes costs, the references maximize rewards, so
 ``V_wgflow = -V_reference`` and ``J_wgflow = -average_reward``; deterministic optimal policies are
 compared as action indices (argmin of our Q == argmax of theirs).
 """
@@ -194,7 +194,7 @@ def test_discounted_optimum_matches_quantecon_and_mdptoolbox(name, gamma):
 @pytest.mark.parametrize("name", ["rand7", "garnet", "forest3", "forest50"])
 def test_mdptoolbox_value_iteration_gives_our_policy(name, gamma):
     # pymdptoolbox's ValueIteration stops on a span criterion and returns the last iterate: its
-    # V can be off by a large near-constant (issue #39; forest(S=3), discount 0.99: V about
+    # V can be off by a large near-constant (pymdptoolbox's upstream issue #39; forest(S=3), discount 0.99: V about
     # (6.4, 10.0, 14.0) instead of (317.6, 321.1, 325.1)). Its *policy* is still the optimal one,
     # so only the policy is compared; values are checked against PolicyIteration above.
     mdp, P_tb, R_tb, _ = _problem(name)

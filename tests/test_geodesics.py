@@ -254,9 +254,7 @@ def test_geodesic_validation():
 
 
 def test_cross_check_with_geometry_module(switching):
-    geometry = pytest.importorskip("wgflow.geometry")
-    if not (hasattr(geometry, "distance") and hasattr(geometry, "geodesic")):
-        pytest.skip("wgflow.geometry has no distance/geodesic yet")
+    geometry = wg.geometry
     mdp, obj, pi0, pi1, _ = switching
     w = wg.evaluate(mdp, pi0, obj).weights
     d_ref = np.sqrt(np.sum(w * G.wasserstein_1d(pi0.masses, pi1.masses, mdp.actions) ** 2))

@@ -1,4 +1,4 @@
-"""Second order (DESIGN section 5): gradient, Hessian-vector products, split, spectrum, rates.
+"""Second order (docs/design.md §5): gradient, Hessian-vector products, split, spectrum, rates.
 
 Every check compares ``wgflow.hessian`` with something computed independently of it:
 finite differences of ``wg.evaluate`` (the energy), the closed-form Ornstein--Uhlenbeck spectrum
@@ -453,7 +453,7 @@ def test_zero_masses_are_rejected():
     pol = wg.Policy.from_masses(mdp, m)
     with pytest.raises(wg.ValidationError, match="state 3, action 0"):
         wg.hessian(mdp, wg.Discounted(0.9), pol)
-    with pytest.raises(ValueError):           # the builtin too (DESIGN section 1)
+    with pytest.raises(ValueError):           # the builtin too (docs/design.md §1)
         wg.hessian(mdp, wg.Discounted(0.9), pol)
 
 

@@ -73,7 +73,7 @@ def test_gaussian_masses_are_conditioned_cdf_differences(lqr):
     std = 0.3 + 0.05 * np.abs(x)
     pi = Policy.gaussian(lqr, mean=mean, std=std)
     for s in range(21):
-        # atol: the package differences CDF values near 1 (see the xfail below)
+        # atol: cell probabilities are compared with scipy's in absolute terms
         np.testing.assert_allclose(pi.masses[s], cdf_masses(edges, -0.8 * x[s], std[s]),
                                    rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(pi.masses.sum(axis=1), 1.0, atol=1e-14)

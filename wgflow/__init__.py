@@ -6,7 +6,7 @@ Main names::
 """
 from .version import __version__
 from .errors import (WgflowError, ValidationError, NotUnichainError, ConvergenceError,
-                     FileFormatError)
+                     FileFormatError, MissingFileError, LookupFailure)
 from .grids import Grid
 from .mdp import MDP
 from .policy import Policy, ParticlePolicy
@@ -20,5 +20,5 @@ from .hessian import hessian, Hessian
 from . import geometry, geodesics, plot, verify
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
-           "FileFormatError", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
+           "FileFormatError", "MissingFileError", "LookupFailure", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
            "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geometry", "geodesics", "plot", "verify"]

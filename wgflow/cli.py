@@ -41,7 +41,7 @@ def cmd_solve(args) -> int:
         obj = Average(entropy=args.entropy)
     else:
         obj = Discounted(gamma=args.gamma, entropy=args.entropy)
-    sol = solve(mdp, obj, method=args.method, tol=args.tol, progress=not args.quiet)
+    sol = solve(mdp, obj, method=args.method, tol=args.tol, progress=False if args.quiet else None)
     t2 = time.perf_counter()
     print(f"problem     {args.problem} {params if params else ''}".rstrip())
     print(f"MDP         {mdp.n_states} states x {mdp.n_actions} actions, nnz(P) = {mdp.P.nnz}")

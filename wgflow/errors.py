@@ -33,3 +33,11 @@ class ConvergenceError(WgflowError, RuntimeError):
 
 class FileFormatError(WgflowError, ValueError):
     """A file that is not a (readable) wgflow HDF5 file."""
+
+
+class MissingFileError(WgflowError, FileNotFoundError):
+    """A path given to :func:`wgflow.load` (or a resume) that does not exist."""
+
+
+class LookupFailure(WgflowError, KeyError):
+    """A name that is not there (a check, a problem parameter...)."""

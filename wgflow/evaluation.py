@@ -29,6 +29,7 @@ from scipy.special import logsumexp, xlogy
 
 from .errors import ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
+from .kernels.config import compile_seconds
 from .linalg import LinearSolveCache
 from .mdp import MDP
 from .objectives import Average, Discounted, Objective
@@ -139,6 +140,12 @@ class Solution:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def timings(total: float, compile_time: float, solve_time: float) -> dict:
+    """The diagnostics' time split: numba ``compile``, sparse ``solve``, and the rest (``bookkeeping``)."""
+    return {"compile": compile_time, "solve": solve_time,
+            "bookkeeping": max(total - compile_time - solve_time, 0.0)}
+
+
 def _cell_volume(mdp: MDP) -> float:
     return mdp.actions.cell_volume if mdp.actions is not None else 1.0
 
@@ -238,8 +245,8 @@ def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: 
         h = x.copy()
         h[ref] = 0.0
         if np.min(rho) < -1e-10:
-            raise ValidationError(f"stationary law has a negative entry {np.min(rho):g}: the chain is "
-                                  "numerically ill-conditioned")
+            raise ConvergenceError(f"stationary law has a negative entry {np.min(rho):g}: the chain is "
+                                   "numerically ill-conditioned", {"min_rho": float(np.min(rho))})
         rho = np.clip(rho, 0.0, None)
         rho /= rho.sum()     # rounding only: rho already sums to 1 to ~1e-15
         h -= rho @ h
@@ -281,9 +288,12 @@ def evaluate(mdp: MDP, policy, objective: Objective, cache: LinearSolveCache | N
     masses = _check_policy(mdp, policy)
     pol = policy if isinstance(policy, Policy) else Policy(masses, mdp.actions, mdp.states, validate=False)
     cache = cache or LinearSolveCache(reuse=False)
-    t0 = time.perf_counter()
+    t0, c0, s0 = time.perf_counter(), compile_seconds(), cache.stats["solve_time"]
     J, w, V, Q, c_pi, _ = _evaluate_masses(mdp, masses, objective, cache)
-    diag = {"time_total": time.perf_counter() - t0, "linear_solver": dict(cache.stats)}
+    total = time.perf_counter() - t0
+    diag = {"time_total": total, "timings": timings(total, compile_seconds() - c0,
+                                                    cache.stats["solve_time"] - s0),
+            "linear_solver": dict(cache.stats)}
     return Evaluation(J, w, V, Q, c_pi, objective, pol, diag)
 
 
@@ -405,7 +415,7 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         if objective.entropy <= 0:
             raise ValidationError("soft_policy_iteration needs entropy > 0")
         method = "policy_iteration"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), compile_seconds()
     from .kernels import config
     if method == "policy_iteration":
         out = _policy_iteration(mdp, objective, tol, max_iter or 1000, policy0, reuse_factorization, progress)
@@ -413,18 +423,21 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         out = _value_iteration(mdp, objective, tol, max_iter or 10**6, aperiodicity, progress)
     masses, iters, converged, history, cache, last = out
     t1 = time.perf_counter()
+    final_cache = LinearSolveCache(reuse=False)
     if last is not None:
         # exact policy iteration: the last iteration evaluated this very policy by a direct solve
         J, w, V, Q = last
     else:
         # the returned values come from a fresh factorization: accurate to rounding, not to
         # GMRES's rtol
-        J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, LinearSolveCache(reuse=False))
+        J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, final_cache)
     res = _residual(mdp, objective, V, J)
     t2 = time.perf_counter()
     name = method if not (method == "policy_iteration" and objective.entropy > 0) else "soft_policy_iteration"
+    solve_time = final_cache.stats["solve_time"] + (cache.stats["solve_time"] if cache is not None else 0.0)
     diag = {"history": np.asarray(history), "time_total": t2 - t0, "time_iterations": t1 - t0,
             "time_final_evaluation": t2 - t1,
+            "timings": timings(t2 - t0, compile_seconds() - c0, solve_time),
             "linear_solver": dict(cache.stats) if cache is not None else {},
             "kernels_declared": config.KERNELS_DECLARED}
     pol = Policy(masses, mdp.actions, mdp.states, validate=False)

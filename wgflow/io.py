@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import FileFormatError, ValidationError
+from .errors import FileFormatError, MissingFileError, ValidationError
 from .grids import Grid
 from .version import __version__
 
@@ -222,7 +222,7 @@ def open_checked(path) -> h5py.File:
     """Open a wgflow HDF5 file for reading, or raise :class:`FileFormatError` saying why not."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingFileError(f"no such file: {path}")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

@@ -19,7 +19,7 @@ from .grids import Grid
 
 __all__ = ["MDP", "DynamicsModel", "TabulatedModel", "ROW_SUM_TOL"]
 
-#: tolerance on the sum of a probability row (DESIGN section 1)
+#: tolerance on the sum of a probability row (docs/design.md §1)
 ROW_SUM_TOL = 1e-10
 #: number of state-action pairs processed at once when building ``P`` from dynamics
 _CHUNK = 1 << 15

@@ -251,4 +251,4 @@ class Policy:
     __hash__ = None
 
 
-from .particles import ParticlePolicy  # noqa: E402,F401  (DESIGN: wgflow.policy.ParticlePolicy)
+from .particles import ParticlePolicy  # noqa: E402,F401  (public name wgflow.policy.ParticlePolicy)

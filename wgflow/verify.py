@@ -1,6 +1,6 @@
 r"""Numerical checks of the theory, reusable on any MDP with an action grid.
 
-:func:`run` evaluates a set of identities of the Wasserstein geometry of policies (DESIGN
+:func:`run` evaluates a set of identities of the Wasserstein geometry of policies (docs/design.md
 sections 2, 3 and 5) on a given MDP and objective, each as a row
 ``(check, value, reference, error, tolerance, status)`` of a :class:`VerifyReport`:
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
-from .errors import ConvergenceError, ValidationError, WgflowError
+from .errors import ConvergenceError, LookupFailure, ValidationError, WgflowError
 from .evaluation import _check_objective, _check_policy, evaluate, solve
 from .hessian import (continuity_curve, energy_gradient, hessian, laplacian_apply, measured_rate,
                       predicted_rate)
@@ -148,7 +148,7 @@ class VerifyReport:
         for r in self.rows:
             if r.check == check:
                 return r
-        raise KeyError(f"no check named {check!r}; rows: {[r.check for r in self.rows]}")
+        raise LookupFailure(f"no check named {check!r}; rows: {[r.check for r in self.rows]}")
 
     def failed(self) -> list:
         """The rows that failed."""

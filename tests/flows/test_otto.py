@@ -1,4 +1,4 @@
-"""The otto scheme: structure preservation (DESIGN section 3), limits and order of accuracy."""
+"""The otto scheme: structure preservation (docs/design.md §3), limits and order of accuracy."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st

@@ -1,5 +1,5 @@
 """Scharfetter--Gummel flux kernel (wgflow.kernels.fluxes): numba kernel vs numpy twin, Gibbs
-stationarity, and the gradient structure F = -theta * dpsi / h^2 with theta >= 0 (DESIGN section 3).
+stationarity, and the gradient structure F = -theta * dpsi / h^2 with theta >= 0 (docs/design.md §3).
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ import time
 import numpy as np
 
 from ..errors import ValidationError
+from ..evaluation import timings
+from ..kernels.config import compile_seconds
 from ..policy import Policy
 from .base import FlowState, Scheme, get_scheme, scheme_names
 from .trackers import (CallbackTracker, GuardTracker, ProgressTracker, SteadyStateTracker,
@@ -79,7 +81,7 @@ def flow(mdp, objective, policy0, scheme="otto", t_end: float = 10.0, dt: float 
     if not save_every > 0 and t_end > 0:
         raise ValidationError(f"save_every must be > 0, got {save_every}")
     sch = get_scheme(scheme)(mdp, objective, **options)
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), compile_seconds()
 
     tracker_list = [get_tracker(t) for t in (trackers or [])]
     tracker_list.append(GuardTracker())
@@ -170,8 +172,11 @@ def flow(mdp, objective, policy0, scheme="otto", t_end: float = 10.0, dt: float 
                 record(state)
             except Exception:  # the state itself may be what failed
                 pass
+        total = time.perf_counter() - t_start
         diag = {"steps": steps, "rejected": sch.stats.get("rejected", 0), "stop_reason": stop_reason,
-                "evaluations": sch.evaluate.count, "time_total": time.perf_counter() - t_start,
+                "evaluations": sch.evaluate.count, "time_total": total,
+                "timings": timings(total, compile_seconds() - c_start,
+                                   sch.evaluate.cache.stats["solve_time"]),
                 "time_evaluation": sch.evaluate.time, "time_first_step": first_step_time,
                 "linear_solver": dict(sch.evaluate.cache.stats), "interrupted": not complete,
                 **{k: v for k, v in sch.stats.items() if k not in ("steps", "rejected")}}

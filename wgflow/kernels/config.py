@@ -2,11 +2,41 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numba
+import numba.core.event
 
 #: how many kernels this process has jit-decorated (compilation happens on first call)
 KERNELS_DECLARED = 0
+
+
+class _CompileClock(numba.core.event.Listener):
+    """Wall time spent in numba compilation (outermost compile events only: nested ones overlap)."""
+
+    def __init__(self):
+        self.total = 0.0
+        self._depth = 0
+        self._t0 = 0.0
+
+    def on_start(self, event):
+        if self._depth == 0:
+            self._t0 = time.perf_counter()
+        self._depth += 1
+
+    def on_end(self, event):
+        self._depth = max(self._depth - 1, 0)
+        if self._depth == 0:
+            self.total += time.perf_counter() - self._t0
+
+
+COMPILE_CLOCK = _CompileClock()
+numba.core.event.register("numba:compile", COMPILE_CLOCK)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling numba kernels so far (cache loads are cheap)."""
+    return COMPILE_CLOCK.total
 
 
 def jit(func=None, **options):

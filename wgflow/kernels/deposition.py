@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ValidationError
 from .config import jit
 
 __all__ = ["make_deposition_kernel", "push_forward", "push_forward_numpy", "deposition_variance"]
@@ -119,10 +120,10 @@ def _prepare(masses, points, grid):
         y = y[:, :, None]
     y = np.ascontiguousarray(y)
     if w.ndim != 2 or y.shape != w.shape + (grid.ndim,):
-        raise ValueError(f"push-forward needs masses (nS, nP) and points (nS, nP, {grid.ndim}); "
+        raise ValidationError(f"push-forward needs masses (nS, nP) and points (nS, nP, {grid.ndim}); "
                          f"got {w.shape} and {np.shape(points)}")
     if not np.all(np.isfinite(y)):
-        raise ValueError("push-forward points contain NaN or inf")
+        raise ValidationError("push-forward points contain NaN or inf")
     return w, y
 
 

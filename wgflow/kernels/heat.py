@@ -37,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ive
 
+from ..errors import ValidationError
 from .config import jit
 
 __all__ = ["heat_weights", "make_heat_kernel", "make_dense_heat_kernel", "heat_step",
@@ -72,7 +73,7 @@ def heat_weights(n: int, r: float, periodic: bool = False):
     """
     r = float(r)
     if not (np.isfinite(r) and r >= 0):
-        raise ValueError(f"heat step needs r = tau t / dx^2 >= 0, got {r}")
+        raise ValidationError(f"heat step needs r = tau t / dx^2 >= 0, got {r}")
     off, w = _bessel_weights(r)
     P = n if periodic else 2 * n
     if off.size > P:
@@ -243,7 +244,7 @@ def _axis_view(shape, d):
 def _variances(grid, variance):
     v = np.broadcast_to(np.asarray(variance, dtype=float), (grid.ndim,))
     if not np.all(np.isfinite(v)) or np.any(v < 0):
-        raise ValueError(f"heat step variance must be finite and >= 0, got {variance}")
+        raise ValidationError(f"heat step variance must be finite and >= 0, got {variance}")
     return v
 
 
@@ -270,7 +271,7 @@ def heat_step(masses: np.ndarray, grid, variance, method: str = "auto") -> np.nd
     cells whose kernel has more than ``12 log2(n) + 16`` weights, where the DCT is used.
     """
     if method not in ("auto", "kernel", "dct"):
-        raise ValueError(f"heat_step method must be 'auto', 'kernel' or 'dct', got {method!r}")
+        raise ValidationError(f"heat_step method must be 'auto', 'kernel' or 'dct', got {method!r}")
     v = _variances(grid, variance)
     nS = masses.shape[0]
     shape = (nS,) + tuple(grid.shape)

@@ -168,7 +168,10 @@ def test_pg_fixed_point_is_solve():
     tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="pg", t_end=400.0, save_every=50.0,
                  progress=False)
     assert np.max(np.abs(tr.masses[-1] - sol.policy.masses)) < 1e-6
-    assert 0 <= tr.J[-1] - sol.J < 1e-11
+    # J* is a minimum, so tr.J[-1] >= sol.J up to the rounding of two exact evaluations:
+    # a few ulps of |J| amplified by the condition 1/(1-gamma) of I - gamma P_pi
+    rounding = 64 * np.finfo(float).eps * abs(sol.J) / (1 - obj.gamma)
+    assert -rounding <= tr.J[-1] - sol.J < 1e-11
     assert np.all(np.diff(tr.J) <= 1e-13 * abs(tr.J[0]))
     # logits stay centred (the gradient sums to 0 per state)
     np.testing.assert_allclose(tr.params["logits"][-1].sum(axis=1), 0.0, atol=1e-10)

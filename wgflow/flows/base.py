@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConvergenceError, ValidationError
-from ..evaluation import Evaluation, _check_objective, _evaluate_masses
+from ..evaluation import Evaluation, _assembler, _check_objective, _evaluate_masses, policy_cost
 from ..linalg import LinearSolveCache
 from ..policy import Policy
 
@@ -59,6 +59,8 @@ class Evaluator:
         self._past_stats: dict = {}
         self.count = 0
         self.time = 0.0
+        self.approximations = 0
+        self.time_approximations = 0.0
 
     def restart(self) -> None:
         """Forget everything that makes the next evaluation depend on earlier ones.
@@ -88,6 +90,34 @@ class Evaluator:
         self.time += time.perf_counter() - t0
         pol = Policy(masses, self.mdp.actions, self.mdp.states, validate=False)
         return Evaluation(J, w, V, Q, c_pi, self.objective, pol, {})
+
+    def approximate_q(self, masses: np.ndarray, previous: Evaluation, iterations: int = 3):
+        r"""Cheap approximation of the soft ``Q`` of ``masses`` (discounted objective only).
+
+        ``iterations`` steps of iterative refinement of ``(I - gamma P_pi) V = c_pi`` started
+        from ``previous.V`` and preconditioned by the factorization the exact evaluations hold
+        (no new factorization, no Krylov iteration): ``V <- V + LU^{-1}(c_pi - (I - gamma P_pi)
+        V)``, then ``Q = C + gamma P V``. Each refinement step contracts the error by the
+        preconditioner's quality (how far ``P_pi`` is from the factorized matrix). Returns None
+        when no factorization is held or for the average cost (whose bordered system changes
+        its reference state with the recurrent class); the caller then evaluates exactly.
+        Counted in ``approximations``, not in ``count``.
+        """
+        g = getattr(self.objective, "gamma", None)
+        lu = getattr(self.cache, "_lu", None)
+        if g is None or lu is None or previous is None or lu.shape[0] != self.mdp.n_states:
+            return None
+        t0 = time.perf_counter()
+        mdp = self.mdp
+        c_pi = policy_cost(mdp, masses, self.objective.entropy)
+        P_pi = _assembler(mdp)(masses)
+        V = np.array(previous.V, dtype=float, copy=True)
+        for _ in range(int(iterations)):
+            r = c_pi - (V - g * (P_pi @ V))
+            V += self.cache.lu_solve(r)
+        self.approximations += 1
+        self.time_approximations += time.perf_counter() - t0
+        return mdp.C + g * (mdp.P @ V).reshape(mdp.n_states, mdp.n_actions)
 
     @property
     def dissipation_factor(self) -> float:

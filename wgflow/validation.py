@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from .errors import ExistingFileError, LookupFailure, MissingFileError, ValidationError
 
 __all__ = ["ROW_SUM_TOL", "real", "integer", "boolean", "array", "prob_vector", "masses",
-           "costs", "csr_structure", "sparse_matrix", "transition_matrix", "memory",
+           "costs", "solve_arguments", "csr_structure", "sparse_matrix", "transition_matrix", "memory",
            "available_memory", "choice", "options", "path", "output_path", "describe"]
 
 #: tolerance on the sum of a probability row (docs/design.md §1)
@@ -359,6 +359,13 @@ def transition_matrix(P: sp.csr_matrix, n_actions: int | None = None, name: str 
                               f"(tolerance {ROW_SUM_TOL:g}; {bad.size} bad rows in all)")
 
 
+def solve_arguments(tol, max_iter, aperiodicity, where: str = "solve"):
+    """``tol`` > 0 and finite, ``max_iter`` an integer >= 1 or None, ``aperiodicity`` in [0, 1)."""
+    return (real(tol, "tol", where, low=0.0, low_open=True),
+            integer(max_iter, "max_iter", where, low=1, none=True),
+            real(aperiodicity, "aperiodicity", where, low=0.0, high=1.0, high_open=True))
+
+
 # ---------------------------------------------------------------------------------------------
 # resources, names, paths
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +409,7 @@ def choice(value, name: str, choices, where: str = ""):
     return value
 
 
-def options(given, groups: dict, where: str = "") -> None:
+def options(given, groups: dict, where: str = "", what: str = "keyword argument") -> None:
     """Every keyword in ``given`` belongs to one of ``groups`` (``{"flow()": [...], "scheme
     'otto'": [...]}``); an unknown one raises :class:`LookupFailure` naming it, the closest
     valid keyword and every group's keywords."""
@@ -413,7 +420,7 @@ def options(given, groups: dict, where: str = "") -> None:
         close = difflib.get_close_matches(k, valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         lists = "; ".join(f"{g} takes {', '.join(sorted(v)) if v else 'none'}" for g, v in groups.items())
-        raise LookupFailure(f"{_at(where)}unknown keyword argument {k!r}{hint}. {lists}")
+        raise LookupFailure(f"{_at(where)}unknown {what} {k!r}{hint}. {lists}")
 
 
 def path(value, name: str = "path", where: str = "") -> Path:

@@ -177,7 +177,12 @@ def open_checked(path, kind: str | None = None) -> h5py.File:
     if path.is_dir():
         raise FileFormatError(f"{path} is a directory, not a wgflow file")
     try:
-        f = h5py.File(path, "r", locking=False)
+        try:
+            f = h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            if "locking" not in str(exc):
+                raise
+            f = h5py.File(path, "r")     # this process writes it (same locking flags needed)
     except OSError as exc:
         raise FileFormatError(f"{path} is not a readable HDF5 file (corrupted or another format): "
                               f"{exc}") from exc

@@ -181,9 +181,22 @@ class Scheme:
         self.evaluate = Evaluator(mdp, objective, reuse=reuse_factorization)
         self.stats = {"steps": 0, "rejected": 0}
 
+    def initial_masses(self, policy) -> np.ndarray:
+        """The validated masses ``(nS, nA)`` of an initial policy (a Policy or an array), checked
+        as user input (finite, >= 0, rows summing to 1; nothing is renormalized)."""
+        where = f"scheme {self.name!r}"
+        if isinstance(policy, Policy):
+            if (policy.actions is not None and self.mdp.actions is not None
+                    and policy.actions != self.mdp.actions):
+                raise ValidationError(f"{where}: the initial policy's action grid {policy.actions} "
+                                      f"differs from the MDP's {self.mdp.actions}")
+            policy = policy.masses
+        return validation.masses(policy, self.mdp.n_states, self.mdp.n_actions,
+                                 "initial policy masses", where)
+
     # -- to implement ------------------------------------------------------------------
     def init(self, policy, t0: float = 0.0) -> FlowState:
-        masses = policy.masses if isinstance(policy, Policy) else np.asarray(policy, dtype=float)
+        masses = self.initial_masses(policy)
         return FlowState(t0, masses, self.evaluate(masses))
 
     def init_from_frame(self, policy, params: dict, t0: float) -> FlowState:

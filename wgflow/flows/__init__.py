@@ -34,6 +34,8 @@ FLOW_KEYWORDS = ("mdp", "objective", "policy0", "scheme", "t_end", "dt", "save_e
 STALL_FACTOR = 100
 #: steps between two progress checks of the stall detector
 STALL_WINDOW = 100
+#: ... and the relative change of J over such a window below which the flow counts as settled
+STALL_RTOL = 1e-12
 
 
 def _next_frame_time(t: float, save_every: float) -> float:
@@ -87,9 +89,10 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
     progress : bool or None
         tqdm progress bar (None: only when stderr is a terminal).
     max_steps : int
-        Steps allowed in this call. A run whose recent progress says it would need more than
-        ``100 x`` the steps it has left (a step size that cannot make progress) stops early,
-        with the reason in ``diagnostics["stop_reason"]``.
+        Steps allowed in this call. A run whose step size cannot make progress stops early, with
+        the reason in ``diagnostics["stop_reason"]``: a step below the resolution of ``t``, or
+        ``J`` flat (relative change below ``1e-12`` over 100 steps) while the mean step of those
+        steps would need more than ``100 x`` the steps left to reach ``t_end``.
     **options
         Passed to the scheme (e.g. ``cfl`` for ``otto``); an unknown keyword raises
         :class:`~wgflow.LookupFailure` listing the keywords of ``flow`` and of the scheme.
@@ -203,7 +206,7 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
     steps = 0
     complete = False
     first_step_time = None
-    window = (0, state.t)
+    window = (0, state.t, state.J)
     try:
         for tr in tracker_list:
             tr.start(state, context)
@@ -231,15 +234,16 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
             if steps - window[0] >= STALL_WINDOW:
                 mean = (state.t - window[1]) / (steps - window[0])
                 need = (t_end - state.t) / mean if mean > 0 else np.inf
-                if need > STALL_FACTOR * max(max_steps - steps, 1):
-                    stop_reason = (f"stalled: the last {steps - window[0]} steps advanced t by "
-                                   f"{state.t - window[1]:.3g} (mean step {mean:.3g}); reaching "
-                                   f"t_end = {t_end:g} would take about {need:.3g} more steps, over "
-                                   f"{STALL_FACTOR} x the {max_steps - steps} left (max_steps = "
-                                   f"{max_steps}). The step size cannot make progress (huge costs or "
-                                   "entropy make the scheme stiff): rescale the problem or use another "
-                                   "scheme (e.g. 'pmd' or 'jko')")
-                window = (steps, state.t)
+                flat = abs(state.J - window[2]) <= STALL_RTOL * max(abs(state.J), 1e-300)
+                if flat and need > STALL_FACTOR * max(max_steps - steps, 1):
+                    stop_reason = (f"stalled: J changed by less than {STALL_RTOL:g} (relative) over "
+                                   f"the last {steps - window[0]} steps, whose mean step {mean:.3g} "
+                                   f"would need about {need:.3g} more steps to reach t_end = {t_end:g}, "
+                                   f"over {STALL_FACTOR} x the {max_steps - steps} left (max_steps = "
+                                   f"{max_steps}). The flow has settled on a time scale far below "
+                                   "t_end (huge costs or entropy make its steps tiny): rescale the "
+                                   "problem, shorten t_end, or use another scheme (e.g. 'pmd' or 'jko')")
+                window = (steps, state.t, state.J)
             is_frame = state.t >= next_save - 1e-12 * max(1.0, abs(next_save)) or state.t >= t_end * (1 - 1e-12)
             for tr in tracker_list:
                 if tr is store:

@@ -12,18 +12,21 @@ and are then available as ``wg.flow(..., scheme="mine")``.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import validation
 from ..errors import ConvergenceError, ValidationError
-from ..evaluation import Evaluation, _assembler, _check_objective, _evaluate_masses, policy_cost
+from ..evaluation import (Evaluation, _assembler, _check_mdp, _check_objective, _evaluate_masses,
+                          policy_cost)
 from ..linalg import LinearSolveCache
 from ..policy import Policy
 
-__all__ = ["Scheme", "FlowState", "Evaluator", "get_scheme", "scheme_names", "grid_potential",
-           "rebuild_state"]
+__all__ = ["Scheme", "FlowState", "Evaluator", "get_scheme", "scheme_names", "scheme_options",
+           "grid_potential", "rebuild_state"]
 
 _REGISTRY: dict = {}
 
@@ -189,24 +192,42 @@ class Scheme:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__dict__["__init__"])
         if cls.name:
             _REGISTRY[cls.name] = cls
 
     def __init__(self, mdp, objective, reuse_factorization: bool = True, **options):
+        where = f"scheme {self.name!r}"
+        _check_mdp(mdp, where)
         _check_objective(objective)
+        reuse_factorization = validation.boolean(reuse_factorization, "reuse_factorization", where)
         if self.needs_actions:
             mdp.require_actions(f"the '{self.name}' scheme")
         if options:
-            raise ValidationError(f"scheme '{self.name}' got unknown option(s) {sorted(options)}")
+            validation.options(options, {where: scheme_options(type(self))}, where, what="option")
         self.mdp = mdp
         self.objective = objective
         self.tau = float(objective.entropy)
         self.evaluate = Evaluator(mdp, objective, reuse=reuse_factorization)
         self.stats = {"steps": 0, "rejected": 0}
 
+    def initial_masses(self, policy) -> np.ndarray:
+        """The validated masses ``(nS, nA)`` of an initial policy (a Policy or an array), checked
+        as user input (finite, >= 0, rows summing to 1; nothing is renormalized)."""
+        where = f"scheme {self.name!r}"
+        if isinstance(policy, Policy):
+            if (policy.actions is not None and self.mdp.actions is not None
+                    and policy.actions != self.mdp.actions):
+                raise ValidationError(f"{where}: the initial policy's action grid {policy.actions} "
+                                      f"differs from the MDP's {self.mdp.actions}")
+            policy = policy.masses
+        return validation.masses(policy, self.mdp.n_states, self.mdp.n_actions,
+                                 "initial policy masses", where)
+
     # -- to implement ------------------------------------------------------------------
     def init(self, policy, t0: float = 0.0) -> FlowState:
-        masses = policy.masses if isinstance(policy, Policy) else np.asarray(policy, dtype=float)
+        masses = self.initial_masses(policy)
         return FlowState(t0, masses, self.evaluate(masses))
 
     def init_from_frame(self, policy, params: dict, t0: float) -> FlowState:
@@ -275,6 +296,67 @@ class Scheme:
         return False
 
 
+def _check_option(where: str, name: str, value, param: inspect.Parameter):
+    """Type check of a scheme option from its annotation (or its default's type)."""
+    ann = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    ann = ann.replace(" ", "") if ann is not inspect.Parameter.empty else ""
+    parts = set(ann.split("|")) if ann else set()
+    default = param.default
+    if not parts and default is not inspect.Parameter.empty and default is not None:
+        parts = {type(default).__name__}
+    none = "None" in parts or default is None
+    parts.discard("None")
+    if value is None and none:
+        return
+    if parts == {"bool"}:
+        validation.boolean(value, f"option {name}", where)
+    elif parts == {"int"}:
+        validation.integer(value, f"option {name}", where, low=0 if name == "seed" else None)
+    elif parts <= {"float", "int"} and parts:
+        validation.real(value, f"option {name}", where)
+    elif parts == {"str"} and not isinstance(value, str):
+        raise ValidationError(f"{where}: option {name} must be a string, got {validation.describe(value)}")
+
+
+def _checked_init(init):
+    """Wrap a scheme's ``__init__`` so that every option is type-checked before it runs (from
+    its annotation), whatever scheme is added later."""
+    sig = inspect.signature(init)
+
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise ValidationError(f"scheme {type(self).name!r}: {exc}") from None
+        for name, value in bound.arguments.items():
+            p = sig.parameters[name]
+            if name in ("self", "mdp", "objective") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            _check_option(f"scheme {type(self).name!r}", name, value, p)
+        init(self, *args, **kwargs)
+
+    __init__.__wrapped__ = init
+    __init__.__doc__ = init.__doc__
+    return __init__
+
+
+def scheme_options(scheme, defaults: bool = False):
+    """The options a scheme takes (its constructor keywords, its base classes' included):
+    their names, or with ``defaults`` a dict of their default values."""
+    cls = get_scheme(scheme)
+    out = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or not issubclass(klass, Scheme):
+            continue
+        init = getattr(init, "__wrapped__", init)
+        for name, p in inspect.signature(init).parameters.items():
+            if name in ("self", "mdp", "objective") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            out[name] = None if p.default is inspect.Parameter.empty else p.default
+    return out if defaults else sorted(out)
+
+
 def rebuild_state(scheme: Scheme, t: float, masses: np.ndarray, params: dict,
                   scheme_state: dict) -> FlowState:
     """The state of a restart point: the one function both a running flow (at each stored frame)
@@ -296,8 +378,10 @@ def get_scheme(name) -> type:
     """The scheme class registered as ``name`` (or ``name`` itself if it is a Scheme subclass)."""
     if isinstance(name, type) and issubclass(name, Scheme):
         return name
-    if name not in _REGISTRY:
-        raise ValidationError(f"unknown scheme {name!r}; registered schemes: {scheme_names()}")
+    if not isinstance(name, str):
+        raise ValidationError(f"flow: scheme must be a name ({', '.join(scheme_names())}) or a Scheme "
+                              f"subclass, got {validation.describe(name)}")
+    validation.choice(name, "scheme", scheme_names(), "flow")
     return _REGISTRY[name]
 
 

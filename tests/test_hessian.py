@@ -375,7 +375,7 @@ def test_measured_rate_matches_fixed_step_prediction():
     m0 = continuity_curve(mdp, sol.policy, r["vecs"][0], 0.05)
     dt = 0.005                      # the positivity bound at the optimum is 0.038
     traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=5.0, dt=dt, save_every=0.05,
-                   progress=False)
+                   progress=False, method="explicit")
     measured = measured_rate(traj, sol.J)
     mu = lam[0] / H.kappa
     euler = -2.0 * np.log(1.0 - dt * mu) / dt
@@ -385,7 +385,7 @@ def test_measured_rate_matches_fixed_step_prediction():
 
 @pytest.mark.slow
 def test_measured_rate_adaptive_steps_from_generic_start():
-    """Default (adaptive, cfl = 0.5) steps from a generic smooth perturbation of the optimum:
+    """Explicit adaptive (cfl = 0.5) steps from a generic smooth perturbation of the optimum:
     the fast modes and the larger Euler steps (mu dt up to ~0.03) leave a few percent."""
     r = _rate_setup()
     mdp, obj, sol, H = r["mdp"], r["obj"], r["sol"], r["H"]
@@ -393,7 +393,8 @@ def test_measured_rate_adaptive_steps_from_generic_start():
     a = mdp.actions.centers[:, 0]
     phi = rng.standard_normal((mdp.n_states, 3)) @ np.stack([a, a ** 2, a ** 3])
     m0 = continuity_curve(mdp, sol.policy, 0.01 * phi, 1.0)
-    traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=6.0, save_every=0.02, progress=False)
+    traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=6.0, save_every=0.02, progress=False,
+                   method="explicit")
     measured = measured_rate(traj, sol.J, lower=1e-12, upper=1e-7)      # a late window
     assert measured == pytest.approx(H.predicted_rate(), rel=0.03)
     assert measured > H.predicted_rate()       # Euler and faster modes both make it faster
@@ -408,7 +409,7 @@ def test_measured_rate_quadratic_bandit():
     m0 = continuity_curve(mdp, sol.policy, vecs[0], 0.05)
     dt = 2e-3
     traj = wg.flow(mdp, obj, wg.Policy.from_masses(mdp, m0), t_end=5.0, dt=dt, save_every=0.05,
-                   progress=False)
+                   progress=False, method="explicit")
     measured = measured_rate(traj, sol.J)
     mu = lam[0] / H.kappa
     assert measured == pytest.approx(-2.0 * np.log(1.0 - dt * mu) / dt, rel=2e-3)

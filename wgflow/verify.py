@@ -639,7 +639,7 @@ def check_rate(mdp, objective, solution, tol=None, target_gap=1e-5, max_steps=20
                       "rate = 2 lambda/kappa is too slow relative to the CFL step")]
     stride = max(1, n_steps // 400)
     traj = flow(mdp, objective, Policy(m0, mdp.actions, mdp.states, validate=False), scheme="otto",
-                t_end=n_steps * dt, dt=dt, save_every=stride * dt, progress=False)
+                method="explicit", t_end=n_steps * dt, dt=dt, save_every=stride * dt, progress=False)
     try:
         r_meas = measured_rate(traj, solution.J, lower=1e-9, upper=target_gap / 3)
     except ValidationError as exc:

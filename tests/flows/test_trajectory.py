@@ -405,10 +405,12 @@ def test_resume_without_storage_raises(setup):
     (dict(n_actions=21, curvature=2e12), wg.Discounted(0.5, entropy=0.1)),  # huge costs
 ])
 def test_a_step_size_that_cannot_make_progress_stops_the_flow(problem, objective):
-    """Reaching t_end = 10 would take ~1e13 (costs 1e12) or ~1e300 (entropy 1e300) steps: the
-    flow stops once J has settled, with the reason, after a few thousand steps."""
+    """Reaching t_end = 10 with explicit (CFL-bounded) steps would take ~1e13 (costs 1e12) or
+    ~1e300 (entropy 1e300) steps: the flow stops once J has settled, with the reason, after a few
+    thousand steps."""
     mdp = wg.problems.get("quadratic_bandit", **problem)
-    traj = wg.flow(mdp, objective, wg.Policy.uniform(mdp), t_end=10.0, progress=False)
+    traj = wg.flow(mdp, objective, wg.Policy.uniform(mdp), t_end=10.0, progress=False,
+                   method="explicit")
     reason = traj.diagnostics["stop_reason"]
     assert reason.startswith("stalled") and "rescale" in reason
     assert traj.diagnostics["steps"] <= 5000 and traj.times[-1] < 1e-9

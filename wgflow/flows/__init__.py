@@ -62,12 +62,14 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
     policy0 : Policy (or the representation the scheme takes, e.g. a ParticlePolicy)
         The initial policy (not needed with ``resume=True``: the stored run's frame is used).
     scheme : str or Scheme subclass
-        ``"otto"`` (explicit Scharfetter--Gummel steps of the semi-discrete flow), or any name in
+        ``"otto"`` (the semi-discrete Scharfetter--Gummel flow; linearly implicit steps, or
+        forward Euler with ``method="explicit"``), or any name in
         :func:`scheme_names`.
     t_end : float
         Final time (for iterative schemes, the sum of the step sizes).
     dt : float, optional
-        Fixed step; None lets the scheme choose (adaptive, CFL- and energy-controlled for ``otto``).
+        Fixed step; None lets the scheme choose (adaptive; for ``otto`` error-controlled implicit
+        steps without a CFL bound, or CFL- and energy-controlled explicit ones).
     save_every : float, optional
         Flow time between saved frames (default ``t_end / 100``). The first and last states are
         always saved.
@@ -94,7 +96,7 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
         ``J`` flat (relative change below ``1e-12`` over 100 steps) while the mean step of those
         steps would need more than ``100 x`` the steps left to reach ``t_end``.
     **options
-        Passed to the scheme (e.g. ``cfl`` for ``otto``); an unknown keyword raises
+        Passed to the scheme (e.g. ``method``, ``tol`` for ``otto``); an unknown keyword raises
         :class:`~wgflow.LookupFailure` listing the keywords of ``flow`` and of the scheme.
 
     Returns

@@ -413,3 +413,55 @@ def test_entropic_flow_decreases_J_far_from_equilibrium(lqr2d):
     traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", dt=1.0, t_end=8.0, save_every=1.0)
     assert np.all(np.diff(traj.J) < 0)
     assert traj.diagnostics["eps_max"] == pytest.approx(jko.entropic_default_eps(mdp.actions, 1.0))
+
+
+# ----------------------------------------------------------------------------- growing default step, Anderson
+def test_default_steps_grow_and_reach_the_solution(lqr):
+    """dt=None: default_dt, then x growth per full step (1-D: J decreases for every step)."""
+    mdp, obj, sol = lqr
+    Js, dts = [], []
+    traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", t_end=1e9, save_every=1e9,
+                   trackers=[wg.flows.CallbackTracker(
+                       lambda s, c: Js.append(s.J) or dts.append(s.info["dt"]), interval=0.0)])
+    np.testing.assert_allclose(dts[:4], [1.0, 10.0, 100.0, 1000.0])
+    assert np.all(np.diff(Js) <= 1e-13 * abs(sol.J))
+    assert traj.J[-1] - sol.J < 1e-9
+    # frames shorten steps without growing the next one
+    tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", t_end=3.0, save_every=0.5,
+                 growth=4.0)
+    assert tr.diagnostics["steps"] == 6
+    with pytest.raises(ValidationError, match="growth"):
+        jko.JKO(mdp, obj, growth=0.5)
+    a = jko.JKO(mdp, obj)
+    st = a.step(a.init(wg.Policy.uniform(mdp)), 1.0, adaptive=True)
+    b = jko.JKO(mdp, obj)
+    b.load_state_dict(a.state_dict())
+    assert b.suggest_dt(st) == a.suggest_dt(st) == 10.0
+
+
+def test_anderson_mixing_solves_the_same_entropic_problem(lqr2d):
+    mdp, obj = lqr2d
+    ev = wg.evaluate(mdp, wg.Policy.uniform(mdp), obj)
+    for h in (1.0, 1e3):
+        eps = jko.entropic_default_eps(mdp.actions, h)
+        plain, ip = jko.jko_prox_entropic(ev.policy.masses, ev.Q, obj.entropy, h, eps, mdp.actions,
+                                          anderson=0)
+        acc, ia = jko.jko_prox_entropic(ev.policy.masses, ev.Q, obj.entropy, h, eps, mdp.actions)
+        # both stop at L1 marginal error and L1 mass change <= 1e-10 per state
+        assert np.max(np.abs(acc - plain).sum(axis=1)) < 1e-9
+        assert ia["residual"] <= 1e-10 and ia["iterations"] <= ip["iterations"]
+
+
+def test_entropic_default_steps_reach_the_solution(lqr2d):
+    """Multi-D: the entropic bias (eps = delta^2/(2h)) shrinks like 1/h as the default steps grow,
+    so the flow reaches J* to 1e-8."""
+    mdp, obj = lqr2d
+    sol = wg.solve(mdp, obj, tol=1e-12)
+    traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", t_end=1e9, save_every=1e9,
+                   trackers=[wg.flows.CallbackTracker(
+                       lambda s, c: "done" if s.J - sol.J < 1e-8 else None, interval=0.0)])
+    assert traj.diagnostics["stop_reason"] == "done"
+    # the policy carries the entropic bias of the last step, O(eps) in L1 (J: O(eps^2)); last eps:
+    eps = traj.diagnostics["eps_last"]
+    assert eps < 1e-4
+    assert np.max(np.abs(traj.final.masses - sol.policy.masses).sum(axis=1)) < 3 * eps

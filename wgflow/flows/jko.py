@@ -539,23 +539,76 @@ def _lse_axis_numpy(a, L):
     return out
 
 
+@jit
+def _lse_strided_kernel(a, L, K, n_outer, n, st, out):  # pragma: no cover - compiled
+    """``out = log(K^d exp(a))`` along one axis of C-ordered flat arrays (``n`` cells of stride
+    ``st``, ``n_outer`` blocks), without copies or transposes.
+
+    Per line: shift by its largest entry, ``n`` exponentials, then ``n^2`` multiply-adds with
+    the linear kernel ``K = exp(L)`` (a sum of non-negative terms: no cancellation) and one
+    logarithm per output; an output whose sum is not safely normal (kernel entries that
+    underflow, ``K_ik w_k < 1e-290``) is recomputed as the exact log-sum-exp.
+    """
+    w = np.empty(n)
+    for o in range(n_outer):
+        for r in range(st):
+            base = o * n * st + r
+            mx = -np.inf
+            for k in range(n):
+                v = a[base + k * st]
+                if v > mx:
+                    mx = v
+            if mx == -np.inf:
+                for i in range(n):
+                    out[base + i * st] = -np.inf
+                continue
+            for k in range(n):
+                w[k] = np.exp(a[base + k * st] - mx)
+            for i in range(n):
+                acc = 0.0
+                for k in range(n):
+                    acc += K[i, k] * w[k]
+                if acc > 1e-290:
+                    out[base + i * st] = mx + np.log(acc)
+                    continue
+                m2 = -np.inf                       # exact log-sum-exp of L[i, k] + a_k
+                for k in range(n):
+                    t = L[i, k] + a[base + k * st]
+                    if t > m2:
+                        m2 = t
+                if m2 == -np.inf:
+                    out[base + i * st] = -np.inf
+                    continue
+                acc = 0.0
+                for k in range(n):
+                    acc += np.exp(L[i, k] + a[base + k * st] - m2)
+                out[base + i * st] = m2 + np.log(acc)
+
+
 def apply_log_kernel(lw, shape, log_kernels):
     r"""``log(K w)`` for ``lw = log w`` ``(nS, nA)``, with ``K`` the tensor product of the 1-D
     kernels ``exp(log_kernels[d])`` on an action grid of ``shape`` (C order).
 
     ``K_{ij} = prod_d K^d_{i_d j_d}``, so ``K w`` is the 1-D kernel applied along each axis in
-    turn (``O(nS nA sum_d n_d)`` instead of ``O(nS nA^2)``), each application a log-sum-exp.
+    turn (``O(nS nA sum_d n_d)`` instead of ``O(nS nA^2)``). Each axis is one numba pass over
+    strided lines (:func:`_lse_strided_kernel`: ``n_d`` exponentials per line, then the linear
+    kernel; exact log-sum-exp where the linear kernel would underflow).
     """
     nS = lw.shape[0]
-    w = np.asarray(lw, dtype=float).reshape((nS,) + tuple(shape))
+    shape = tuple(int(n) for n in shape)
+    w = np.ascontiguousarray(lw, dtype=float).reshape(-1)
     for d, L in enumerate(log_kernels):
-        if shape[d] == 1:
+        n = shape[d]
+        if n == 1:
             continue
-        w = np.moveaxis(w, d + 1, -1)
-        sh = w.shape
-        w = _lse_axis(np.ascontiguousarray(w).reshape(-1, sh[-1]), L).reshape(sh)
-        w = np.moveaxis(w, -1, d + 1)
-    return np.ascontiguousarray(w).reshape(nS, -1)
+        L = np.ascontiguousarray(L, dtype=float)
+        with np.errstate(under="ignore"):
+            K = np.exp(L)
+        st = int(np.prod(shape[d + 1:]))
+        out = np.empty_like(w)
+        _lse_strided_kernel(w, L, K, nS * int(np.prod(shape[:d])), n, st, out)
+        w = out
+    return w.reshape(nS, -1)
 
 
 def entropic_log_kernels(actions, h, eps):
@@ -591,8 +644,50 @@ def entropic_gaussian_variance(k, tau, h, eps):
     return (tau + w) / k
 
 
+def _anderson(xa, r, xn, om, grew, active, dX, dR, x_last, r_last, depth, slot):
+    """Anderson (type II) update of the relaxed iterates ``xn = xa + om r`` of the active states
+    (histories in ring buffers indexed by state, ``slot`` the buffer position of this iteration).
+    States with non-finite entries, or whose error grew (``grew``), take the plain step and
+    restart their history."""
+    mem = dX.shape[1]
+    ok = np.all(np.isfinite(xa), axis=1) & np.all(np.isfinite(r), axis=1) & ~grew
+    has = ok & (depth[active] > 0)
+    # store the differences to the previous iterate (states with a previous one)
+    if np.any(has):
+        idx = active[has]
+        dX[idx, slot] = xa[has] - x_last[idx]
+        dR[idx, slot] = r[has] - r_last[idx]
+        depth[idx] = np.minimum(depth[idx] + 1, mem + 1)
+    x_last[active] = xa
+    r_last[active] = r
+    depth[active[~ok]] = 0
+    depth[active[ok & (depth[active] == 0)]] = 1        # a previous iterate now exists
+    use = ok & (depth[active] > 1)
+    if not np.any(use):
+        return xn
+    idx = active[use]
+    k = np.minimum(depth[idx] - 1, mem)                  # stored differences per state
+    # an active state writes every iteration, so its k latest differences sit in the slots
+    # slot, slot - 1, ..., slot - k + 1 (mod mem)
+    valid = np.arange(mem)[None, :] < k[:, None]
+    order = (slot - np.arange(mem)[None, :]) % mem
+    sel = np.zeros((idx.size, mem), dtype=bool)
+    np.put_along_axis(sel, order, valid, axis=1)
+    DR = dR[idx] * sel[:, :, None]
+    DX = dX[idx] * sel[:, :, None]
+    G = np.einsum("sik,sjk->sij", DR, DR)
+    rhs = np.einsum("sik,sk->si", DR, r[use])
+    scale = np.maximum(np.einsum("sii->s", G), 1e-300)
+    G = G + (1e-10 * scale)[:, None, None] * np.eye(mem)[None] + np.where(sel, 0.0, 1.0)[:, :, None] * np.eye(mem)[None]
+    g = np.linalg.solve(G, rhs[..., None])[..., 0] * sel
+    omu = om[use][:, None]
+    out = xn.copy()
+    out[use] = xa[use] + omu * r[use] - np.einsum("si,sik->sk", g, DX + omu[:, :, None] * DR)
+    return out
+
+
 def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_stall="raise",
-                      warm=True, warm_floor=1e-12):
+                      warm=True, warm_floor=1e-12, anderson=5):
     r"""One entropic JKO step per state (any action dimension; atoms at the cell centres).
 
     Solves, for every state (vectorized; the arrays are ``(nS, nA)``),
@@ -609,7 +704,11 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
     ``gamma 1 = p`` -- is added to ``F``, which removes the slowly converging total-mass mode and
     the factors ``vol`` and ``e^{-tau/(eps+tau)}``), ``log v = log m - log q``. The fixed-point
     iteration on ``log v`` is over-relaxed with ``omega = 1.9/(2 - lambda)``, ``lambda =
-    tau/(tau + eps)`` (its Jacobian has a real spectrum in ``[0, lambda]``).
+    tau/(tau + eps)`` (its Jacobian has a real spectrum in ``[0, lambda]``), and accelerated by
+    Anderson mixing of depth ``anderson`` per state (type II: ``x+ = x + omega r - (dX + omega
+    dR) g`` with ``g`` the least-squares combination of the last residual differences ``dR``
+    closest to the residual ``r``; ``anderson=0`` turns it off). A state whose marginal error grows
+    tenfold falls back to plain Sinkhorn steps and restarts its history.
 
     Stops when ``|gamma 1 - p|_1 <= tol`` (bounded by ``sum_j q_j v_j |exp(r_j) - 1|``, ``r`` the
     change of ``log v``) and the new masses changed by at most ``tol`` in L1, per state (a rounding
@@ -651,6 +750,14 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
     iters = np.zeros(nS, dtype=int)
     active = np.arange(nS)
     best = np.full(nS, np.inf)
+    mem = max(int(anderson), 0)
+    if mem:
+        dX = np.zeros((nS, mem, nA))           # ring buffers of the last differences
+        dR = np.zeros((nS, mem, nA))
+        x_last = np.zeros((nS, nA))
+        r_last = np.zeros((nS, nA))
+        depth = np.zeros(nS, dtype=int)        # how many differences are stored (<= mem)
+        slot = 0
     with np.errstate(divide="ignore", under="ignore"):
         for it in range(1, max_iter + 1):
             if active.size == 0:
@@ -675,9 +782,13 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
             thr = np.maximum(tol, floor)
             conv = (err <= thr) & (dp <= thr)
             # safeguard of the over-relaxation: plain Sinkhorn for a state whose error grew tenfold
-            om = np.where(err > 10.0 * best[active], 1.0, omega)
+            grew = err > 10.0 * best[active]
+            om = np.where(grew, 1.0, omega)
             best[active] = np.minimum(best[active], err)
             xn = xa + om[:, None] * r
+            if mem:
+                xn = _anderson(xa, r, xn, om, grew, active, dX, dR, x_last, r_last, depth, slot)
+                slot = (slot + 1) % mem
             x[active] = xn - xn.max(axis=1, keepdims=True)  # gauge (u, v) -> (u c, v / c)
             active = active[~conv]
     stalled = active.copy()
@@ -729,9 +840,16 @@ class JKO(Scheme):
         Fixed-point tolerance (sup-norm of the mass change, default ``1e-10``) and iterations
         (default 200) for ``implicit=True``; ConvergenceError if not reached.
     default_dt : float
-        Step used when ``wg.flow`` gets ``dt=None`` (default 1.0): the scheme is unconditionally
-        stable and ``J`` decreases for every step, so there is no CFL bound; larger steps converge
-        faster (``h -> infinity`` is soft policy iteration).
+        First step when ``wg.flow`` gets ``dt=None`` (default 1.0). The scheme is unconditionally
+        stable (1-D: ``J`` decreases for every step), so there is no CFL bound; larger steps
+        converge faster (``h -> infinity`` is soft policy iteration) and, on multi-D grids, carry a
+        smaller entropic bias (``eps = delta^2 / (2h)``).
+    growth : float
+        ``dt=None``: each full step is ``growth`` times the previous one (default 10; ``1`` keeps
+        ``default_dt``), so the flow reaches its limit in a few steps. A step shortened to land on
+        a saved frame does not grow the next one.
+    dt_max : float, optional
+        ``dt=None``: largest step (default None: no bound).
     eps : float, optional
         Multi-D actions only: entropic regularization of the step (:func:`jko_prox_entropic`).
         Default ``None``: ``delta_min^2 / (2h)`` per step (:func:`entropic_default_eps`, kernel
@@ -747,7 +865,8 @@ class JKO(Scheme):
 
     def __init__(self, mdp, objective, implicit: bool = False, tol: float = 1e-12,
                  max_inner: int = 200, implicit_tol: float = 1e-10, max_implicit: int = 200,
-                 default_dt: float = 1.0, on_stall: str = "raise", eps: float | None = None,
+                 default_dt: float = 1.0, growth: float = 10.0, dt_max: float | None = None,
+                 on_stall: str = "raise", eps: float | None = None,
                  eps_tol: float = 1e-10, eps_max_iter: int = 20000, **options):
         super().__init__(mdp, objective, **options)
         A = mdp.actions
@@ -770,6 +889,13 @@ class JKO(Scheme):
         self.implicit_tol = float(implicit_tol)
         self.max_implicit = int(max_implicit)
         self.default_dt = float(default_dt)
+        if not (np.isfinite(growth) and growth >= 1):
+            raise ValidationError(f"jko: growth must be a finite number >= 1, got {growth}")
+        if dt_max is not None and not (np.isfinite(dt_max) and dt_max > 0):
+            raise ValidationError(f"jko: dt_max must be a finite number > 0 or None, got {dt_max}")
+        self.growth = float(growth)
+        self.dt_max = np.inf if dt_max is None else float(dt_max)
+        self._dt_next = None
         if on_stall not in ("raise", "warn", "accept"):
             raise ValidationError(f"jko: on_stall must be 'raise', 'warn' or 'accept', got {on_stall!r}")
         self.on_stall = on_stall
@@ -791,11 +917,29 @@ class JKO(Scheme):
             self.stats.update({"eps_last": 0.0, "eps_max": 0.0})
 
     def grad_norm2(self, state) -> float:
+        if state.evaluation.weights is None:
+            # steps skip the occupancy solve; frames that report the gradient norm need it
+            state.evaluation = self.evaluate(state.masses)
         return otto_rhs(state.masses, state.evaluation.Q, self.tau, self.mdp.actions,
                         state.evaluation.weights)[2]
 
+    @property
+    def adaptive(self) -> bool:
+        return True
+
     def suggest_dt(self, state) -> float:
-        return self.default_dt
+        return min(self.default_dt if self._dt_next is None else self._dt_next, self.dt_max)
+
+    # -- restart protocol: the growing default step ---------------------------------------
+    def state_dict(self) -> dict:
+        out = super().state_dict()
+        out["dt_next"] = np.nan if self._dt_next is None else float(self._dt_next)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        h = float(np.asarray(state.get("dt_next", np.nan)))
+        self._dt_next = None if np.isnan(h) else h
 
     def prox(self, masses, Q, h, m0=None):
         """The proximal step ``argmin <Q,m> + tau <m, log m/vol> + W_2^2(m, masses)/(2h)`` per state
@@ -824,7 +968,7 @@ class JKO(Scheme):
         if self.implicit:
             change = np.inf
             for n_impl in range(1, self.max_implicit + 1):
-                ev = self.evaluate(m)
+                ev = self.evaluate(m, weights=False)
                 m_new, info = self.prox(state.masses, ev.Q, dt, m0=m)
                 inner += info["iterations"]
                 change = float(np.max(np.abs(m_new - m)))
@@ -838,8 +982,13 @@ class JKO(Scheme):
                     f"implicit_tol = {self.implicit_tol:g}) at t = {state.t:g}, dt = {dt:g}; "
                     "use a smaller dt or implicit=False", {"t": state.t, "dt": dt, "change": change})
             self.stats["implicit_iterations"] += n_impl
-        ev = self.evaluate(m)
+        ev = self.evaluate(m, weights=False)
         self.stats["steps"] += 1
+        if adaptive:
+            proposal = self.suggest_dt(state)
+            # grow after a full step; a step shortened for a frame keeps the proposal
+            self._dt_next = min(dt * self.growth, self.dt_max) if dt >= proposal else proposal
+            self._dt_prev = dt
         return FlowState(state.t + dt, m, ev, state.params,
                          {"dt": dt, "inner_iterations": inner, "residual": info["residual"],
                           "implicit_iterations": n_impl,

@@ -1,15 +1,22 @@
 #!/usr/bin/env python
-"""Flow benchmark: the cost of one ``otto`` step, the Scharfetter--Gummel flux kernel, a
-Fokker--Planck integration side by side with py-pde, and every scheme run from the uniform policy
-to the optimum ``J*``.
+"""Flow benchmark: the cost of one explicit ``otto`` step, the Scharfetter--Gummel flux kernel, a
+Fokker--Planck integration side by side with py-pde, every scheme run from the uniform policy to
+the optimum ``J*``, the default ``otto`` (and multi-D ``jko``) against ``pmd`` to ``J - J* <
+1e-8``, the order in time of both ``otto`` integrators, and the accuracy of the default
+trajectory.
 
 Run::
 
-    python benchmarks/flows.py                      # everything (~9-10 min wall on 2 shared cores)
-    python benchmarks/flows.py --quick              # small cases only (lqr1d schemes only)
-    python benchmarks/flows.py --only pypde schemes # some sections (otto, kernel, pypde, schemes)
+    python benchmarks/flows.py                      # everything but 'accuracy' (~15 min wall on 2 shared cores)
+    python benchmarks/flows.py --quick              # small cases only
+    python benchmarks/flows.py --only goal order    # some sections (otto, kernel, pypde, schemes,
+                                                    # goal, order, accuracy)
+    python benchmarks/flows.py --only order --figure docs/figures/otto_order_in_time.png
     python benchmarks/flows.py --cap 120            # wall-time cap of one scheme run (default 60 s)
     python benchmarks/flows.py --json out.json      # raw numbers
+
+``run(quick)`` returns the rows of ``benchmarks/run.py`` (sections 5 and 3: ratio = peer / wgflow
+in CPU seconds).
 
 Times in sections 1--3 are CPU time of this process (``time.process_time``; everything timed is
 single-threaded), so that they mean something on a shared machine; section 4 reports wall and CPU
@@ -17,7 +24,7 @@ time. Results and their interpretation: docs/flows_benchmarks.md.
 
 Sections
 --------
-1. **One otto step in units of one sparse mat-vec** ``P @ v`` (``P`` the ``(nS*nA, nS)``
+1. **One explicit otto step in units of one sparse mat-vec** ``P @ v`` (``P`` the ``(nS*nA, nS)``
    transition matrix, ``v`` of length ``nS``; mean of many calls). The scheme is driven exactly as
    :func:`wgflow.flow` drives it (``suggest_dt`` then ``step(adaptive=True)``), without trackers.
    Three warm-up steps are excluded (numba compilation of the spacing-specific flux kernel, first
@@ -48,10 +55,22 @@ Sections
    central differences) so they agree to O(h^2), shown on two grids.
 4. **Schemes to J***: ``wg.flow`` with every registered scheme (``jko`` if ``wgflow.flows.jko``
    imports) from the uniform policy, default step control (``dt=None``; one documented extra
-   ``dt``), ``t_end`` and ``save_every`` huge (frames never cut a step), stopped by a callback
-   tracker when ``J - J* < 1e-8`` (``J*`` from ``wg.solve(tol=1e-13)``), when the best ``J - J*``
-   has not improved for 500 steps (the floor of a biased scheme), by the ``steady_state`` tracker,
-   or at the wall-time cap. Reports steps, wall and CPU time, exact evaluations and ``J - J*``.
+   ``dt``), ``t_end`` and ``save_every`` huge (``1e300``: frames never cut a step), stopped by a
+   callback tracker when ``J - J* < 1e-8`` (``J*`` from ``wg.solve(tol=1e-13)``), when the best
+   ``J - J*`` has not improved for 500 steps (the floor of a biased scheme), by the
+   ``steady_state`` tracker, or at the wall-time cap. Reports steps, wall and CPU time, exact
+   evaluations and ``J - J*``.
+5. **Goal: to J - J* < 1e-8 against pmd**: default ``otto`` on the pendulum 51x51x21 with
+   ``Discounted(0.99, entropy=0.1)`` (the goal), lqr1d, the mountain car, the pendulum with the
+   average cost and on 2-D actions (lqr2d), default ``jko`` on lqr2d; each against default
+   ``pmd`` on the same problem in the same process, interleaved, best of 3 (CPU and wall
+   separately) after a warm-up run; peak memory of one run. Full run only: the explicit
+   reference on the pendulum (60 s cap) and the small entropy 1e-3 (Gibbs tails underflow; 60 s
+   cap), once each.
+6. **Order in time**: fixed steps of both otto integrators on lqr1d 21x15 against a
+   Richardson-extrapolated explicit reference; ``--figure`` writes the log-log plot.
+7. **Trajectory accuracy** (only with ``--only accuracy``; ~7 min): ``J(t)`` of the default otto
+   at several ``tol`` against the explicit reference on the goal's pendulum, frames every 0.1.
 """
 from __future__ import annotations
 
@@ -225,7 +244,7 @@ def bench_otto_case(label, mdp, obj, n_early, n_late, rng):
     try:
         mv = matvec_time(mdp.P, rng)
         v = rng.random(mdp.n_states)
-        sch = Otto(mdp, obj)
+        sch = Otto(mdp, obj, method="explicit")
         st = sch.init(wg.Policy.uniform(mdp))
         kcase = (label, st.masses.copy(), st.evaluation.Q.copy(), sch.tau, float(mdp.actions.spacing[0]))
         for _ in range(3):                                   # warm-up: compile, first LU
@@ -236,7 +255,7 @@ def bench_otto_case(label, mdp, obj, n_early, n_late, rng):
         sol = wg.solve(mdp, obj)
         t_solve = CLOCK() - t0
         m_late = 0.98 * sol.policy.masses + 0.02 / mdp.n_actions
-        sch2 = Otto(mdp, obj)
+        sch2 = Otto(mdp, obj, method="explicit")
         st = sch2.init(wg.Policy.from_masses(mdp, m_late))
         for _ in range(10):
             st = sch2.step(st, sch2.suggest_dt(st), adaptive=True)
@@ -565,8 +584,8 @@ def run_scheme(mdp, obj, J_star, scheme, cap_wall, max_steps, target=1e-8, patie
     trackers = [CallbackTracker(stop, interval=0.0), "steady_state"]
     c0 = CLOCK()
     try:
-        tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme=scheme, t_end=1e12, save_every=1e12, dt=dt,
-                     trackers=trackers, max_steps=max_steps, progress=False)
+        tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme=scheme, t_end=1e300, save_every=1e300,
+                     dt=dt, trackers=trackers, max_steps=max_steps, progress=False)
     except Exception as exc:
         return {"scheme": scheme, "error": f"{type(exc).__name__}: {exc}"[:300],
                 "wall": time.perf_counter() - t_wall0, "cpu": CLOCK() - c0}
@@ -630,19 +649,315 @@ def print_schemes(results, cap_wall, max_steps):
               f"(wg.solve, tol 1e-13, {res['solve_wall']:.2f} s wall)")
 
 
+# ------------------------------------------------------------------------ 5. to J*: otto vs pmd
+def _peak_mib(fn):
+    """``(result, MiB)``: high-water RSS during ``fn()`` minus the RSS before (None if the
+    kernel's peak counter cannot be reset)."""
+    import gc
+
+    def status():
+        out = {}
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(("VmHWM", "VmRSS")):
+                        k, v = line.split(":")
+                        out[k] = int(v.split()[0]) * 1024
+        except OSError:
+            pass
+        return out
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        ok = True
+    except OSError:
+        ok = False
+    base = status().get("VmRSS")
+    res = fn()
+    peak = status().get("VmHWM")
+    if not ok or base is None or peak is None:
+        return res, None
+    return res, max(peak - base, 0) / 2**20
+
+
+def to_optimum(mdp, obj, J_star, scheme, target=1e-8, cap_wall=None, **options):
+    """``wg.flow`` from the uniform policy with the scheme's default options, ``t_end`` beyond
+    reach (``1e300``: otto's steps grow through the times at which the exact flow crosses the
+    barriers of a multimodal Q), frames only at the ends, stopped by a callback when
+    ``J - J* < target`` (or after ``cap_wall`` seconds). Returns the run's figures."""
+    t0 = time.perf_counter()
+
+    def stop(state, context):
+        if state.J - J_star < target:
+            return f"J - J* < {target:g}"
+        if cap_wall is not None and time.perf_counter() - t0 > cap_wall:
+            return f"wall-time cap {cap_wall:g} s"
+        return None
+
+    c0 = CLOCK()
+    tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme=scheme, t_end=1e300,
+                 trackers=[CallbackTracker(stop, interval=0.0)], progress=False, max_steps=100000,
+                 **options)
+    d = tr.diagnostics
+    return {"cpu": CLOCK() - c0, "wall": time.perf_counter() - t0, "steps": d["steps"],
+            "rejected": d["rejected"], "evaluations": d["evaluations"],
+            "approximate": d.get("approximate_evaluations", 0), "gap": float(tr.J[-1] - J_star),
+            "t": float(tr.times[-1]), "stop": d["stop_reason"],
+            "reached": bool(tr.J[-1] - J_star < target), "dt_largest": d.get("dt_largest")}
+
+
+def goal_cases(quick):
+    """(label, build, objective, objective text, wgflow scheme and options, peer scheme)."""
+    pend = ("pendulum 51x51x21", lambda: wg.problems.get("pendulum"))
+    cases = [
+        (*pend, wg.Discounted(0.99, entropy=0.1), "Discounted(0.99, entropy=0.1)", ("otto", {}), "pmd"),
+        ("lqr1d 101x61", lambda: wg.problems.get("lqr1d"), wg.Discounted(0.9, entropy=0.5),
+         "Discounted(0.9, entropy=0.5)", ("otto", {}), "pmd"),
+        ("mountain car 61x61x21", lambda: wg.problems.get("mountain_car"),
+         wg.Discounted(0.99, entropy=0.1), "Discounted(0.99, entropy=0.1)", ("otto", {}), "pmd"),
+        (*pend, wg.Average(entropy=0.1), "Average(entropy=0.1)", ("otto", {}), "pmd"),
+        ("lqr2d 21x21, actions 7x7", lambda: wg.problems.get("lqr2d"), wg.Discounted(0.9, entropy=0.5),
+         "Discounted(0.9, entropy=0.5)", ("otto", {}), "pmd"),
+        ("lqr2d 21x21, actions 7x7", lambda: wg.problems.get("lqr2d"), wg.Discounted(0.9, entropy=0.5),
+         "Discounted(0.9, entropy=0.5)", ("jko", {}), "pmd"),
+    ]
+    if quick:
+        cases = [("pendulum 31x31x21", lambda: wg.problems.get("pendulum", n_theta=31, n_omega=31),
+                  wg.Discounted(0.99, entropy=0.1), "Discounted(0.99, entropy=0.1)", ("otto", {}), "pmd"),
+                 ("lqr1d 51x41", lambda: wg.problems.get("lqr1d", n_states=51, n_actions=41),
+                  wg.Discounted(0.9, entropy=0.5), "Discounted(0.9, entropy=0.5)", ("otto", {}), "pmd"),
+                 ("lqr2d 11x11, actions 7x7", lambda: wg.problems.get("lqr2d", n_states=(11, 11)),
+                  wg.Discounted(0.9, entropy=0.5), "Discounted(0.9, entropy=0.5)", ("jko", {}), "pmd")]
+    return cases
+
+
+def bench_goal(quick, rounds=None, explicit_cap=60.0):
+    """Time to ``J - J* < 1e-8`` from the uniform policy, default options: ``otto`` (and ``jko``
+    on 2-D actions) against ``pmd`` in the same process, interleaved, best of ``rounds`` (CPU and
+    wall separately); a warm-up run of each first (compilation, caches). On the goal's pendulum
+    (full run) also the explicit reference and the small-entropy case, once each."""
+    rounds = rounds or (2 if quick else 3)
+    out = []
+    for label, build, obj, obj_txt, (scheme, opts), peer in goal_cases(quick):
+        mdp = build()
+        sol = wg.solve(mdp, obj, tol=1e-12)
+        runs = {"wgflow": lambda: to_optimum(mdp, obj, sol.J, scheme, **opts),
+                "peer": lambda: to_optimum(mdp, obj, sol.J, peer)}
+        res = {k: fn() for k, fn in runs.items()}                        # warm-up
+        best = {k: None for k in runs}
+        peaks = {}
+        for r in range(rounds):
+            for k, fn in runs.items():
+                if r == 0:
+                    got, peaks[k] = _peak_mib(fn)
+                else:
+                    got = fn()
+                if best[k] is None:
+                    best[k] = dict(got)
+                best[k]["cpu"] = min(best[k]["cpu"], got["cpu"])
+                best[k]["wall"] = min(best[k]["wall"], got["wall"])
+        row = {"case": label, "objective": obj_txt, "nS": mdp.n_states, "nA": mdp.n_actions,
+               "scheme": scheme, "peer": peer, "ours": best["wgflow"], "theirs": best["peer"],
+               "peak": peaks.get("wgflow"), "rounds": rounds}
+        out.append(row)
+        print(f"  ({label}, {obj_txt}: {scheme} {best['wgflow']['cpu']:.2f} s CPU, {peer} "
+              f"{best['peer']['cpu']:.2f} s CPU)", flush=True)
+    if not quick:
+        mdp = wg.problems.get("pendulum")
+        for obj, txt, scheme, opts, cap in [
+                (wg.Discounted(0.99, entropy=0.1), "Discounted(0.99, entropy=0.1)", "otto",
+                 {"method": "explicit"}, explicit_cap),
+                (wg.Discounted(0.99, entropy=1e-3), "Discounted(0.99, entropy=0.001)", "otto", {}, 60.0),
+                (wg.Discounted(0.99, entropy=1e-3), "Discounted(0.99, entropy=0.001)", "pmd", {}, 60.0)]:
+            sol = wg.solve(mdp, obj, tol=1e-11)
+            got = to_optimum(mdp, obj, sol.J, scheme, cap_wall=cap, **opts)
+            out.append({"case": "pendulum 51x51x21", "objective": txt, "nS": mdp.n_states,
+                        "nA": mdp.n_actions, "scheme": scheme + (" (explicit)" if opts else ""),
+                        "peer": None, "ours": got, "theirs": None, "peak": None, "rounds": 1})
+            print(f"  (pendulum {txt}: {scheme} {opts} once: {got['stop']}, gap {got['gap']:.2e})",
+                  flush=True)
+    return out
+
+
+def print_goal(rows):
+    print("\n## 5. From the uniform policy to J - J* < 1e-8, default options, against pmd\n")
+    print("wg.flow(mdp, obj, Policy.uniform(mdp), scheme=..., t_end=1e300) stopped by a callback at "
+          "J - J* < 1e-8; best of interleaved rounds (CPU and wall separately) after a warm-up run.\n")
+    print("| problem | objective | scheme | steps (rejected) [approx. Q] | exact evaluations | final J - J* "
+          "| final t | CPU s | wall s | pmd: steps, CPU s, wall s | **CPU ratio scheme/pmd** | wall ratio | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        o, p = r["ours"], r["theirs"]
+        reached = "" if o["reached"] else f" (not reached: {o['stop']})"
+        if p is None:
+            print(f"| {r['case']} | {r['objective']} | {r['scheme']} | {o['steps']} ({o['rejected']}) "
+                  f"[{o['approximate']}] | {o['evaluations']} | {o['gap']:.2e}{reached} | {o['t']:.3g} | "
+                  f"{o['cpu']:.2f} | {o['wall']:.2f} | - | - | - | - |")
+            continue
+        pk = "-" if r["peak"] is None else f"{r['peak']:.0f}"
+        print(f"| {r['case']} | {r['objective']} | {r['scheme']} | {o['steps']} ({o['rejected']}) "
+              f"[{o['approximate']}] | {o['evaluations']} | {o['gap']:.2e}{reached} | {o['t']:.3g} | "
+              f"{o['cpu']:.2f} | {o['wall']:.2f} | {p['steps']}, {p['cpu']:.2f}, {p['wall']:.2f} | "
+              f"**{o['cpu'] / p['cpu']:.2f}** | {o['wall'] / p['wall']:.2f} | {pk} |")
+
+
+# ------------------------------------------------------------------------ 6. order in time
+def bench_order(figure=None):
+    """Observed order in time of both otto integrators with fixed steps, against a
+    Richardson-extrapolated explicit reference (second order): lqr1d 21x15, Discounted(0.8,
+    entropy=0.5), Gaussian start, T = 0.2; max |m - m_ref| at T for n = 1 ... 640 steps (the
+    explicit step only where dt is within its positivity bound)."""
+    mdp = wg.problems.get("lqr1d", n_states=21, n_actions=15, noise=0.7)
+    obj = wg.Discounted(0.8, entropy=0.5)
+    pi0 = wg.Policy.gaussian(mdp, mean=-1.0, std=0.5)
+    T = 0.2
+
+    def final(n, method):
+        return wg.flow(mdp, obj, pi0, t_end=T, dt=T / n, save_every=T, progress=False,
+                       method=method).final.masses
+
+    ref = 2.0 * final(5120, "explicit") - final(2560, "explicit")
+    ns = [1, 2, 5, 10, 20, 40, 80, 160, 320, 640]
+    rate = float(otto_rhs(pi0.masses, wg.evaluate(mdp, pi0, obj).Q, 0.5, mdp.actions)[1].max())
+    rows = []
+    for n in ns:
+        row = {"n": n, "dt": T / n, "dt_rate": T / n * rate}
+        for method in ("implicit", "explicit"):
+            if method == "explicit" and T / n * rate > 1.0:
+                row[method] = None          # above the positivity (CFL) bound: raises
+                continue
+            row[method] = float(np.abs(final(n, method) - ref).max())
+        rows.append(row)
+    if figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+        for method, mk in (("implicit", "o-"), ("explicit", "s--")):
+            pts = [(r["dt"], r[method]) for r in rows if r[method] is not None]
+            ax.loglog(*zip(*pts), mk, label=f"otto, method='{method}'")
+        d0, e0 = rows[-3]["dt"], rows[-3]["implicit"]
+        ax.loglog([rows[0]["dt"], rows[-1]["dt"]], [e0 * rows[0]["dt"] / d0, e0 * rows[-1]["dt"] / d0],
+                  ":", color="gray", label="slope 1")
+        ax.axvline(1.0 / rate, color="gray", lw=0.8)
+        ax.text(0.9 / rate, ax.get_ylim()[0] * 2, "explicit CFL bound ", fontsize=8, color="gray",
+                ha="right")
+        ax.set_xlabel("time step dt (flow time units)")
+        ax.set_ylabel("max |m(T) - m_ref(T)| (mass per action cell)")
+        ax.set_title("lqr1d 21x15, T = 0.2: order in time", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.savefig(figure, dpi=120)
+        plt.close(fig)
+    return {"rows": rows, "max_rate": rate, "T": T}
+
+
+def print_order(res):
+    print(f"\n## 6. Order in time (fixed steps, lqr1d 21x15, T = {res['T']}; reference: Richardson-"
+          "extrapolated explicit steps, n = 5120 and 2560)\n")
+    print("| n | dt | dt x max rate | implicit error | observed order | explicit error | observed order |")
+    print("|---|---|---|---|---|---|---|")
+    prev = None
+    for r in res["rows"]:
+        cells = []
+        for m in ("implicit", "explicit"):
+            e = r[m]
+            if e is None:
+                cells += ["- (dt above the CFL bound: raises)", "-"]
+                continue
+            order = ("-" if prev is None or prev[m] is None
+                     else f"{np.log(prev[m] / e) / np.log(r['n'] / prev['n']):.3f}")
+            cells += [f"{e:.3e}", order]
+        print(f"| {r['n']} | {r['dt']:.4g} | {r['dt_rate']:.3g} | " + " | ".join(cells) + " |")
+        prev = r
+
+
+# ------------------------------------------------------------------------ 7. trajectory accuracy
+def bench_accuracy(t_end=20.0, tols=(0.05, 0.01, 0.003)):
+    """J(t) of the default (implicit, adaptive) otto against the explicit reference (cfl 0.5)
+    on the goal's pendulum, frames every 0.1 (both runs land on them). Slow: the reference takes
+    ~8000 explicit steps."""
+    mdp = wg.problems.get("pendulum")
+    obj = wg.Discounted(0.99, entropy=0.1)
+    J_star = wg.solve(mdp, obj, tol=1e-12).J
+    kw = dict(t_end=t_end, save_every=0.1, progress=False)
+    c0 = CLOCK()
+    ref = wg.flow(mdp, obj, wg.Policy.uniform(mdp), method="explicit", **kw)
+    out = {"ref_steps": ref.diagnostics["steps"], "ref_cpu": CLOCK() - c0, "runs": []}
+    times = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+    idx_ref = [int(np.argmin(np.abs(ref.times - t))) for t in times]
+    for tol in tols:
+        c0 = CLOCK()
+        tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), tol=tol, **kw)
+        idx = [int(np.argmin(np.abs(tr.times - t))) for t in times]
+        out["runs"].append({"tol": tol, "steps": tr.diagnostics["steps"], "cpu": CLOCK() - c0,
+                            "rows": [(t, float(ref.J[i] - J_star), float(tr.J[k] - J_star),
+                                      float(np.mean(np.abs(tr.masses[k] - ref.masses[i]).sum(axis=1))))
+                                     for t, i, k in zip(times, idx_ref, idx)]})
+    return out
+
+
+def print_accuracy(res):
+    print(f"\n## 7. Trajectory accuracy: implicit adaptive otto vs the explicit reference "
+          f"({res['ref_steps']} steps, {res['ref_cpu']:.0f} s CPU), pendulum, frames every 0.1\n")
+    print("| t | reference J - J* | " + " | ".join(
+        f"tol = {r['tol']:g} ({r['steps']} steps): J - J*, rel. diff, mean TV" for r in res["runs"]) + " |")
+    print("|---|---|" + "---|" * len(res["runs"]))
+    for j in range(len(res["runs"][0]["rows"])):
+        t, gref = res["runs"][0]["rows"][j][:2]
+        cells = []
+        for r in res["runs"]:
+            _, _, g, tv = r["rows"][j]
+            cells.append(f"{g:.4g}, {(g - gref) / gref:+.1%}, {tv:.1e}")
+        print(f"| {t:g} | {gref:.4g} | " + " | ".join(cells) + " |")
+
+
+# ------------------------------------------------------------------------------------ run()
+CMD = "python benchmarks/flows.py"
+
+
+def run(quick: bool = False) -> list:
+    """Rows for ``benchmarks/run.py`` (ratio = peer / wgflow, CPU seconds): the goal section
+    (otto / jko to ``J - J* < 1e-8`` against pmd) and the frozen-Q kernel against py-pde."""
+    rows = []
+    for r in bench_goal(quick):
+        o, p = r["ours"], r["theirs"]
+        what = (f"{r['scheme']} (default options) from uniform to J - J* < 1e-8: {o['steps']} steps, "
+                f"{o['evaluations']} exact evaluations, final J - J* {o['gap']:.1e}"
+                + ("" if o["reached"] else f", NOT reached ({o['stop']})"))
+        rows.append({"benchmark": "flows", "case": f"{r['case']}, {r['objective']}", "what": what,
+                     "wgflow_s": o["cpu"], "peer": None if p is None else f"{r['peer']} (default)",
+                     "peer_s": None if p is None else p["cpu"],
+                     "ratio": None if p is None else p["cpu"] / o["cpu"],
+                     "peak_mib": r["peak"], "note": f"wall {o['wall']:.2f} s" + (
+                         "" if p is None else f" vs {p['wall']:.2f} s"),
+                     "command": f"{CMD} --only goal" + (" --quick" if quick else "")})
+    fp = bench_pypde(101, 0.2, 5.0, [1, 64] if quick else [1, 256], rounds=2 if quick else 4)
+    for r in fp["rows"]:
+        rows.append({"benchmark": "flows", "case": f"Fokker-Planck 1-D, n = {r['n']}, {r['nS']} state(s)",
+                     "what": "frozen-Q SG Euler steps (sg_frozen_steps), per state-step",
+                     "wgflow_s": r["time"]["frozen"], "peer": "py-pde EulerSolver (numba)",
+                     "peer_s": r["time"]["pypde"], "ratio": r["time"]["pypde"] / r["time"]["frozen"],
+                     "peak_mib": None, "command": f"{CMD} --only pypde" + (" --quick" if quick else "")})
+    return rows
+
+
 # ------------------------------------------------------------------------------------ main
-SECTIONS = ("otto", "kernel", "pypde", "schemes")
+SECTIONS = ("otto", "kernel", "pypde", "schemes", "goal", "order", "accuracy")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small cases only")
-    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                    help="run only these sections")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS,
+                    default=[x for x in SECTIONS if x != "accuracy"],
+                    help="run only these sections ('accuracy' runs only when named: ~7 min)")
     ap.add_argument("--cap", type=float, default=60.0,
                     help="wall-time cap of one scheme run in section 4 (seconds, default 60)")
     ap.add_argument("--max-steps", type=int, default=200_000, help="step cap of one scheme run")
     ap.add_argument("--json", help="write the raw numbers to this file")
+    ap.add_argument("--figure", help="order section: write its figure (PNG) here")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     t_start = time.perf_counter()
@@ -717,6 +1032,21 @@ def main(argv=None):
         sres = bench_schemes(cases, args.cap, args.max_steps)
         print_schemes(sres, args.cap, args.max_steps)
         out["schemes"] = sres
+
+    if "goal" in args.only:
+        g = bench_goal(args.quick)
+        print_goal(g)
+        out["goal"] = g
+
+    if "order" in args.only:
+        o = bench_order(args.figure)
+        print_order(o)
+        out["order"] = o
+
+    if "accuracy" in args.only:
+        a = bench_accuracy()
+        print_accuracy(a)
+        out["accuracy"] = a
 
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s wall; load average at end {os.getloadavg()}")
     if args.json:

@@ -208,12 +208,14 @@ def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
 
 
 def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: LinearSolveCache,
-                     weights: bool = True):
+                     weights: bool = True, V0: np.ndarray | None = None):
     """Core evaluation: returns ``(J, weights, V, Q, c_pi, P_pi)``.
 
     ``weights=False`` skips the occupancy (one transpose solve) for the discounted objective and
     returns ``None`` in its place; the average cost always needs the stationary law (it
-    normalizes the bias).
+    normalizes the bias). ``V0`` (discounted only): an approximation of ``V`` that starts the
+    solve when ``cache`` reuses an earlier factorization (same stopping rule: the result is
+    exact to the same tolerance).
     """
     tau = objective.entropy
     c_pi = policy_cost(mdp, masses, tau)
@@ -224,10 +226,12 @@ def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: 
         g = objective.gamma
         mu0 = objective.initial_law(nS)
         if weights:
-            V, x = cache.solve((I - g * P_pi).tocsr(), [c_pi, mu0], [False, True])
+            V, x = cache.solve((I - g * P_pi).tocsr(), [c_pi, mu0], [False, True],
+                               **({} if V0 is None else {"x0": [V0, None]}))
             weights = (1.0 - g) * x
         else:
-            V, = cache.solve((I - g * P_pi).tocsr(), [c_pi], [False])
+            V, = cache.solve((I - g * P_pi).tocsr(), [c_pi], [False],
+                             **({} if V0 is None else {"x0": [V0]}))
             weights = None
         J = float(mu0 @ V)
         Q = mdp.C + g * (mdp.P @ V).reshape(nS, mdp.n_actions)

@@ -75,11 +75,12 @@ class LinearSolveCache:
         flip = trans != self._transposed
         return self._lu.solve(np.asarray(b, dtype=float), trans="T" if flip else "N")
 
-    def _krylov(self, A, b, trans):
+    def _krylov(self, A, b, trans, x0=None):
         op = A.T if trans else A
         nb = max(np.linalg.norm(b), 1e-300)
-        # iterative refinement with the old factors: cheap, and enough when A moved little
-        x = self.lu_solve(b, trans)
+        # iterative refinement with the old factors: cheap, and enough when A moved little;
+        # started from x0 when the caller has a better guess than the old factors' solution
+        x = self.lu_solve(b, trans) if x0 is None else np.array(x0, dtype=float)
         r = b - op @ x
         rn = np.linalg.norm(r)
         for _ in range(self.max_refine):
@@ -110,14 +111,15 @@ class LinearSolveCache:
             return None
         return x
 
-    def solve(self, A, rhs: list, trans: list) -> list:
+    def solve(self, A, rhs: list, trans: list, x0: list | None = None) -> list:
         """Solve ``A x_i = b_i`` (or ``A^T x_i = b_i`` where ``trans[i]``) for each right-hand side.
 
         The choice between reusing the old factors and refactorizing is deterministic (no
         timings), so identical runs give identical numbers: factors with fewer than
         ``small_factor`` nonzeros are cheaper to recompute than to iterate with; otherwise reuse
         is tried, and after a failed attempt the next ``4`` solves refactorize before reuse is
-        probed again.
+        probed again. ``x0`` (optional, one initial guess or None per right-hand side) starts the
+        reuse iteration; the stopping rule and a fresh factorization's direct solve are unchanged.
         """
         t0 = time.perf_counter()
         out = None
@@ -129,7 +131,7 @@ class LinearSolveCache:
         if try_reuse:
             out = []
             for b, t in zip(rhs, trans):
-                x = self._krylov(A, np.asarray(b, dtype=float), t)
+                x = self._krylov(A, np.asarray(b, dtype=float), t, None if x0 is None else x0[len(out)])
                 if x is None:
                     out = None
                     self.stats["refactorizations_after_krylov"] += 1

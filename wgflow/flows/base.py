@@ -85,26 +85,29 @@ class Evaluator:
             out[k] = out.get(k, 0) + v
         return out
 
-    def __call__(self, masses: np.ndarray, weights: bool = True) -> Evaluation:
-        """Exact evaluation; ``weights=False`` may skip the metric weights (``ev.weights`` None)."""
+    def __call__(self, masses: np.ndarray, weights: bool = True, V0: np.ndarray | None = None) -> Evaluation:
+        """Exact evaluation; ``weights=False`` may skip the metric weights (``ev.weights`` None);
+        ``V0`` (discounted) starts a solve that reuses the held factorization (exact all the same)."""
         t0 = time.perf_counter()
-        J, w, V, Q, c_pi, _ = _evaluate_masses(self.mdp, masses, self.objective, self.cache, weights)
+        J, w, V, Q, c_pi, _ = _evaluate_masses(self.mdp, masses, self.objective, self.cache, weights,
+                                               V0=V0)
         self.count += 1
         self.time += time.perf_counter() - t0
         pol = Policy(masses, self.mdp.actions, self.mdp.states, validate=False)
         return Evaluation(J, w, V, Q, c_pi, self.objective, pol, {})
 
-    def approximate_q(self, masses: np.ndarray, previous: Evaluation, iterations: int = 3):
+    def approximate_q(self, masses: np.ndarray, previous: Evaluation, iterations: int = 3) -> tuple | None:
         r"""Cheap approximation of the soft ``Q`` of ``masses`` (discounted objective only).
 
         ``iterations`` steps of iterative refinement of ``(I - gamma P_pi) V = c_pi`` started
         from ``previous.V`` and preconditioned by the factorization the exact evaluations hold
         (no new factorization, no Krylov iteration): ``V <- V + LU^{-1}(c_pi - (I - gamma P_pi)
         V)``, then ``Q = C + gamma P V``. Each refinement step contracts the error by the
-        preconditioner's quality (how far ``P_pi`` is from the factorized matrix). Returns None
-        when no factorization is held or for the average cost (whose bordered system changes
-        its reference state with the recurrent class); the caller then evaluates exactly.
-        Counted in ``approximations``, not in ``count``.
+        preconditioner's quality (how far ``P_pi`` is from the factorized matrix). Returns
+        ``(Q, V)``, or None when no factorization is held or for the average cost (whose bordered
+        system changes its reference state with the recurrent class); the caller then evaluates
+        exactly. ``V`` can start the exact evaluation of the same masses (``V0``). Counted in
+        ``approximations``, not in ``count``.
         """
         g = getattr(self.objective, "gamma", None)
         lu = getattr(self.cache, "_lu", None)
@@ -120,7 +123,7 @@ class Evaluator:
             V += self.cache.lu_solve(r)
         self.approximations += 1
         self.time_approximations += time.perf_counter() - t0
-        return mdp.C + g * (mdp.P @ V).reshape(mdp.n_states, mdp.n_actions)
+        return mdp.C + g * (mdp.P @ V).reshape(mdp.n_states, mdp.n_actions), V
 
     @property
     def dissipation_factor(self) -> float:

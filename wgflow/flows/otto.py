@@ -285,15 +285,18 @@ class Otto(Scheme):
             # the error estimate needs the Q of m1: a cheap approximation first (a rejected
             # candidate costs no exact evaluation), the exact Q once the candidate is accepted
             ev = None
-            Q1 = self.evaluate.approximate_q(m1, state.evaluation, self.APPROX_ITERATIONS)
-            if Q1 is None:
+            approx = self.evaluate.approximate_q(m1, state.evaluation, self.APPROX_ITERATIONS)
+            if approx is None:
                 ev = self.evaluate(m1, weights=False)
                 Q1 = ev.Q
+            else:
+                Q1, V1 = approx
             err = self.local_error(state, m1, Q1, h)
             fac = 0.9 * (self.tol / err) ** self.EXPONENT if err > 0 else np.inf
             if err <= self.tol:
                 if ev is None:
-                    ev = self.evaluate(m1, weights=False)
+                    # exact, started from the approximation's V (the same stopping rule)
+                    ev = self.evaluate(m1, weights=False, V0=V1)
                 if not (self.monotone and ev.J > J0 + self._rounding_J(J0)):
                     nxt = h * min(self.growth, fac)
                     if proposal is not None and h < proposal and fac >= 1.0:

@@ -67,6 +67,8 @@ Sections
    separately) after a warm-up run; peak memory of one run. Full run only: the explicit
    reference on the pendulum (60 s cap) and the small entropy 1e-3 (Gibbs tails underflow; 60 s
    cap), once each.
+   ``--only barriers``: the action barriers of the optimal soft Q of those problems (how long the
+   exact flow takes to leave a local minimum of ``Q(s, .)``, ``~ exp(barrier / tau)``).
 6. **Order in time**: fixed steps of both otto integrators on lqr1d 21x15 against a
    Richardson-extrapolated explicit reference; ``--figure`` writes the log-log plot.
 7. **Trajectory accuracy** (only with ``--only accuracy``; ~7 min): ``J(t)`` of the default otto
@@ -803,6 +805,45 @@ def print_goal(rows):
               f"**{o['cpu'] / p['cpu']:.2f}** | {o['wall'] / p['wall']:.2f} | {pk} |")
 
 
+def action_barriers(Q, tau):
+    """Per state (1-D action grids): the largest barrier, in units of ``tau``, that mass sitting
+    at a local minimum of ``Q(s, .)`` must climb along the action grid to reach the global
+    minimum (0 where ``Q(s, .)`` has a single local minimum). The Wasserstein flow leaves such a
+    minimum at a rate ``~ exp(-barrier)``."""
+    out = np.zeros(Q.shape[0])
+    n = Q.shape[1]
+    for s_, q in enumerate(Q):
+        g = int(np.argmin(q))
+        for i in range(n):
+            local = (i == 0 or q[i] <= q[i - 1]) and (i == n - 1 or q[i] <= q[i + 1])
+            if local and i != g:
+                lo, hi = min(i, g), max(i, g)
+                out[s_] = max(out[s_], (q[lo:hi + 1].max() - q[i]) / tau)
+    return out
+
+
+def bench_barriers():
+    """Metastability of the goal's problems: action barriers of the optimal soft Q."""
+    rows = []
+    for label, mdp, obj in [("pendulum 51x51x21", wg.problems.get("pendulum"), wg.Discounted(0.99, entropy=0.1)),
+                            ("mountain car 61x61x21", wg.problems.get("mountain_car"),
+                             wg.Discounted(0.99, entropy=0.1)),
+                            ("pendulum 51x51x21", wg.problems.get("pendulum"), wg.Discounted(0.99, entropy=1e-3))]:
+        sol = wg.solve(mdp, obj, tol=1e-11)
+        b = action_barriers(sol.Q, obj.entropy)
+        rows.append({"case": label, "objective": repr(obj), "states": int(mdp.n_states),
+                     "multimodal": int(np.sum(b > 0)), "max_barrier": float(b.max())})
+    return rows
+
+
+def print_barriers(rows):
+    print("\n## Metastability: action barriers of the optimal soft Q (in units of tau)\n")
+    print("| problem | objective | states with a second local minimum | largest barrier / tau |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['objective']} | {r['multimodal']} of {r['states']} | {r['max_barrier']:.1f} |")
+
+
 # ------------------------------------------------------------------------ 6. order in time
 def bench_order(figure=None):
     """Observed order in time of both otto integrators with fixed steps, against a
@@ -944,7 +985,7 @@ def run(quick: bool = False) -> list:
 
 
 # ------------------------------------------------------------------------------------ main
-SECTIONS = ("otto", "kernel", "pypde", "schemes", "goal", "order", "accuracy")
+SECTIONS = ("otto", "kernel", "pypde", "schemes", "goal", "barriers", "order", "accuracy")
 
 
 def main(argv=None):
@@ -1037,6 +1078,11 @@ def main(argv=None):
         g = bench_goal(args.quick)
         print_goal(g)
         out["goal"] = g
+
+    if "barriers" in args.only:
+        b = bench_barriers()
+        print_barriers(b)
+        out["barriers"] = b
 
     if "order" in args.only:
         o = bench_order(args.figure)

@@ -22,11 +22,10 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 import wgflow as wg
 from wgflow import cli, h5
-from wgflow.errors import ExistingFileError, WgflowError
+from wgflow.errors import WgflowError
 from wgflow.flows.trajectory import _frame_values
 
 

@@ -132,5 +132,7 @@ napoleon_custom_sections = [("Options", "params_style")]
 # --- output ----------------------------------------------------------------------------------
 html_theme = "alabaster"
 html_title = f"wgflow {release}"
+# wide enough for the notebooks' 100-column code cells
+html_theme_options = {"page_width": "1240px", "sidebar_width": "250px", "body_max_width": "none"}
 html_static_path: list = []
 templates_path = ["_templates"]

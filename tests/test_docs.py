@@ -57,3 +57,16 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
     for i, block in enumerate(python_blocks(page)):
         code = compile(block, f"{page.relative_to(ROOT)} [python block {i + 1}]", "exec")
         exec(code, ns)
+
+
+def test_api_index_lists_every_top_level_name():
+    """Every class and function exported as ``wgflow.<name>`` has its page in the API reference."""
+    import inspect
+
+    import wgflow
+
+    text = (DOCS / "api" / "index.rst").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^   (\w+)$", text, flags=re.M))
+    missing = [n for n in wgflow.__all__
+               if not inspect.ismodule(getattr(wgflow, n)) and not n.startswith("__") and n not in listed]
+    assert not missing, f"add these to docs/api/index.rst: {missing}"

@@ -147,6 +147,8 @@ def _write_module_list() -> None:
 
 
 _write_module_list()
+# stubs of a previous build may name objects that no longer exist: start from a clean slate
+shutil.rmtree(DOCS / "api" / "generated", ignore_errors=True)
 
 # read by the templates in _templates/autosummary
 autosummary_context = {"api": _api_members()}

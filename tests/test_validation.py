@@ -22,11 +22,10 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 import wgflow as wg
 from wgflow import cli, h5
-from wgflow.errors import ExistingFileError, WgflowError
+from wgflow.errors import WgflowError
 from wgflow.flows.trajectory import _frame_values
 
 
@@ -605,7 +604,6 @@ for i, (kw, words) in enumerate([
         (dict(max_steps=1.5), ("flow", "max_steps", "integer")), (dict(progress="yes"), ("flow", "progress")),
         (dict(resume="yes"), ("flow", "resume", "True or False")),
         (dict(overwrite=True), ("flow", "overwrite=True needs storage")),
-        (dict(dt=10.0, t_end=20.0), ("otto", "exceeds the positivity (CFL) bound")),
         (dict(cfl=2.0), ("cfl must be in (0, 1]",)),
         (dict(cfl="0.5"), ("scheme 'otto'", "option cfl", "strings")),
         (dict(monotone=1), ("scheme 'otto'", "option monotone", "True or False")),
@@ -614,7 +612,7 @@ for i, (kw, words) in enumerate([
 add(A, "flow-keyword-typo", flow(sav_every=0.01), KeyError, "flow", "unknown keyword argument 'sav_every'",
     "did you mean 'save_every'", "flow() takes", "scheme 'otto' takes", "cfl")
 add(A, "flow-option-typo", flow(cfll=0.3), KeyError, "unknown keyword argument 'cfll'", "did you mean 'cfl'",
-    "scheme 'otto' takes cfl, monotone, reuse_factorization")
+    "scheme 'otto' takes", "monotone, reuse_factorization")
 add(A, "flow-option-of-other-scheme", flow(particles=10), KeyError, "'particles'", "scheme 'otto' takes")
 add(A, "flow-scheme-unknown", flow(scheme="ottto"), KeyError, "flow", "unknown scheme 'ottto'",
     "did you mean 'otto'")

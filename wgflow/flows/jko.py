@@ -708,7 +708,8 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
     Anderson mixing of depth ``anderson`` per state (type II: ``x+ = x + omega r - (dX + omega
     dR) g`` with ``g`` the least-squares combination of the last residual differences ``dR``
     closest to the residual ``r``; ``anderson=0`` turns it off). A state whose marginal error grows
-    tenfold falls back to plain Sinkhorn steps and restarts its history.
+    tenfold takes a plain Sinkhorn step and restarts its history; a state where the mixing
+    stagnates (the error does not halve within ``4 anderson`` iterations) continues without it.
 
     Stops when ``|gamma 1 - p|_1 <= tol`` (bounded by ``sum_j q_j v_j |exp(r_j) - 1|``, ``r`` the
     change of ``log v``) and the new masses changed by at most ``tol`` in L1, per state (a rounding
@@ -757,6 +758,9 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
         x_last = np.zeros((nS, nA))
         r_last = np.zeros((nS, nA))
         depth = np.zeros(nS, dtype=int)        # how many differences are stored (<= mem)
+        since = np.zeros(nS, dtype=int)        # iterations since the error last halved
+        plain = np.zeros(nS, dtype=bool)       # states where Anderson mixing was switched off
+        x_best = x.copy()                      # iterate of each state's smallest error so far
         slot = 0
     with np.errstate(divide="ignore", under="ignore"):
         for it in range(1, max_iter + 1):
@@ -784,10 +788,20 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
             # safeguard of the over-relaxation: plain Sinkhorn for a state whose error grew tenfold
             grew = err > 10.0 * best[active]
             om = np.where(grew, 1.0, omega)
+            improved = err < 0.5 * best[active]
             best[active] = np.minimum(best[active], err)
             xn = xa + om[:, None] * r
             if mem:
-                xn = _anderson(xa, r, xn, om, grew, active, dX, dR, x_last, r_last, depth, slot)
+                # Anderson mixing stops for good in a state where it stagnates (no halving of the
+                # error in 4 * depth iterations): the over-relaxed iteration alone converges
+                since[active] = np.where(improved, 0, since[active] + 1)
+                x_best[active[improved]] = xa[improved]
+                off = (since[active] > 4 * mem) & ~plain[active]
+                plain[active[off]] = True
+                xn = _anderson(xa, r, xn, om, grew | plain[active], active, dX, dR, x_last,
+                               r_last, depth, slot)
+                if np.any(off):                  # continue from the best iterate, without mixing
+                    xn[off] = x_best[active[off]]
                 slot = (slot + 1) % mem
             x[active] = xn - xn.max(axis=1, keepdims=True)  # gauge (u, v) -> (u c, v / c)
             active = active[~conv]

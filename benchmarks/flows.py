@@ -67,6 +67,8 @@ Sections
    separately) after a warm-up run; peak memory of one run. Full run only: the explicit
    reference on the pendulum (60 s cap) and the small entropy 1e-3 (Gibbs tails underflow; 60 s
    cap), once each.
+   ``--only jko``: the entropic (multi-D) jko: proximal solves, one step on 21x21 actions, and the
+   flow to ``J*`` with default options (the section runs on older versions of wgflow too).
    ``--only barriers``: the action barriers of the optimal soft Q of those problems (how long the
    exact flow takes to leave a local minimum of ``Q(s, .)``, ``~ exp(barrier / tau)``).
 6. **Order in time**: fixed steps of both otto integrators on lqr1d 21x15 against a
@@ -844,6 +846,51 @@ def print_barriers(rows):
         print(f"| {r['case']} | {r['objective']} | {r['multimodal']} of {r['states']} | {r['max_barrier']:.1f} |")
 
 
+def bench_jko_multid(cap_wall=120.0):
+    """Entropic (multi-D) jko: one proximal solve at several eps, one step on a 21x21 action grid,
+    and the flow to J - J* < 1e-8 with default options. Uses only names that older versions of
+    wgflow have too, so that the same section measures them (``PYTHONPATH=<old tree>``)."""
+    import wgflow.flows.jko as jko
+    out = {"prox": [], "step": [], "flow": []}
+    mdp = wg.problems.get("lqr2d", n_states=(5, 5), n_actions=(7, 7), noise=0.3)
+    obj = wg.Discounted(0.9, entropy=0.5)
+    ev = wg.evaluate(mdp, wg.Policy.uniform(mdp), obj)
+    for eps in (0.05, 0.01, 1e-3):
+        c0 = CLOCK()
+        _, info = jko.jko_prox_entropic(ev.policy.masses, ev.Q, 0.5, 1.0, eps, mdp.actions)
+        out["prox"].append((eps, info["iterations"], CLOCK() - c0))
+    mdp = wg.problems.get("lqr2d", n_actions=(21, 21))
+    ev = wg.evaluate(mdp, wg.Policy.uniform(mdp), obj)
+    for h in (1.0, 10.0):
+        eps = jko.entropic_default_eps(mdp.actions, h)
+        c0 = CLOCK()
+        _, info = jko.jko_prox_entropic(ev.policy.masses, ev.Q, 0.5, h, eps, mdp.actions)
+        out["step"].append((h, eps, info["iterations"], CLOCK() - c0))
+    mdp = wg.problems.get("lqr2d")
+    sol = wg.solve(mdp, obj, tol=1e-12)
+    t0 = time.perf_counter()
+    c0 = CLOCK()
+    stop = lambda s_, c: ("done" if s_.J - sol.J < 1e-8 else  # noqa: E731
+                          ("cap" if time.perf_counter() - t0 > cap_wall else None))
+    tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="jko", t_end=1e300, save_every=1e300,
+                 trackers=[CallbackTracker(stop, interval=0.0)], progress=False)
+    d = tr.diagnostics
+    out["flow"] = (d["steps"], d["inner_iterations"], float(tr.J[-1] - sol.J), d["stop_reason"],
+                   CLOCK() - c0)
+    return out
+
+
+def print_jko_multid(res):
+    print(f"\n## Entropic jko (multi-D actions), wgflow from {wg.__file__}\n")
+    for eps, it, c in res["prox"]:
+        print(f"- prox, lqr2d 5x5 states, 7x7 actions, uniform start, h = 1, eps = {eps:g}: {it} iterations, {c:.2f} s CPU")
+    for h, eps, it, c in res["step"]:
+        print(f"- one step, lqr2d 441 states, 21x21 actions, uniform start, h = {h:g} (eps {eps:.3g}): {it} iterations, {c:.2f} s CPU")
+    st, it, gap, why, c = res["flow"]
+    print(f"- wg.flow(scheme='jko', default options), lqr2d 441 states x 7x7 actions, to J - J* < 1e-8: "
+          f"{st} steps, {it} Sinkhorn iterations, J - J* = {gap:.2e} ({why}), {c:.1f} s CPU")
+
+
 # ------------------------------------------------------------------------ 6. order in time
 def bench_order(figure=None):
     """Observed order in time of both otto integrators with fixed steps, against a
@@ -998,7 +1045,7 @@ def run(quick: bool = False) -> list:
 
 
 # ------------------------------------------------------------------------------------ main
-SECTIONS = ("otto", "kernel", "pypde", "schemes", "goal", "barriers", "order", "accuracy")
+SECTIONS = ("otto", "kernel", "pypde", "schemes", "goal", "barriers", "jko", "order", "accuracy")
 
 
 def main(argv=None):
@@ -1091,6 +1138,11 @@ def main(argv=None):
         g = bench_goal(args.quick)
         print_goal(g)
         out["goal"] = g
+
+    if "jko" in args.only:
+        j = bench_jko_multid()
+        print_jko_multid(j)
+        out["jko"] = j
 
     if "barriers" in args.only:
         b = bench_barriers()

@@ -70,17 +70,18 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 def test_short_run_improves_exact_J(algo):
     # lqr1d (x' = 0.9 x + a + 0.5 xi, cost x^2 + a^2) on a 41 x 21 grid at gamma 0.9
     params = dict(n_states=41, n_actions=21)
-    cfg = TrainConfig(algo=algo, steps=1500, seed=0, gamma=0.9, hidden=(32, 32), critic_hidden=(32, 32),
-                      batch_size=64, learning_starts=200, eval_every=1500, eval_episodes=1,
+    cfg = TrainConfig(algo=algo, steps=600, seed=0, gamma=0.9, hidden=(32, 32), critic_hidden=(32, 32),
+                      batch_size=64, learning_starts=100, eval_every=600, eval_episodes=1,
+                      actor_lr=1e-3, critic_lr=1e-3,
                       final_episodes=0, horizon=50, checkpoint_every=0, threads=1)
     tr = Trainer("lqr1d", cfg, params=params, progress=False)
     from wgflow.nn.projection import exact_evaluation
     J0 = exact_evaluation(tr.actor, tr.mdp, tr.objective, stochastic=False)["J_deterministic"]
     tr.run()
     J1 = tr.curve["J_exact"][-1]
-    # the untrained policy is far from optimal; training closes most of the gap to J*
+    # the untrained policy is far from optimal (J0 ~ 122 vs J* ~ 15.7); 600 steps close > 90 % of the gap
     assert J0 - tr.J_star > 1.0
-    assert J1 - tr.J_star < 0.25 * (J0 - tr.J_star)
+    assert J1 - tr.J_star < 0.1 * (J0 - tr.J_star)
     assert J1 >= tr.J_star - 1e-9 * abs(tr.J_star)       # J* is the grid optimum
 
 

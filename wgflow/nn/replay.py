@@ -46,9 +46,11 @@ class ReplayBuffer:
                 "term": self.term[:n].copy()}
 
     def load_state_dict(self, d: dict):
-        if int(d["capacity"]) != self.capacity:
-            raise ValidationError(f"checkpoint buffer capacity {d['capacity']} != {self.capacity}")
         n = int(d["size"])
+        if int(d["capacity"]) != self.capacity:
+            # a buffer that never wrapped around holds the same transitions in any larger ring
+            if not (n < int(d["capacity"]) and int(d["pos"]) == n and n <= self.capacity):
+                raise ValidationError(f"checkpoint buffer capacity {d['capacity']} != {self.capacity}")
         for k in ("s", "a", "c", "s2", "term"):
             getattr(self, k)[:n] = d[k]
         self.pos, self.size = int(d["pos"]), n

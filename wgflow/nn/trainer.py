@@ -299,8 +299,7 @@ class Trainer:
             self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.actor_lr)
             self.target_entropy = (-float(e.action_dim) if math.isnan(cfg.target_entropy)
                                    else float(cfg.target_entropy))
-        cap = min(cfg.buffer_size, cfg.steps * cfg.n_envs)
-        self.buffer = ReplayBuffer(cap, e.state_dim, e.action_dim)
+        self.buffer = ReplayBuffer(cfg.buffer_size, e.state_dim, e.action_dim)
         self.radius = (e.action_high - e.action_low) / 2.0
         # exact grid problem
         self.mdp = None
@@ -585,9 +584,15 @@ class Trainer:
         return d
 
     def load_state_dict(self, d: dict):
-        if d["config"] != self.config.to_dict() or d["env_name"] != self.env_name or d["params"] != self.params:
+        mine, theirs = self.config.to_dict(), dict(d["config"])
+        mine.pop("steps")
+        theirs.pop("steps")
+        if theirs != mine or d["env_name"] != self.env_name or d["params"] != self.params:
             raise ValidationError("the checkpoint was written by a run with another configuration, "
-                                  "environment or parameters; resume with the same ones")
+                                  "environment or parameters; resume with the same ones (only the "
+                                  "number of steps may change)")
+        if int(d["step"]) > self.config.steps:
+            raise ValidationError(f"the checkpoint is at step {d['step']}, beyond steps={self.config.steps}")
         self.step, self.updates, self.rho = int(d["step"]), int(d["updates"]), float(d["rho"])
         self.obs = None if d["obs"] is None else np.array(d["obs"])
         self.actor.load_state_dict(d["actor"])

@@ -51,6 +51,7 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
                 ax.fill_between(steps, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0), color=col, alpha=0.2)
     if J_star is not None and np.isfinite(J_star):
         axes[0].axhline(J_star, color="k", ls="--", lw=1.2, label=f"exact optimum J* = {J_star:.4g}")
+    axes[0].set_yscale("log")
     axes[0].set_xlabel("environment steps")
     axes[0].set_ylabel(f"{kind} of the learned policy (grid MDP)")
     axes[0].set_title("exact evaluation on the grid (lower is better)")
@@ -58,6 +59,12 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
         if reference_return is not None:
             axes[1].axhline(reference_return, color="k", ls="--", lw=1.2,
                             label=f"{reference_label}: {reference_return:.1f}")
+            lo, hi = axes[1].get_ylim()
+            floor = 3.0 * reference_return if reference_return < 0 else lo
+            if lo < floor:          # early returns are far below: keep the interesting range visible
+                axes[1].set_ylim(floor, hi)
+                axes[1].text(0.02, 0.02, f"points below {floor:.0f} are off the axis", fontsize=8,
+                             transform=axes[1].transAxes)
         axes[1].set_xlabel("environment steps")
         axes[1].set_ylabel(f"mean return{' in ' + env_id if env_id else ''}")
         axes[1].set_title("real environment (higher is better)")

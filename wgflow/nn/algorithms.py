@@ -64,9 +64,10 @@ def wpo_loss(mu, std, u, G, preconditioner: bool = True):
 
     Returns
     -------
-    scalar tensor; its gradient w.r.t. ``(mu, sigma)`` is ``(E[G], E[(u - mu) G] / sigma)``
-    per batch state (divided by ``B``) with the preconditioner, ``(E[G]/sigma^2,
-    2 E[(u - mu) G]/sigma^3)`` without.
+    torch.Tensor
+        A scalar. Per batch state (and divided by ``B``) its gradient w.r.t. ``mu`` is ``E[G]``
+        and w.r.t. ``sigma`` is ``E[(u - mu) G] / sigma`` with the preconditioner; without it,
+        ``E[G] / sigma^2`` and ``2 E[(u - mu) G] / sigma^3``.
     """
     u, G = u.detach(), G.detach()
     if preconditioner:

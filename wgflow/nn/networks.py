@@ -70,7 +70,7 @@ class StateFeatures(nn.Module):
 
 
 class MLP(nn.Module):
-    """``Linear -> ReLU -> ... -> Linear``."""
+    """A multilayer perceptron: linear layers with ReLU activations between them."""
 
     def __init__(self, n_in: int, n_out: int, hidden=(256, 256)):
         super().__init__()

@@ -455,8 +455,7 @@ def _quantile_pc(c: np.ndarray, u: np.ndarray, lo: float, h: float) -> np.ndarra
     j = np.clip(_count_le(c, u) - 1, 0, n - 1)
     cj = np.take_along_axis(c, j, axis=1)
     mj = np.take_along_axis(c, j + 1, axis=1) - cj
-    r = np.where(mj > 0, (u - cj) / np.where(mj > 0, mj, 1.0), 0.0)
-    return lo + h * (j + np.clip(r, 0.0, 1.0))
+    return lo + h * (j + _ratio01(u - cj, mj))
 
 
 def _merge(c0: np.ndarray, c1: np.ndarray):
@@ -483,11 +482,16 @@ def _local(c, j, ua, ub):
     """Relative positions ``(u - c_j)/m_j`` of both ends of each sub-interval within cell ``j``."""
     cj = np.take_along_axis(c, j, axis=1)
     mj = np.take_along_axis(c, j + 1, axis=1) - cj
-    pos = mj > 0
-    inv = np.where(pos, 1.0 / np.where(pos, mj, 1.0), 0.0)
-    ra = np.clip((ua - cj) * inv, 0.0, 1.0)
-    rb = np.clip((ub - cj) * inv, 0.0, 1.0)
-    return ra, rb
+    return _ratio01(ua - cj, mj), _ratio01(ub - cj, mj)
+
+
+def _ratio01(num, den):
+    """``clip(num / den, 0, 1)`` where ``den > 0``, 0 elsewhere: a division, not a reciprocal, so a
+    subnormal cell mass (1/m overflows) gives the right fraction."""
+    pos = den > 0
+    with np.errstate(over="ignore", under="ignore"):
+        r = np.divide(num, np.where(pos, den, 1.0))
+    return np.where(pos, np.clip(r, 0.0, 1.0), 0.0)
 
 
 def _w2sq_1d_numpy(m0, m1, h, atoms):
@@ -806,8 +810,8 @@ def _geodesic_1d_pc(m0, m1, A, ts):
         u_i = np.take_along_axis(us, i, 1)
         u_j = np.take_along_axis(us, i + 1, 1)
         dx = x_j - x_i
-        frac = np.where(dx > 0, (edges[None, :] - x_i) / np.where(dx > 0, dx, 1.0), 1.0)
-        F = u_i + np.clip(frac, 0.0, 1.0) * (u_j - u_i)
+        frac = np.where(dx > 0, _ratio01(edges[None, :] - x_i, dx), 1.0)
+        F = u_i + frac * (u_j - u_i)
         F = np.where(k == 0, 0.0, np.where(k >= K, 1.0, F))
         F = np.concatenate([np.zeros((nS, 1)), np.clip(F, 0.0, 1.0), np.ones((nS, 1))], axis=1)
         F = np.maximum.accumulate(F, axis=1)

@@ -34,6 +34,7 @@ import scipy.sparse.linalg as spla
 
 from .errors import ValidationError
 from .evaluation import Evaluation, _check_objective, _check_policy, _evaluate_masses, _cell_volume
+from .kernels.config import jit
 from .linalg import LinearSolveCache
 from .objectives import Discounted
 from .policy import Policy
@@ -78,17 +79,8 @@ def _small_ratio_functions(rho, kind):
     return f, fp
 
 
-def mobility(mi, mj, kind="sg"):
-    """Face mobility ``theta(m_i, m_j)`` and its partial derivatives ``(theta, d_i, d_j)``.
-
-    ``"sg"``: ``m_i m_j / logmean(m_i, m_j)`` (the equilibrium mobility of the SG flux);
-    ``"logmean"``: the logarithmic mean (Maas); ``"arithmetic"``: ``(m_i + m_j) / 2``.
-    A face with an empty cell on either side is not part of the policy's support: its mobility
-    and derivatives are 0 for every kind (docs/hessian.md §1). A cell is empty when its mass is
-    below :data:`MASS_FLOOR` (0, or subnormal: an underflowed Gibbs tail, whose few significant
-    bits carry no information). Evaluated through the ratio of the smaller to the larger mass:
-    nothing overflows however far apart the masses are.
-    """
+def mobility_numpy(mi, mj, kind="sg"):
+    """Plain-numpy twin of :func:`mobility` (same formulas, vectorized with ``np.where``)."""
     mi = np.asarray(mi, dtype=float)
     mj = np.asarray(mj, dtype=float)
     live = (mi >= MASS_FLOOR) & (mj >= MASS_FLOOR)
@@ -101,6 +93,84 @@ def mobility(mi, mj, kind="sg"):
     d_big = np.where(live, f - rho * fp, 0.0)
     i_small = mi <= mj
     return theta, np.where(i_small, d_small, d_big), np.where(i_small, d_big, d_small)
+
+
+def _mobility_body(kind, mi, mj, floor, theta, di, dj):
+    for k in range(mi.size):
+        a = mi[k]
+        b = mj[k]
+        if a < floor or b < floor:
+            theta[k] = 0.0
+            di[k] = 0.0
+            dj[k] = 0.0
+            continue
+        if a <= b:
+            small, big = a, b
+        else:
+            small, big = b, a
+        rho = small / big
+        x = rho - 1.0
+        if kind == 0:                                   # sg: f = r log r / (r - 1)
+            if abs(x) < 1e-4:
+                f = 1.0 + x / 2 - x * x / 6 + x * x * x / 12
+                fp = 0.5 - x / 3 + x * x / 4
+            else:
+                lr = np.log(rho)
+                f = rho * lr / x
+                fp = (x - lr) / (x * x)
+        elif kind == 1:                                 # logmean: f = (r - 1) / log r
+            if abs(x) < 1e-4:
+                f = 1.0 + x / 2 - x * x / 12 + x * x * x / 24
+                fp = 0.5 - x / 6 + x * x / 8
+            else:
+                lr = np.log(rho)
+                f = x / lr
+                rr = rho if rho > 1e-300 else 1e-300
+                fp = (lr - (1.0 - 1.0 / rr)) / (lr * lr)
+        else:                                           # arithmetic
+            f = (rho + 1.0) / 2.0
+            fp = 0.5
+        theta[k] = big * f
+        if a <= b:
+            di[k] = fp
+            dj[k] = f - rho * fp
+        else:
+            di[k] = f - rho * fp
+            dj[k] = fp
+
+
+_MOBILITY_KERNEL: dict = {}
+
+
+def make_mobility_kernel():
+    """Factory of the jitted face-mobility kernel ``kernel(kind, mi, mj, floor, theta, di, dj)``
+    (flat arrays; ``kind`` 0 = sg, 1 = logmean, 2 = arithmetic): one pass, no temporaries."""
+    if "mobility" not in _MOBILITY_KERNEL:
+        _MOBILITY_KERNEL["mobility"] = jit(_mobility_body)
+    return _MOBILITY_KERNEL["mobility"]
+
+
+def mobility(mi, mj, kind="sg"):
+    """Face mobility ``theta(m_i, m_j)`` and its partial derivatives ``(theta, d_i, d_j)``.
+
+    ``"sg"``: ``m_i m_j / logmean(m_i, m_j)`` (the equilibrium mobility of the SG flux);
+    ``"logmean"``: the logarithmic mean (Maas); ``"arithmetic"``: ``(m_i + m_j) / 2``.
+    A face with an empty cell on either side is not part of the policy's support: its mobility
+    and derivatives are 0 for every kind (docs/hessian.md §1). A cell is empty when its mass is
+    below :data:`MASS_FLOOR` (0, or subnormal: an underflowed Gibbs tail, whose few significant
+    bits carry no information). Evaluated through the ratio of the smaller to the larger mass:
+    nothing overflows however far apart the masses are (a numba kernel; :func:`mobility_numpy`
+    is its numpy twin).
+    """
+    if kind not in MOBILITIES:
+        raise ValidationError(f"unknown mobility {kind!r}; choose from {MOBILITIES}")
+    mi, mj = np.broadcast_arrays(np.asarray(mi, dtype=float), np.asarray(mj, dtype=float))
+    shape = mi.shape
+    a = np.ascontiguousarray(mi).ravel()
+    b = np.ascontiguousarray(mj).ravel()
+    theta, di, dj = np.empty(a.size), np.empty(a.size), np.empty(a.size)
+    make_mobility_kernel()(MOBILITIES.index(kind), a, b, MASS_FLOOR, theta, di, dj)
+    return theta.reshape(shape), di.reshape(shape), dj.reshape(shape)
 
 
 def _faces(shape_a, d):
@@ -183,7 +253,7 @@ def _dtheta_transpose(faces, g, phi, actions):
     return out
 
 
-def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", substeps: int = 16):
+def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", substeps: int = 4):
     """Masses ``m(eps)`` solving ``dm/d eps = L_theta(m) phi`` from ``m(0) = policy.masses`` (RK4).
 
     The smooth discrete counterpart of the exponential curve ``(id + eps grad phi)_# pi``: the
@@ -536,9 +606,11 @@ class Hessian(spla.LinearOperator):
         theta, Cr = sla.eigh(Ar)
         V, HV = X @ Cr, HX @ Cr
         R = HV - V * theta[None, :]
-        # residuals relative to |lambda|, with a floor at the block's scale: an eigenvalue at
-        # rounding level of the operator (a metastable mode) is resolved only absolutely
-        scale = np.maximum(np.abs(theta), tol * float(np.max(np.abs(theta))) + 1e-300)
+        # residuals relative to |lambda|, with a floor at the rounding of the local blocks
+        # (1000 eps |K|): an eigenvalue far below the operator's norm (a slow or metastable
+        # mode) is resolved only to that absolute accuracy
+        floor = 1e3 * np.finfo(float).eps * C._local["norm"] / tol
+        scale = np.maximum(np.abs(theta), floor) + 1e-300
         res = np.linalg.norm(R, axis=0) / scale
         # the transport part's size: a few power steps on (H - local) from the residual block
         left_out = float(mu[order[p]]) if p < n else np.inf
@@ -757,12 +829,38 @@ class _TreeCoordinates:
         u = np.einsum("sfe,sfb->seb", self.Apath, out)
         return np.einsum("sji,sjb->sib", self.T, u)[self.ks, self.kf]
 
+    # face <-> cell maps by gathers and scatters (no dense products)
+    def _div(self, q):
+        """``D^T q``: cells ``(nS, nA, b)`` from face values ``q`` ``(nS, nF, b)`` (left -q, right +q)."""
+        if self.one_d:
+            out = np.zeros((self.nS, self.nA, q.shape[2]))
+            out[:, :-1] -= q
+            out[:, 1:] += q
+            return out
+        return self._scatter(q, self.right) - self._scatter(q, self.left)
+
+    def _scatter(self, q, cells):
+        """``sum over faces f with cells[f] = a of q_f`` per cell ``(nS, nA, b)``."""
+        out = np.zeros((self.nS, self.nA, q.shape[2]))
+        for c in range(self.nA):       # faces per cell: at most two per axis
+            sel = self._faces_of[id(cells)][c]
+            if sel.size:
+                out[:, c] = q[:, sel].sum(axis=1)
+        return out
+
+    def _ensure_face_lists(self):
+        if not hasattr(self, "_faces_of"):
+            self._faces_of = {id(arr): [np.nonzero(arr == c)[0] for c in range(self.nA)]
+                              for arr in (self.left, self.right)}
+
     def apply(self, Y, part="all"):
         dv = self.H._d
+        if not self.one_d:
+            self._ensure_face_lists()
         Y = np.asarray(Y, dtype=float).reshape(self.n, -1)
         Dphi = self._face_differences(Y)
         th = (self.th / self.h2[None, :])[:, :, None]
-        dm = np.einsum("fa,sfb->sab", self.Dm, th * Dphi)          # L phi, cells
+        dm = self._div(th * Dphi)                                   # L phi, cells
         t = np.zeros_like(dm)
         out = np.zeros_like(Dphi)
         if part in ("all", "transport"):
@@ -773,12 +871,15 @@ class _TreeCoordinates:
             t += dv.local_part(dm, self.x_eff)
             dg = self.dg[:, :, None]
             prod = dg * Dphi / self.h2[None, :, None]
-            t += 0.5 * (np.einsum("fa,sfb->sab", self.Lm, self.di[:, :, None] * prod)
-                        + np.einsum("fa,sfb->sab", self.Rm, self.dj[:, :, None] * prod))
-            dth = (self.di[:, :, None] * np.einsum("fa,sab->sfb", self.Lm, dm)
-                   + self.dj[:, :, None] * np.einsum("fa,sab->sfb", self.Rm, dm))
+            if self.one_d:
+                t[:, :-1] += 0.5 * self.di[:, :, None] * prod
+                t[:, 1:] += 0.5 * self.dj[:, :, None] * prod
+            else:
+                t += 0.5 * (self._scatter(self.di[:, :, None] * prod, self.left)
+                            + self._scatter(self.dj[:, :, None] * prod, self.right))
+            dth = self.di[:, :, None] * dm[:, self.left] + self.dj[:, :, None] * dm[:, self.right]
             out += 0.5 * dth * dg / self.h2[None, :, None]
-        out += th * np.einsum("fa,sab->sfb", self.Dm, t)
+        out += th * (t[:, self.right] - t[:, self.left])
         return self._from_faces(out)
 
     def local_eigenpairs(self):
@@ -811,34 +912,58 @@ def _block_eigenpairs(C, K, ks, kf, kept):
 
     Returns ``mu`` ``(n,)`` (the eigenvalues, one per coordinate) and ``embed(sel)``, which
     returns the eigenvectors ``sel`` as columns ``(n, len(sel))`` in the coordinates
-    (orthonormal); keeps the per-state factors for :func:`_block_inverse`.
+    (orthonormal). Only the eigenvalues of every block are computed up front; eigenvectors are
+    computed for the blocks ``embed`` needs (and all of them for :func:`_block_inverse`).
     """
     nS, D, _ = K.shape
     K = 0.5 * (K + np.transpose(K, (0, 2, 1)))
-    big = 2.0 * float(np.max(np.sum(np.abs(K), axis=2), initial=0.0)) + 1.0
+    if getattr(C, "one_d", False) and D > 2:
+        # the 1-D local operator is tridiagonal in face coordinates: drop the rounding outside
+        K = np.triu(np.tril(K, 1), -1)
+    norm = float(np.max(np.sum(np.abs(K), axis=2), initial=0.0))
+    big = 2.0 * norm + 1.0
     pad = ~kept
     K = np.where(pad[:, :, None] | pad[:, None, :], 0.0, K) + (big * pad)[:, :, None] * np.eye(D)[None]
-    vals, vecs = np.linalg.eigh(K)                       # ascending; padded ones (= big) last
+    vals = np.linalg.eigvalsh(K)                       # ascending; padded ones (= big) last
     n_s = kept.sum(axis=1)
-    C._local = (vals, vecs, n_s)
+    C._local = {"K": K, "vals": vals, "vecs": {}, "norm": norm}
     js = np.concatenate([np.arange(c) for c in n_s]) if nS else np.zeros(0, int)
     ss = np.repeat(np.arange(nS), n_s)
     mu = vals[ss, js]
-    n = ks.size
+    assert mu.size == ks.size
+
+    tridiagonal = bool(getattr(C, "one_d", False))
+
+    def vectors(states):
+        need = [s for s in np.unique(states) if s not in C._local["vecs"]]
+        if need and tridiagonal:
+            # 1-D: the local operator couples neighbouring faces only (tridiagonal blocks);
+            # LAPACK's tridiagonal solver needs no level-3 BLAS (whose threads cost more than
+            # the work on blocks this small)
+            for s in need:
+                C._local["vecs"][int(s)] = sla.eigh_tridiagonal(np.diagonal(K[s]).copy(),
+                                                                np.diagonal(K[s], 1).copy())[1]
+        elif need:
+            w, v = np.linalg.eigh(K[need])
+            for s, vs in zip(need, v):
+                C._local["vecs"][int(s)] = vs
+        return np.stack([C._local["vecs"][int(s)] for s in states]) if len(states) else np.zeros((0, D, D))
 
     def embed(sel):
         sel = np.asarray(sel, dtype=int)
+        V = vectors(ss[sel])
         out = np.zeros((nS, D, sel.size))
-        out[ss[sel], :, np.arange(sel.size)] = vecs[ss[sel], :, js[sel]]
+        out[ss[sel], :, np.arange(sel.size)] = V[np.arange(sel.size), :, js[sel]]
         return out[ks, kf]
 
-    assert mu.size == n
+    C._local["all_vectors"] = lambda: vectors(np.arange(nS))
     return mu, embed
 
 
 def _block_inverse(C, shift):
     """Preconditioner ``y -> (|K_local| + shift)^{-1} y`` block by block (needs local_eigenpairs)."""
-    vals, vecs, n_s = C._local
+    vals = C._local["vals"]
+    vecs = C._local["all_vectors"]()
     nS, D = vals.shape
     inv = 1.0 / (np.abs(vals) + shift)
     ks, kf = C.ks, C.kf

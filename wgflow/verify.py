@@ -62,7 +62,7 @@ from .policy import Policy, gibbs_masses
 
 __all__ = ["run", "verify", "VerifyReport", "CheckRow", "convexity_along", "ConvexityResult",
            "ContinuityCurve", "default_policy", "random_potential", "CHECKS", "TOLERANCES",
-           "GEODESIC_OPTIONS"]
+           "GEODESIC_OPTIONS", "GEODESIC_MAX_PAIRS"]
 
 #: names accepted by ``run(checks=...)``, in the order they run
 CHECKS = ("gradient", "dissipation", "gibbs", "hessian", "symmetry", "rate", "convexity")
@@ -270,6 +270,10 @@ class ContinuityCurve:
 #: options of the metric-geodesic convexity row (``wgflow.geodesics.metric_geodesic``); a run that
 #: stops at ``max_iter`` is still used (reported as "NOT converged")
 GEODESIC_OPTIONS = {"n_nodes": 9, "n_quantiles": 8, "tol": 1e-7, "max_iter": 150}
+
+#: the metric-geodesic rows run when ``n_states * n_actions`` is at most this (the L-BFGS-B
+#: path-energy minimization costs ~100 s on lqr1d's default 101 x 61; raise it to include them)
+GEODESIC_MAX_PAIRS = 2000
 
 
 # =============================================================================================
@@ -668,7 +672,7 @@ def _relative_mode(mdp, Q, masses, tau, s, mu):
     return out
 
 
-def check_rate(mdp, objective, solution, tol=None, eps=1e-3, max_steps=200, min_steps=20):
+def check_rate(mdp, objective, solution, tol=None, eps=1e-3, max_steps=100, min_steps=20):
     r"""Predicted vs measured local rate of the ``otto`` flow at the optimum.
 
     ``predicted_rate(H) = 2 lambda_min / kappa`` with ``lambda_min`` the smallest eigenvalue of
@@ -709,7 +713,7 @@ def check_rate(mdp, objective, solution, tol=None, eps=1e-3, max_steps=200, min_
     _, rate, _ = otto_rhs(m_star, solution.Q, tau, mdp.actions)
     live = m_star > 0
     dt = 0.5 / float(np.max(rate[live]))
-    n = int(np.clip(np.ceil(0.25 / max(mu_pred * dt, 1e-300)), min_steps, max_steps))
+    n = int(np.clip(np.ceil(0.05 / max(mu_pred * dt, 1e-300)), min_steps, max_steps))
     sup = m_star >= MASS_FLOOR
     cache = LinearSolveCache()
     m = m0
@@ -898,9 +902,8 @@ def convexity_along(mdp, objective, curve, n_points: int | None = None, rtol: fl
             p0, p1 = (p if isinstance(p, Policy) else Policy(p, A, mdp.states) for p in nodes)
             _check_policy(mdp, p0), _check_policy(mdp, p1)
             if n_points is None:
-                from .geodesics import wasserstein_1d
                 if A.ndim == 1:
-                    dmax = float(np.max(wasserstein_1d(p0.masses, p1.masses, A)))
+                    dmax = float(np.sqrt(np.max(geometry.w2sq(p0, p1))))
                 else:
                     dmax = float(np.sqrt(np.max(geometry.w2sq(p0, p1, atoms=True))))
                 n = int(np.clip(np.floor(dmax / (2.0 * np.min(A.spacing))) + 1, 5, 33))
@@ -984,9 +987,14 @@ def _geodesic_check_rows(mdp, objective, p0, p1, geodesic_result=None):
     from . import geometry
     A = mdp.actions
     rows = []
-    # McCann: constant speed in W2, exact 1-D formula (multi-D: POT on the atoms)
+    # McCann: constant speed in W2, exact 1-D formula (multi-D: POT on the atoms, on at most
+    # 32 states drawn at random: each costs network-simplex solves)
     ts = (0.25, 0.5, 0.75)
     atoms = A.ndim > 1
+    if atoms and mdp.n_states > 32:
+        sel = np.sort(np.random.default_rng(0).choice(mdp.n_states, 32, replace=False))
+        p0 = Policy(p0.masses[sel], A, validate=False)
+        p1 = Policy(p1.masses[sel], A, validate=False)
     d01 = np.sqrt(np.maximum(geometry.w2sq(p0, p1, atoms=atoms), 0.0))
     worst = 0.0
     for t, g in zip(ts, geometry.geodesic(p0, p1, np.array(ts))):
@@ -1066,9 +1074,11 @@ def _convexity_rows(mdp, objective, solution, base, rng, tol, geodesics=True, rt
         t0 = time.perf_counter()
         if A.ndim != 1:
             rows.append(_skip("convexity (metric geodesic)", "metric_geodesic needs a 1-D action grid"))
-        elif mdp.n_states * mdp.n_actions > 20000:
-            rows.append(_skip("convexity (metric geodesic)", "problem too large for the path-energy "
-                              "minimization (nS*nA > 20000)"))
+        elif mdp.n_states * mdp.n_actions > GEODESIC_MAX_PAIRS:
+            rows.append(_skip("convexity (metric geodesic)", "nS*nA = "
+                              f"{mdp.n_states * mdp.n_actions} > verify.GEODESIC_MAX_PAIRS = "
+                              f"{GEODESIC_MAX_PAIRS}: the path-energy minimization would dominate the "
+                              "run (raise the limit to include it)"))
         else:
             from .geodesics import metric_geodesic
             try:

@@ -253,7 +253,7 @@ def _dtheta_transpose(faces, g, phi, actions):
     return out
 
 
-def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", substeps: int = 4):
+def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", substeps: int = 16):
     """Masses ``m(eps)`` solving ``dm/d eps = L_theta(m) phi`` from ``m(0) = policy.masses`` (RK4).
 
     The smooth discrete counterpart of the exponential curve ``(id + eps grad phi)_# pi``: the
@@ -589,7 +589,10 @@ class Hessian(spla.LinearOperator):
                                for j in range(Y.shape[1])]
         info["time_spectrum"] = time.perf_counter() - t0
         self.diagnostics.update(info)
-        vecs = C.to_potentials(Y)                             # (k, nS, nA)
+        # coordinates at the eigen-solver's rounding level carry no information; in Gibbs tails
+        # 1/sqrt(w theta) would turn them into large face differences: they are set to 0
+        Yc = np.where(np.abs(Y) > 1e-12 * np.max(np.abs(Y), axis=0, keepdims=True), Y, 0.0)
+        vecs = C.to_potentials(Yc)                            # (k, nS, nA)
         vecs = vecs - vecs.mean(axis=2, keepdims=True)         # canonical representative
         self._spectrum_cache[(k, method, tol, maxiter)] = (vals.copy(), vecs.copy())
         return (vals, vecs) if return_vectors else vals

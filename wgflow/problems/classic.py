@@ -119,6 +119,10 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
     reset = None
     if goal == "reset":
         xs = S.axes[0][(S.axes[0] >= -0.6) & (S.axes[0] <= -0.4)]
+        if xs.size == 0:
+            # a grid too coarse to have a cell centre in [-0.6, -0.4]: deposit the uniform law
+            # on the interval by the midpoint rule instead
+            xs = -0.6 + 0.2 * (np.arange(64) + 0.5) / 64
         pts = np.stack([xs, np.zeros_like(xs)], axis=1)
         reset = S.deposit(pts) / len(xs)
     return dict(states=S, actions=Ac, noise=noise, drift=drift, cost=cost, terminal=terminal,

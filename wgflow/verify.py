@@ -1021,12 +1021,13 @@ def _geodesic_check_rows(mdp, objective, p0, p1, geodesic_result=None):
                          "max |m - m_input| of the metric geodesic's first and last nodes: they are the "
                          "given policies, exactly (not the deposition of their quantile knots)"))
         # W2 between deposited nodes differs from W2 between the represented laws by at most
-        # 2 delta per segment, delta = h/sqrt(12) (linear deposition = smoothing by one cell), and
-        # the optimized knot length is at most McCann's: L_geo <= L_mccann + 2 (K + 1) delta
-        bound = 2.0 * (K + 1) * float(A.spacing[0]) / np.sqrt(12.0)
+        # 2 delta per segment, delta = h/sqrt(3) (couple each point to a neighbouring centre with
+        # the linear weights, then uniformly in that cell: h^2/4 + h^2/12), and the optimized
+        # knot length is at most McCann's: L_geo <= L_mccann + 2 (K + 1) delta
+        bound = 2.0 * (K + 1) * float(A.spacing[0]) / np.sqrt(3.0)
         rows.append(_row("geodesic (metric length)", L_geo, L_mc, max(0.0, L_geo - L_mc) / bound, 1.0,
                          f"length of the metric geodesic's nodes (path_energy: exact W2 between node policies, "
-                         f"weights at the nodes) <= that of the McCann nodes + {bound:.3g} (2 (K+1) h/sqrt(12), "
+                         f"weights at the nodes) <= that of the McCann nodes + {bound:.3g} (2 (K+1) h/sqrt(3), "
                          f"K = {K}); error = excess / bound"))
     return rows
 

@@ -674,7 +674,7 @@ def _relative_mode(mdp, Q, masses, tau, s, mu):
     return out
 
 
-def check_rate(mdp, objective, solution, tol=None, eps=1e-3, max_steps=100, min_steps=20):
+def check_rate(mdp, objective, solution, tol=None, eps=1e-3, max_steps=60, min_steps=20):
     r"""Predicted vs measured local rate of the ``otto`` flow at the optimum.
 
     ``predicted_rate(H) = 2 lambda_min / kappa`` with ``lambda_min`` the smallest eigenvalue of
@@ -1041,7 +1041,7 @@ def _convexity_rows(mdp, objective, solution, base, rng, tol, geodesics=True, rt
     t0 = time.perf_counter()
     phi = _scale_potential(mdp, base, random_potential(mdp, rng))
     try:
-        res = convexity_along(mdp, objective, ContinuityCurve(base, phi, 0.2), n_points=9,
+        res = convexity_along(mdp, objective, ContinuityCurve(base, phi, 0.2), n_points=5,
                               per_state=False)
         h = res.hessian_comparison
         rows.append(_row("convexity (continuity vs H)", h["fd"], h["hessian"], h["rel_error"], tol,

@@ -7,40 +7,40 @@ identity row compares two independent computations (finite differences of ``wg.e
 closed form, another code path); the tolerance is derived from the error expected of the
 comparison (truncation plus a rounding floor that the row states):
 
-=============================  ================================================================
-check                          comparison (error measure; default tolerance)
-=============================  ================================================================
-``solve``                      Bellman residual of ``wg.solve``'s ``V`` (relative; 1e-8); a
-                               failing solve is reported here with the way out
-``gradient``                   ``dJ/de`` along ``dm/de = L_theta(m) phi`` by Richardson central
-                               differences vs ``kappa G(psi, phi)``: the Riesz representative of
-                               ``dJ`` in ``G`` is ``kappa psi`` (relative to the Cauchy--Schwarz
-                               bound; 1e-6 + rounding)
-``dissipation``                ``dJ/dt`` along ``otto``'s velocity (finite differences) vs
-                               ``-kappa sum w theta_SG |dpsi|^2/h^2`` with the closed-form SG
-                               mobility (relative; 1e-6 + rounding)
-``dissipation (step)``         one fixed explicit ``otto`` step of ``wg.flow`` vs the second-order
-                               Taylor prediction with the exact mass Hessian (relative to the
-                               step's change; ``10 rho^2`` + rounding, ``rho`` the step's largest
-                               relative mass change)
-``gibbs``                      ``wg.solve``'s policy vs ``exp(-Q/tau)/Z`` (max abs; 1e-8)
-``gibbs (otto rhs)``           the ``otto`` flux vanishes there (relative to the outflow; 1e-7)
-``hessian``                    ``H(phi, phi)`` vs second differences of ``J`` along continuity
-                               curves (relative to ``|H_local| + |H_transport|``; 1e-5 + rounding)
-``hessian symmetry``           ``|H(phi, chi) - H(chi, phi)|`` (relative; 1e-10)
-``rate``                       ``predicted_rate`` vs the measured decay of the chi-square distance
-                               along explicit ``otto`` steps started on the slowest mode
-                               (relative; 2e-2 + the measurement's resolution)
-``convexity (continuity vs H)`` second difference of ``J`` along a continuity curve vs ``H``
-                               (relative; 1e-5)
-``convexity (McCann)``,        information: second differences of ``J`` along the McCann and
-``convexity (metric geodesic)`` metric geodesics from the optimum (convexity is a property)
-``geodesic (McCann speed)``    ``W2(pi0, pi_t) = t W2(pi0, pi1)`` along ``geometry.geodesic``
-                               (max error relative to the grid bound ``h``; 1)
-``geodesic (metric endpoints)`` the metric geodesic's end nodes are the given policies (exact)
-``geodesic (metric length)``   its length (``path_energy`` of its nodes) is at most the McCann
-                               nodes' length plus the deposition bound (relative to the bound; 1)
-=============================  ================================================================
+================================  ===========================================================================
+check                             comparison (error measure; default tolerance)
+================================  ===========================================================================
+``solve``                         Bellman residual of ``wg.solve``'s ``V`` (relative; 1e-8); a failing
+                                  solve is reported here with the way out
+``gradient``                      ``dJ/de`` along ``dm/de = L_theta(m) phi`` by Richardson central
+                                  differences vs ``kappa G(psi, phi)``: the Riesz representative of ``dJ``
+                                  in ``G`` is ``kappa psi`` (relative to the Cauchy--Schwarz bound;
+                                  1e-6 + rounding)
+``dissipation``                   ``dJ/dt`` along ``otto``'s velocity (finite differences) vs
+                                  ``-kappa sum w theta_SG |dpsi|^2/h^2`` with the closed-form SG mobility
+                                  (relative; 1e-6 + rounding)
+``dissipation (step)``            one fixed explicit ``otto`` step of ``wg.flow`` vs the second-order
+                                  Taylor prediction with the exact mass Hessian (relative to the step's
+                                  change; ``10 rho^2`` + rounding, ``rho`` the largest relative mass change)
+``gibbs``                         ``wg.solve``'s policy vs ``exp(-Q/tau)/Z`` (max abs; 1e-8)
+``gibbs (otto rhs)``              the ``otto`` flux vanishes there (relative to the outflow; 1e-7)
+``hessian``                       ``H(phi, phi)`` vs second differences of ``J`` along continuity curves
+                                  (relative to ``|H_local| + |H_transport|``; 1e-5 + rounding)
+``hessian symmetry``              ``|H(phi, chi) - H(chi, phi)|`` (relative; 1e-10)
+``rate``                          ``predicted_rate`` vs the measured decay of the chi-square distance along
+                                  explicit ``otto`` steps started on the slowest mode (relative; 2e-2 + the
+                                  measurement's resolution)
+``convexity (continuity vs H)``   second difference of ``J`` along a continuity curve vs ``H``
+                                  (relative; 1e-5)
+``convexity (McCann)``            information: second differences of ``J`` along the McCann geodesic
+                                  from the optimum (convexity is a property)
+``convexity (metric geodesic)``   the same along the metric geodesic (information)
+``geodesic (McCann speed)``       ``W2(pi0, pi_t) = t W2(pi0, pi1)`` along ``geometry.geodesic`` (max
+                                  error relative to the grid bound ``h``; 1)
+``geodesic (metric endpoints)``   the metric geodesic's end nodes are the given policies (exact)
+``geodesic (metric length)``      its length (``path_energy`` of its nodes) is at most the McCann nodes'
+                                  length plus the deposition bound (relative to the bound; 1)
+================================  ===========================================================================
 
 ``docs/verify.md`` explains each comparison and its error measure. :func:`convexity_along` is the
 public tool behind the convexity rows.

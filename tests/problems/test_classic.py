@@ -57,19 +57,25 @@ def test_mountain_car_values_respect_the_goal_bound():
 
 
 def test_mountain_car_goal_is_charged_once():
-    """Expected number of goal entries from every state is at most 1 (it is the probability of
-    ever reaching the goal): evaluate the optimal policy on the cost "probability of entering a
-    terminal cell this step"."""
+    """The goal reward follows the deposited mass: in every non-terminal row the cost is
+    0.1 u^2 - 100 P(next state in a goal cell), and the expected number of rewards collected from
+    any state (evaluate the optimal policy on the cost "rewards charged this step") is a
+    probability, at most 1. (Charged whenever the step from the cell centre reached the goal,
+    while part of the mass was deposited below it and charged again, the count was up to 2.4.)"""
     mdp = wg.problems.get("mountain_car", n_position=31, n_velocity=31)
     sol = wg.solve(mdp, wg.Discounted(0.999))
     term = mdp.model.terminal_mask
+    u = mdp.actions.centers[:, 0]
     into = np.asarray(mdp.P[:, term].sum(axis=1)).reshape(mdp.n_states, mdp.n_actions)
-    into[term] = 0.0
-    counter = wg.MDP.from_arrays(mdp.P, into, actions=mdp.actions)
-    visits = wg.evaluate(counter, sol.policy, wg.Discounted(0.999)).V
+    charged = (mdp.C - 0.1 * u[None, :] ** 2) / -100.0
+    charged[term] = 0.0
+    # the cost and the transition agree to the rounding of a row sum of bilinear weights
+    np.testing.assert_allclose(charged[~term], into[~term], rtol=0, atol=1e-14)
+    counter = wg.MDP.from_arrays(mdp.P, charged, actions=mdp.actions)
+    rewards = wg.evaluate(counter, sol.policy, wg.Discounted(0.999)).V
     # a probability, up to the rounding of a sparse solve with condition ~ 1/(1 - gamma) = 1e3
-    assert visits.max() <= 1.0 + 1e-10
-    assert visits.max() > 0.9
+    assert rewards.max() <= 1.0 + 1e-10
+    assert rewards.max() > 0.9
 
 
 def test_mountain_car_value_predicts_the_real_return():

@@ -14,13 +14,12 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from . import validation
 from .errors import ValidationError
 from .grids import Grid
+from .validation import ROW_SUM_TOL
 
 __all__ = ["MDP", "DynamicsModel", "TabulatedModel", "ROW_SUM_TOL"]
-
-#: tolerance on the sum of a probability row (docs/design.md §1)
-ROW_SUM_TOL = 1e-10
 #: number of state-action pairs processed at once when building ``P`` from dynamics
 _CHUNK = 1 << 15
 
@@ -70,7 +69,10 @@ class DynamicsModel:
     means the Gaussian density evaluated at the cell centres and normalized over the grid
     (truncated beyond ``noise_cutoff`` standard deviations). ``terminal(s) -> bool`` marks states
     whose next-state law is ``reset`` (a probability vector over states) or, when ``reset`` is
-    None, themselves (absorbing); terminal states cost 0.
+    None, themselves (absorbing); terminal states cost 0. ``entry_cost`` is charged once per unit
+    of probability that a transition from a non-terminal state deposits on terminal states
+    (e.g. ``-100`` for reaching a goal): the cost follows the deposited mass, so a goal reached
+    by a fraction of the mass is charged for that fraction only, and exactly once.
     """
 
     states: Grid
@@ -83,10 +85,11 @@ class DynamicsModel:
     cost_da: Callable | None = None
     terminal: Callable | None = None
     reset: np.ndarray | None = None
+    entry_cost: float = 0.0
     _terminal_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        noise = np.asarray(self.noise, dtype=float)
+        noise = validation.array(self.noise, "noise", "MDP.from_dynamics", finite=False)
         if noise.ndim > 1 or (noise.ndim == 1 and noise.size not in (1, self.states.ndim)):
             raise ValidationError(f"noise must be a scalar or one standard deviation per state axis "
                                   f"({self.states.ndim}), got shape {noise.shape}")
@@ -97,6 +100,9 @@ class DynamicsModel:
             raise ValidationError(f"noise_cutoff must be > 0, got {self.noise_cutoff}")
         if self.reset is not None:
             self.reset = _check_prob_vector(self.reset, self.states.size, "reset")
+        self.entry_cost = float(self.entry_cost)
+        if not np.isfinite(self.entry_cost):
+            raise ValidationError(f"entry_cost must be finite, got {self.entry_cost}")
 
     @property
     def terminal_mask(self) -> np.ndarray:
@@ -130,6 +136,16 @@ class DynamicsModel:
             raise ValidationError(f"cost returned NaN/inf at state {s[bad]}, action {a[bad]}")
         return c
 
+    def _add_entry_cost(self, idx, w, dw, cost, dcost=None):
+        """Add ``entry_cost * P(next state terminal)`` (and its action gradient) to the cost."""
+        if self.entry_cost == 0.0 or not np.any(self.terminal_mask):
+            return cost, dcost
+        into = self.terminal_mask[idx]
+        cost = cost + self.entry_cost * np.sum(w * into, axis=1)
+        if dcost is not None and dw is not None:
+            dcost = dcost + self.entry_cost * np.einsum("nk,nkd->nd", into.astype(float), dw)
+        return cost, dcost
+
     def stencil(self, s, a, derivatives: bool = False):
         """Next-state stencil at state points ``s`` and action points ``a``: ``(idx, w, dw_ds')``."""
         m = self.states.wrap(self._drift(s, a))
@@ -155,6 +171,7 @@ class DynamicsModel:
         dcost = (self.cost_da(s, a) if self.cost_da is not None
                  else _fd_jacobian(self._cost, s, a, 1, self.actions.spacing * self.actions.shape)[:, 0, :])
         dcost = np.asarray(dcost, dtype=float).reshape(s.shape[0], self.actions.ndim)
+        cost, dcost = self._add_entry_cost(idx, w, dw, cost, dcost)
         term = self.terminal_mask[state_index]
         if np.any(term):
             idx, w, dw, cost, dcost = _apply_terminal(self, state_index, term, idx, w, dw, cost, dcost)
@@ -226,50 +243,35 @@ class TabulatedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
+# validation helpers (the checks themselves live in wgflow.validation)
 # ---------------------------------------------------------------------------------------------
 def _check_prob_vector(p, n, name):
-    p = np.asarray(p, dtype=float)
-    if p.shape != (n,):
-        raise ValidationError(f"{name} must have shape ({n},), got {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValidationError(f"{name} contains NaN or inf (first at index {int(np.nonzero(~np.isfinite(p))[0][0])})")
-    if np.any(p < 0):
-        raise ValidationError(f"{name} has a negative entry at index {int(np.nonzero(p < 0)[0][0])}")
-    if abs(p.sum() - 1.0) > ROW_SUM_TOL:
-        raise ValidationError(f"{name} sums to {p.sum():.17g}, not 1 (tolerance {ROW_SUM_TOL:g})")
-    return p
+    return validation.prob_vector(p, n, name)
 
 
 def check_transition_matrix(P: sp.csr_matrix, nA: int | None = None, name: str = "P"):
     """Raise :class:`ValidationError` if the rows of ``P`` are not probability vectors."""
-    def where(r):
-        return f"row {r}" if nA is None else f"row {r} (state {r // nA}, action {r % nA})"
-    if not np.all(np.isfinite(P.data)):
-        k = int(np.nonzero(~np.isfinite(P.data))[0][0])
-        r = int(np.searchsorted(P.indptr, k, side="right") - 1)
-        raise ValidationError(f"{name} contains NaN or inf at {where(r)}, column {int(P.indices[k])}")
-    if np.any(P.data < 0):
-        k = int(np.nonzero(P.data < 0)[0][0])
-        r = int(np.searchsorted(P.indptr, k, side="right") - 1)
-        raise ValidationError(f"{name} has a negative probability {P.data[k]:g} at {where(r)}, "
-                              f"column {int(P.indices[k])}")
-    sums = np.asarray(P.sum(axis=1)).ravel()
-    bad = np.nonzero(np.abs(sums - 1.0) > ROW_SUM_TOL)[0]
-    if bad.size:
-        r = int(bad[0])
-        raise ValidationError(f"{name} {where(r)} sums to {sums[r]:.17g}, not 1 (tolerance "
-                              f"{ROW_SUM_TOL:g}; {bad.size} bad rows in all)")
+    validation.transition_matrix(P, nA, name)
 
 
 def _check_costs(C, nS, nA, name="C"):
-    C = np.asarray(C, dtype=float)
-    if C.shape != (nS, nA):
-        raise ValidationError(f"{name} must have shape (nS, nA) = ({nS}, {nA}), got {C.shape}")
-    if not np.all(np.isfinite(C)):
-        s, a = np.argwhere(~np.isfinite(C))[0]
-        raise ValidationError(f"{name} contains NaN or inf at state {s}, action {a}")
-    return np.ascontiguousarray(C)
+    return validation.costs(C, nS, nA, name)
+
+
+def _check_grid(g, name):
+    if g is not None and not isinstance(g, Grid):
+        raise ValidationError(f"MDP: {name} must be a wgflow.Grid or None, got {validation.describe(g)}")
+
+
+def _stencil_width(states: Grid, noise: np.ndarray, cutoff: float) -> int:
+    """Entries per row of ``P`` that :meth:`MDP.from_dynamics` will store (an upper estimate)."""
+    K = 1
+    for d in range(states.ndim):
+        if noise[d] > 0:
+            K *= min(states.shape[d], 2 * (int(np.ceil(cutoff * noise[d] / states.spacing[d])) + 1) + 1)
+        else:
+            K *= min(states.shape[d], 2)
+    return K
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,23 +299,28 @@ class MDP:
                  copy: bool = True):
         if not sp.issparse(P):
             raise ValidationError("MDP(P, C) takes a sparse P; use MDP.from_arrays for dense input")
-        # own copies: later edits of the caller's arrays must not bypass validation
-        P = sp.csr_matrix(P, dtype=np.float64, copy=copy)
-        P.sum_duplicates()
-        P.eliminate_zeros()      # stored zeros would count as transitions in graph algorithms
-        if P.ndim != 2 or P.shape[0] % max(P.shape[1], 1) != 0 or P.shape[1] == 0:
-            raise ValidationError(f"P must have shape (nS*nA, nS), got {P.shape}")
+        # index arrays are checked before scipy's compiled code touches them; own copies: later
+        # edits of the caller's arrays must not bypass validation
+        P = validation.sparse_matrix(P, "P", "MDP", copy=copy)
+        if P.shape[0] % max(P.shape[1], 1) != 0 or P.shape[1] == 0:
+            raise ValidationError(f"MDP: P must have shape (nS*nA, nS), got {P.shape}")
         nS = P.shape[1]
         nA = P.shape[0] // nS
         if nA == 0:
-            raise ValidationError(f"P must have at least nS = {nS} rows, got {P.shape}")
-        self.C = np.array(_check_costs(C, nS, nA), copy=True)
+            raise ValidationError(f"MDP: P must have at least nS = {nS} rows, got {P.shape}")
+        self.C = np.array(validation.costs(C, nS, nA, "C", "MDP"), copy=True)
+        _check_grid(states, "states")
+        _check_grid(actions, "actions")
         if states is not None and states.size != nS:
             raise ValidationError(f"states grid has {states.size} cells but P has {nS} states")
         if actions is not None and actions.size != nA:
             raise ValidationError(f"actions grid has {actions.size} cells but C has {nA} actions")
         if validate:
-            check_transition_matrix(P, nA)
+            validation.transition_matrix(P, nA, "P", "MDP")
+        # the arrays compiled kernels index with are frozen: an in-place edit cannot bypass
+        # the checks above (build a new MDP instead)
+        for arr in (P.data, P.indices, P.indptr, self.C):
+            arr.setflags(write=False)
         self.P = P
         self.states = states
         self.actions = actions
@@ -352,7 +359,7 @@ class MDP:
     def from_dynamics(cls, states: Grid, actions: Grid, drift: Callable, cost: Callable,
                       noise=0.0, noise_cutoff: float = 6.0, drift_da: Callable | None = None,
                       cost_da: Callable | None = None, terminal: Callable | None = None,
-                      reset=None, provenance: dict | None = None) -> "MDP":
+                      reset=None, entry_cost: float = 0.0, provenance: dict | None = None) -> "MDP":
         r"""Discretize ``s' = drift(s, a) + noise * xi`` (xi standard Gaussian per state axis).
 
         Parameters
@@ -375,6 +382,10 @@ class MDP:
         terminal : callable ``s -> bool``, optional
             Terminal states: cost 0, next state drawn from ``reset`` (probability vector over the
             states) or, if ``reset`` is None, absorbing.
+        entry_cost : float
+            Charged once per unit of next-state probability landing on terminal states:
+            ``C(s, a) = cost(s, a) + entry_cost * sum_{s' terminal} P(s'|s, a)`` for non-terminal
+            ``s`` -- a goal reward that follows the deposited mass (``-100`` for mountain car).
 
         Examples
         --------
@@ -385,16 +396,30 @@ class MDP:
         >>> mdp.P.shape
         (451, 41)
         """
+        _check_grid(states, "states")
+        _check_grid(actions, "actions")
+        if states is None or actions is None:
+            raise ValidationError("MDP.from_dynamics needs a states grid and an actions grid")
+        for nm, f in (("drift", drift), ("cost", cost)):
+            if not callable(f):
+                raise ValidationError(f"MDP.from_dynamics: {nm} must be a function (s, a) -> ..., "
+                                      f"got {validation.describe(f)}")
+        noise_cutoff = validation.real(noise_cutoff, "noise_cutoff", "MDP.from_dynamics", low=0,
+                                       low_open=True)
         model = DynamicsModel(states, actions, drift, cost, noise, noise_cutoff, drift_da, cost_da,
-                              terminal, reset)
+                              terminal, reset, entry_cost)
         nS, nA = states.size, actions.size
+        K = _stencil_width(states, model.noise, noise_cutoff)
+        # P (values + indices), costs, and one chunk of stencil temporaries
+        validation.memory(nS * nA * (12.0 * K + 8.0) + min(nS * nA, _CHUNK) * K * 40.0,
+                          f"discretizing {nS} states x {nA} actions", "MDP.from_dynamics")
         blocks_idx, blocks_w, costs = [], [], np.empty(nS * nA)
         for start in range(0, nS * nA, _CHUNK):
             pairs = np.arange(start, min(start + _CHUNK, nS * nA))
             s_idx, a_idx = pairs // nA, pairs % nA
             s, a = states.centers[s_idx], actions.centers[a_idx]
             idx, w, _ = model.stencil(s, a)
-            c = model._cost(s, a)
+            c, _ = model._add_entry_cost(idx, w, None, model._cost(s, a))
             term = model.terminal_mask[s_idx]
             if np.any(term):
                 dummy = np.zeros(w.shape + (1,))
@@ -414,14 +439,14 @@ class MDP:
 
         Rows must be probability vectors (within 1e-10); nothing is renormalized.
         """
-        C = np.asarray(C, dtype=float)
+        C = validation.array(C, "C", "MDP.from_arrays", finite=False)
         if C.ndim != 2:
-            raise ValidationError(f"C must have shape (S, A), got {C.shape}")
+            raise ValidationError(f"MDP.from_arrays: C must have shape (S, A), got {C.shape}")
         nS, nA = C.shape
         if sp.issparse(P):
-            Ps = sp.csr_matrix(P, dtype=float)
+            Ps = validation.sparse_matrix(P, "P", "MDP.from_arrays")
         else:
-            P = np.asarray(P, dtype=float)
+            P = validation.array(P, "P", "MDP.from_arrays", finite=False)
             if P.ndim == 3:
                 if P.shape != (nS, nA, nS):
                     raise ValidationError(f"dense P must have shape (S, A, S) = ({nS}, {nA}, {nS}), got {P.shape}")
@@ -445,10 +470,15 @@ class MDP:
         ``R`` may be ``(S, A)``, ``(S,)`` or ``(A, S, S)`` (then the expected reward
         ``sum_s' P R`` is used). Costs are ``-R``.
         """
+        where = "MDP.from_mdptoolbox"
         if isinstance(P, (list, tuple)) or (hasattr(P, "dtype") and P.dtype == object):
-            mats = [sp.csr_matrix(p, dtype=float) for p in P]
+            if len(P) == 0:
+                raise ValidationError(f"{where}: P has no actions")
+            mats = [validation.sparse_matrix(p, f"P[{a}]", where) if sp.issparse(p)
+                    else sp.csr_matrix(validation.array(p, f"P[{a}]", where, ndim=2))
+                    for a, p in enumerate(P)]
         else:
-            P = np.asarray(P, dtype=float)
+            P = validation.array(P, "P", where)
             if P.ndim != 3 or P.shape[1] != P.shape[2]:
                 raise ValidationError(f"mdptoolbox P must have shape (A, S, S), got {P.shape}")
             mats = [sp.csr_matrix(p) for p in P]
@@ -461,9 +491,13 @@ class MDP:
         perm = (np.arange(nS)[:, None] + nS * np.arange(nA)[None, :]).ravel()
         Psa = Psa[perm]
         if isinstance(R, (list, tuple)) or (hasattr(R, "dtype") and R.dtype == object):
-            R = np.stack([np.asarray(sp.csr_matrix(r).multiply(m).sum(axis=1)).ravel()
-                          for r, m in zip(R, mats)], axis=1)
-        R = np.asarray(R, dtype=float)
+            if len(R) != nA:
+                raise ValidationError(f"{where}: R has {len(R)} per-action matrices, P has {nA}")
+            R = np.stack([np.asarray((validation.sparse_matrix(r, f"R[{a}]", where) if sp.issparse(r)
+                                      else sp.csr_matrix(validation.array(r, f"R[{a}]", where)))
+                                     .multiply(m).sum(axis=1)).ravel()
+                          for a, (r, m) in enumerate(zip(R, mats))], axis=1)
+        R = validation.array(R, "R", where)
         if R.shape == (nA, nS, nS):
             R = np.stack([np.asarray(mats[a].multiply(R[a]).sum(axis=1)).ravel() for a in range(nA)], axis=1)
         elif R.shape == (nS,):

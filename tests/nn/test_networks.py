@@ -31,7 +31,7 @@ def test_squashed_gaussian_log_prob_matches_torch_transformed_distribution():
     # float64 throughout: the two formulas agree to rounding of log-terms of size ~10
     assert torch.allclose(ours[ok], theirs[ok], rtol=0, atol=1e-8)
     # the tail point against log(1 - tanh^2 u) = -2 log cosh u evaluated directly
-    u0, m0, s0 = u[0, 0].double(), mu[0].double(), std[0].double()
+    u0, m0, s0 = u[0, 0].detach().double(), mu[0].detach().double(), std[0].detach().double()
     direct = sum(-0.5 * ((u0[d] - m0[d]) / s0[d]) ** 2 - math.log(s0[d]) - 0.5 * math.log(2 * math.pi)
                  - math.log(float(pi.radius[d])) + 2 * math.log(math.cosh(float(u0[d]))) for d in range(2))
     # terms of size ~3e3 summed in another order: agreement to ~10 ulps of the total

@@ -1,4 +1,4 @@
-"""The ``wgflow`` command: ``problems``, ``solve``, ``verify``, ``info``."""
+"""The ``wgflow`` command: ``problems``, ``solve``, ``verify``, ``info`` (and ``train``, ``gym-eval`` from :mod:`wgflow.nn.cli`)."""
 from __future__ import annotations
 
 import argparse
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     pv.set_defaults(func=cmd_verify)
     pi = sub.add_parser("info", help="versions, numba threading and CPU, for bug reports")
     pi.set_defaults(func=cmd_info)
+    from .nn.cli import register as _register_nn   # train, gym-eval (torch imported only when run)
+    _register_nn(sub)
     return p
 
 

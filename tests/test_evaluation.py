@@ -150,7 +150,7 @@ def _random_masses(rng, nS, nA, zero_frac=0.3):
 def test_discounted_optimum_matches_quantecon_and_mdptoolbox(name, gamma):
     mdp, P_tb, R_tb, R_sa = _problem(name)
     S, A = mdp.n_states, mdp.n_actions
-    sol = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    sol = wg.solve(mdp, wg.Discounted(gamma=gamma), method="policy_iteration")   # exact to rounding
     assert sol.converged and sol.method == "policy_iteration"
     m = sol.policy.masses
     assert set(np.unique(m)) <= {0.0, 1.0}
@@ -188,6 +188,15 @@ def test_discounted_optimum_matches_quantecon_and_mdptoolbox(name, gamma):
     d = (1 - gamma) * np.linalg.solve((np.eye(S) - gamma * P_pi).T, np.full(S, 1.0 / S))
     np.testing.assert_allclose(sol.weights, d, rtol=0, atol=1e-12)
     assert sol.residual <= 1e-12 * scale / (1 - gamma)
+
+    # the default (modified policy iteration) meets its stated accuracy against the exact solve:
+    # |V - V*| <= tol max|V| with the bound |TV - V| / (1 - gamma) it reports
+    fast = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    assert fast.method == "modified_policy_iteration" and fast.converged
+    assert fast.diagnostics["error_bound"] <= 1e-10 * np.max(np.abs(fast.V))
+    np.testing.assert_allclose(fast.V, sol.V, rtol=0, atol=1e-10 * np.max(np.abs(sol.V)))
+    np.testing.assert_array_equal(fast.policy.greedy(), ours)     # unique optimal actions (gap > 1e-8)
+    np.testing.assert_allclose(fast.weights, sol.weights, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)
@@ -318,7 +327,8 @@ def test_soft_solvers_agree_and_satisfy_soft_bellman(kind, grid):
     spi = wg.solve(mdp, obj, method="soft_policy_iteration", tol=1e-12)
     auto = wg.solve(mdp, obj, tol=1e-12)
     vi = wg.solve(mdp, obj, method="value_iteration", tol=1e-11)
-    assert spi.method == auto.method == "soft_policy_iteration"
+    assert spi.method == "soft_policy_iteration"
+    assert auto.method == ("modified_policy_iteration" if kind == "discounted" else "soft_policy_iteration")
     assert vi.method == ("value_iteration" if kind == "discounted" else "relative_value_iteration")
     for s in (spi, auto, vi):
         assert s.converged
@@ -460,7 +470,7 @@ def test_evaluation_invariants(data, nS, nA, seed, tau, kind, gamma, zero_frac, 
 def test_solution_invariants(kind, tau):
     mdp = wg.problems.get("garnet", n_states=60, n_actions=6, branching=4, seed=21)
     obj = wg.Discounted(gamma=0.97, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
-    sol = wg.solve(mdp, obj)
+    sol = wg.solve(mdp, obj, method="policy_iteration")     # (soft) PI: exact evaluations
     _assert_simplex(sol.policy.masses)
     assert np.all(sol.weights >= 0) and abs(sol.weights.sum() - 1) <= 1e-12
     scale = 1.0 + np.max(np.abs(sol.V)) + abs(sol.J)
@@ -565,8 +575,8 @@ def test_recurrent_classes_ignores_stored_zeros():
 def test_reuse_factorization_gives_same_answer(tau, kind):
     mdp = wg.problems.get("garnet", n_states=150, n_actions=6, branching=5, seed=4)
     obj = wg.Discounted(gamma=0.99, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
-    a = wg.solve(mdp, obj, reuse_factorization=True)
-    b = wg.solve(mdp, obj, reuse_factorization=False)
+    a = wg.solve(mdp, obj, method="policy_iteration", reuse_factorization=True)
+    b = wg.solve(mdp, obj, method="policy_iteration", reuse_factorization=False)
     assert a.iterations == b.iterations
     if tau == 0:
         np.testing.assert_array_equal(a.policy.masses, b.policy.masses)

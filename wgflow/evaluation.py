@@ -759,7 +759,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     evaluator = _PolicyEvaluator(nS, g, 10)
 
     def set_k_max(P_pi):
-        evaluator.k_max = int(np.clip(bellman_work / (P_pi.nnz + nS), 10, 1000))
+        evaluator.k_max = int(np.clip(bellman_work / (P_pi.nnz + nS), 30, 1000))
 
     if policy0 is not None:
         m0 = _check_policy(mdp, policy0)

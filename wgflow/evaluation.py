@@ -2,8 +2,9 @@ r"""Exact policy evaluation and exact solvers.
 
 :func:`evaluate` returns the objective ``J``, the metric weights (discounted occupancy or
 stationary law), ``V`` (or the bias ``h``) and the soft ``Q``; :func:`solve` finds the optimal
-policy by policy iteration (soft policy iteration when ``entropy > 0``), value iteration or
-relative value iteration.
+policy by modified policy iteration with a certified stopping rule (the default for discounted
+objectives), policy iteration (soft policy iteration when ``entropy > 0``; exact to rounding),
+value iteration or relative value iteration.
 
 Formulas (costs minimized, ``tau`` the entropy weight, ``vol`` the action-cell volume, 1 when
 there is no action grid)::
@@ -403,11 +404,20 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     ----------
     mdp : MDP
     objective : Discounted or Average
-    method : {"auto", "policy_iteration", "soft_policy_iteration", "value_iteration",
-              "relative_value_iteration"}
-        ``"auto"``: policy iteration (soft when ``entropy > 0``). ``"value_iteration"`` on an
+    method : {"auto", "modified_policy_iteration", "policy_iteration", "soft_policy_iteration",
+              "value_iteration", "relative_value_iteration"} (the tuple ``METHODS``)
+        ``"auto"``: modified policy iteration for a Discounted objective (hard and soft), (soft)
+        policy iteration for Average. ``"policy_iteration"`` keeps every evaluation exact (a
+        direct sparse solve): the answer is exact to rounding. ``"value_iteration"`` on an
         Average objective means relative value iteration.
     tol : float
+        Modified policy iteration (relative accuracy): stops when
+        ``|T V - V|_inf <= (1 - gamma) tol |V|_inf`` for the soft (``tau > 0``) or hard Bellman
+        operator ``T``. Since ``T`` is a ``gamma``-contraction, this guarantees
+        ``|V - V*|_inf <= tol |V|_inf``, and, the returned policy being greedy (Gibbs) in
+        ``Q = C + gamma P V``, also ``|V - V_pi|_inf <= tol |V|_inf``: ``V`` is the value of
+        the returned policy to ``tol``. ``Q`` is exactly ``C + gamma P V`` and
+        ``diagnostics["error_bound"]`` the bound ``|T V - V|_inf / (1 - gamma)``.
         Soft policy iteration: stop when the policy masses change by at most ``tol`` (sup-norm)
         and return the last improved (Gibbs) policy; exact policy iteration stops when the policy
         repeats.
@@ -415,7 +425,8 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         is within ``tol`` of the fixed point). Relative VI: stop when the span of
         ``T h - h`` is below ``tol``.
     max_iter : int, optional
-        Default 1000 (policy iteration) or 10^6 (value iteration).
+        Default 10^4 (modified policy iteration: Bellman sweeps), 1000 (policy iteration) or
+        10^6 (value iteration).
     policy0 : Policy, optional
         Starting policy for policy iteration (default uniform).
     reuse_factorization : bool
@@ -429,7 +440,18 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     Returns
     -------
     Solution
-        The returned ``J, V, Q, weights`` are an exact evaluation of the returned policy.
+        Policy iteration: ``J, V, Q, weights`` are an exact evaluation of the returned policy.
+        Modified policy iteration: ``V`` as guaranteed by ``tol``, ``J = mu0 . V``,
+        ``Q = C + gamma P V``; ``weights`` (the occupancy of the returned policy, a direct
+        transpose solve) is computed when first accessed.
+
+    Notes
+    -----
+    Modified policy iteration alternates one Bellman sweep (numba, one pass over ``P``) with an
+    evaluation of the greedy (Gibbs) policy: Jacobi sweeps with MacQueen's span extrapolation,
+    or, for a deterministic policy whose chain splits into small strongly connected components,
+    block substitution in Tarjan's order (exact; Gauss-Seidel sweeps inside larger blocks). See
+    docs/solvers.md.
 
     Examples
     --------

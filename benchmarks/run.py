@@ -112,7 +112,13 @@ def run_all(quick: bool, only=None) -> tuple:
         if not os.path.exists(os.path.join(HERE, name + ".py")):
             problems.append(f"{name}: no benchmarks/{name}.py")
             continue
-        mod = importlib.import_module(name)
+        try:
+            mod = importlib.import_module(name)
+        except Exception as exc:         # a module that cannot be imported is reported, not fatal
+            msg = f"{name}: importing benchmarks/{name}.py failed: {type(exc).__name__}: {exc}"
+            print(msg, flush=True)
+            problems.append(msg)
+            continue
         if not callable(getattr(mod, "run", None)):
             msg = f"{name}: benchmarks/{name}.py has no run(quick) function; skipped"
             print(msg, flush=True)

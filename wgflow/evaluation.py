@@ -694,14 +694,12 @@ class _PolicyEvaluator:
         return v + 0.5 * self.g * (self._hi + self._lo) / (1.0 - self.g)
 
     def _blocks(self, P_pi, c, v0, target, factorize):
-        """Block substitution, or None when a block would need a factorization and ``factorize``
-        is False or the block is large."""
+        """Block substitution, or None when the chain has a large component or a block would
+        need a factorization and ``factorize`` is False."""
         bts = BlockTriangularSolver(P_pi, self.g)
         self.stats["largest_block"] = bts.largest_block
         if bts.largest_block > max(self.BLOCK_MAX, self.BLOCK_FRACTION * self.nS):
-            # a large component: sweeps in Tarjan's order may still converge (a cycle through a
-            # reset law is nearly acyclic), but it is never factorized here
-            factorize = False
+            return None
         v = bts.solve(c, v0, tol=target, factorize=factorize)
         if v is not None:
             self.stats["block_evaluations"] += 1
@@ -829,7 +827,9 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                 c = cpi.copy()
             if it == 1:
                 set_k_max(P_pi)
-            V, _ = evaluator(P_pi, c, TV, target, hard, target <= 10 * final_target)
+            # the first greedy policy (of the costs alone) usually circulates (zero torque on the
+            # pendulum): its chain is one large component, so sweeps only (a partial evaluation)
+            V, _ = evaluator(P_pi, c, TV, target, hard and it > 1, target <= 10 * final_target)
     finally:
         if bar is not None:
             bar.close()

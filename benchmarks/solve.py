@@ -70,7 +70,8 @@ FULL = [
     {"kind": "hard", "problem": "garnet", "nS": 500, "nA": 10, "gamma": 0.95},
     {"kind": "hard", "problem": "garnet", "nS": 2000, "nA": 20, "gamma": 0.95},
     {"kind": "soft", "problem": "pendulum", "n": 101, "na": 41, "gamma": 0.99, "tau": 0.1},
-    {"kind": "soft", "problem": "pendulum", "n": 150, "na": 51, "gamma": 0.99, "tau": 0.1},
+    {"kind": "soft", "problem": "pendulum", "n": 150, "na": 51, "gamma": 0.99, "tau": 0.1,
+     "exact_peer": False},
     {"kind": "average", "problem": "mountain_car", "n": 121, "na": 21},
 ]
 
@@ -153,7 +154,7 @@ def _hard(case, rounds):
                     ddp.solve(method="value_iteration", epsilon=e_vi).v))
                 notes["QuantEcon VI"] = f"epsilon={e_vi:.1e}"
                 break
-    if nS <= 2000:
+    if nS <= 1000:
         import mdptoolbox.mdp
         Pm, Rm = mdp.to_mdptoolbox(sparse=True)
 
@@ -181,15 +182,20 @@ def _soft(case, rounds):
     import wgflow as wg
     mdp = build(case)
     hard, soft = wg.Discounted(case["gamma"]), wg.Discounted(case["gamma"], entropy=case["tau"])
-    ref = wg.solve(mdp, soft, method="soft_policy_iteration", tol=1e-13, progress=False).V
     fns = {"wgflow": lambda: wg.solve(mdp, soft, progress=False).V,
-           "wgflow hard solve, same MDP": lambda: wg.solve(mdp, hard, progress=False).V,
-           "wgflow soft PI (exact evaluations)":
-               lambda: wg.solve(mdp, soft, method="soft_policy_iteration", progress=False).V}
+           "wgflow hard solve, same MDP": lambda: wg.solve(mdp, hard, progress=False).V}
+    if case.get("exact_peer", True):
+        # soft PI: exact evaluations, stops when the Gibbs policy changes by <= 1e-10 (its value
+        # is then exact to second order in that change): the accuracy reference
+        fns["wgflow soft PI (exact evaluations)"] = (
+            lambda: wg.solve(mdp, soft, method="soft_policy_iteration", progress=False).V)
+        ref = fns["wgflow soft PI (exact evaluations)"]()
+    else:
+        ref = None
     acc, peaks = {}, {}
     for k, fn in fns.items():
         V, peaks[k] = peak_mib(fn)
-        if "hard" not in k:
+        if "hard" not in k and ref is not None:
             acc[k] = _rel(V, ref)
     t = interleaved(fns, rounds)
     return {"pairs": mdp.n_states * mdp.n_actions, "times": t, "acc": acc, "peaks": peaks, "notes": {},

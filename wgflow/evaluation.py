@@ -863,9 +863,9 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
             delta = float(max(-d.min(), d.max()))
             if not np.isfinite(delta):
                 raise ConvergenceError(
-                    f"modified_policy_iteration: non-finite values at iteration {it} ({objective!r}; "
-                    f"largest |C| = {np.max(np.abs(C)):.3g}): the values overflow double precision; "
-                    "rescale the costs", {"iteration": it})
+                    f"solve: exact evaluation gave non-finite values (modified policy iteration, "
+                    f"iteration {it}; {objective!r}; largest |C| = {np.max(np.abs(C)):.3g}): the "
+                    "values overflow double precision; rescale the costs", {"iteration": it})
             scale = max(float(np.max(np.abs(V))), tiny)
             history.append(delta / (1.0 - g))
             if bar is not None:
@@ -896,7 +896,17 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
         final = np.zeros((nS, nA))
         final[states, new_sigma] = 1.0
     else:
-        final = masses.copy()
+        final = gibbs_masses(Q, tau)     # the library's Gibbs map of the returned Q
+    if converged and history[-1] > tol * scale:
+        # stopped at the rounding floor: the bound is what double precision allows here
+        est = history[-1] / scale
+        if not est <= ACCURACY_FAIL:
+            raise ConvergenceError(
+                f"solve: exact evaluation lost its accuracy: estimated relative error {est:.2e} "
+                f"({objective!r}, 1/(1 - gamma) = {1.0 / (1.0 - g):.3g}); the problem is too badly "
+                "conditioned for double precision", {"estimated_error": est})
+        warnings.warn(f"solve: error bound {est:.2e} relative, above tol = {tol:g}: the rounding "
+                      f"floor of double precision at {objective!r}", AccuracyWarning, stacklevel=3)
     t2 = time.perf_counter()
     J = float(mu0 @ V)
     bound = delta / (1.0 - g)

@@ -7,6 +7,8 @@ import platform
 import sys
 import time
 
+from .evaluation import METHODS
+
 
 def _parse_param(text: str):
     if "=" not in text:
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--objective", choices=["discounted", "average"], default="discounted")
     ps.add_argument("--gamma", type=float, default=0.95)
     ps.add_argument("--entropy", type=float, default=0.0)
-    ps.add_argument("--method", default="auto")
+    ps.add_argument("--method", default="auto", help="one of " + ", ".join(METHODS))
     ps.add_argument("--tol", type=float, default=1e-10)
     ps.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
     ps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -295,6 +295,15 @@ class Hessian(spla.LinearOperator):
         self.evaluation = Evaluation(deriv.J, deriv.w, deriv.V, deriv.Q, None, objective,
                                      Policy(masses, mdp.actions, mdp.states, validate=False))
 
+    def __repr__(self) -> str:
+        nS, nA = self.masses.shape
+        spec = ""
+        for (kk, *_), (v, _) in self._spectrum_cache.items():
+            spec = f", smallest eigenvalues {np.array2string(v[:min(kk, 4)], precision=5)}"
+            break
+        return (f"<Hessian: {nS} states x {nA} actions ({self.shape[0]} potentials), "
+                f"J = {self.evaluation.J:.10g}, kappa = {self.kappa:.4g}, mobility '{self.mobility}'{spec}>")
+
     @property
     def gradient(self) -> np.ndarray:
         """Potential ``Q + tau log(m/vol) + tau`` ``(nS, nA)`` (``psi`` up to a per-state constant):

@@ -136,7 +136,8 @@ _GROUP = {"MDP": "mdp", "Policy": "policy", "Solution": "solution", "Evaluation"
 
 
 def save(path, obj) -> Path:
-    """Save an MDP, Policy, Evaluation or Solution (or a Trajectory) to an HDF5 file, atomically.
+    """Save an MDP, Policy, Evaluation or Solution (or a Trajectory, or a study's result) to an
+    HDF5 file, atomically.
 
     Examples
     --------
@@ -235,7 +236,7 @@ def open_checked(path) -> h5py.File:
 
 
 def load(path):
-    """Load what :func:`save` (or a Trajectory) wrote.
+    """Load what :func:`save` (or a Trajectory, or :func:`wgflow.run_study`) wrote.
 
     Raises
     ------
@@ -260,4 +261,7 @@ def load(path):
     if kind == "Trajectory":
         from .flows.trajectory import Trajectory  # added with the flows
         return Trajectory.from_hdf5(path)
+    if kind == "Study":
+        from .study import StudyResult
+        return StudyResult.from_hdf5(path)
     raise FileFormatError(f"{path} holds an unknown wgflow object type {kind!r}")

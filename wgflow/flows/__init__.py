@@ -53,7 +53,7 @@ def flow(mdp, objective, policy0, scheme="otto", t_end: float = 10.0, dt: float 
         HDF5 file to append every saved frame to (flushed): an interrupted run leaves a readable
         file. With ``resume=True`` the flow continues from the file's last frame.
     progress : bool or None
-        tqdm progress bar (None: only when stderr is a terminal).
+        tqdm progress bar (None: when stderr is a terminal or in a notebook).
     **options
         Passed to the scheme (e.g. ``cfl`` for ``otto``).
 

@@ -593,13 +593,9 @@ def _figure_jobs(res: StudyResult) -> list:
                        ha="center", va="center", transform=b.transAxes)
             return fig
         jobs.append(("spectrum", spectrum_fig))
-        S = res.mdp.states
-        what = ("the change of the mean action they cause (top) and of the density at the circled "
-                "state (bottom)" if S is not None and S.ndim == 2
-                else "the change of the action density they cause")
         jobs.append(("eigenfields", lambda: P.plot_eigenfields(
             sp.eigenvectors, res.solution.policy, sp.eigenvalues, k=min(4, len(sp.eigenvalues)),
-            title=f"{pname}: slowest modes of the Hessian at π*, as {what}")))
+            title=f"{pname}: slowest modes of the Hessian at π*")))
     if res.verify is not None and res.verify.rows:
         jobs.append(("verify", lambda: P.plot_checks(res.verify, title=res.verify.title.split(":")[0]
                                                      + ": numerical checks of the theory").figure))

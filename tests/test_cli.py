@@ -159,8 +159,8 @@ def test_progress_bar_by_default_not_only_on_a_tty(capsys):
 # ------------------------------------------------------------------ run, plot, flow
 TINY = ["--set", "problem.params.n_states=11", "--set", "problem.params.n_actions=9",
         "--set", "flows.schemes=otto,pmd", "--set", "flows.max_steps=80", "--set", "flows.max_seconds=0",
-        "--set", "hessian.k=2", "--set", "verify.checks=gradient,gibbs", "--set", "output.dpi=40",
-        "--set", "output.animation_frames=3"]
+        "--set", "hessian.enabled=false", "--set", "verify.checks=gibbs", "--set", "output.dpi=40",
+        "--set", "output.animation_frames=3", "--set", "solve.hard=false"]
 
 
 def test_run_print_config_is_the_resolved_toml(capsys):
@@ -188,9 +188,12 @@ def test_run_then_plot(capsys, tmp_path):
     assert code == 0, text
     res = wg.load(out / "lqr1d.h5")
     assert f"{res.J_star:.12g}" in text
-    assert "otto" in text and "pmd" in text and "gradient" in text
+    assert "otto" in text and "pmd" in text and "gibbs" in text
     first = sorted(p.name for p in out.glob("*.png"))
     assert len(first) >= 6 and (out / "flow_otto.gif").exists()
+    # a second run into the same directory stops before any work unless told to overwrite
+    assert main(["run", "lqr1d", "-o", str(out), "-q"] + TINY) == 2
+    assert "--overwrite" in capsys.readouterr().err
     redo = tmp_path / "redo"
     assert main(["plot", str(out / "lqr1d.h5"), "-o", str(redo), "--no-animation", "-q"]) == 0
     printed = capsys.readouterr().out.split()
@@ -213,7 +216,7 @@ def test_flow_command_matches_the_library(capsys, tmp_path):
     # printed with 4 significant digits
     assert float(m.group(1)) == pytest.approx(ref.J[-1] - wg.solve(mdp, obj).J, rel=6e-4)
     figs = tmp_path / "figs"
-    assert main(["plot", str(path), "-o", str(figs), "-q"]) == 0
+    assert main(["plot", str(path), "-o", str(figs), "--dpi", "40", "-q"]) == 0
     assert (figs / "t_J.png").exists() and (figs / "t_states.png").exists() and (figs / "t.gif").exists()
 
 

@@ -47,3 +47,21 @@ def test_1d_states_and_bad_suffix(tmp_path):
 def test_mp4_without_ffmpeg_says_so(tmp_path, traj):
     with pytest.raises(ValidationError, match="ffmpeg"):
         wplot.animate_flow(traj, tmp_path / "f.mp4")
+
+
+def test_mp4_frames_are_piped_to_ffmpeg_as_raw_rgb(tmp_path, traj, monkeypatch):
+    # a stand-in ffmpeg that records what it is given: the size, the frame rate, the raw bytes
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!" + __import__("sys").executable + "\n"
+                    "import sys\n"
+                    "a = sys.argv\n"
+                    "data = sys.stdin.buffer.read()\n"
+                    "w, h = map(int, a[a.index('-s') + 1].split('x'))\n"
+                    "open(a[-1], 'w').write(f\"{w} {h} {a[a.index('-r') + 1]} {len(data)} {a[a.index('-pix_fmt') + 1]}\")\n")
+    fake.chmod(0o755)
+    monkeypatch.setitem(matplotlib.rcParams, "animation.ffmpeg_path", str(fake))
+    assert wplot.ffmpeg_available()
+    p = wplot.animate_flow(traj, tmp_path / "f.mp4", max_frames=5, fps=4)
+    w, h, fps, nbytes, fmt = p.read_text().split()
+    assert fmt == "rgb24" and fps == "4"
+    assert int(nbytes) == 5 * int(w) * int(h) * 3

@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--from", dest="source", help="a study file (wgflow run's HDF5) to redraw instead of running")
     p.add_argument("--config", default=None, help="config to run (default: the default study)")
     p.add_argument("--dpi", type=int, default=72)
+    p.add_argument("--gif-dpi", type=int, default=60)
     p.add_argument("--out", default=str(ROOT / "docs" / "figures"))
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -36,9 +37,10 @@ def main(argv=None) -> int:
             res = wg.load(args.source)
         else:
             res = wg.run_study(args.config, outdir=tmp, figures=False)
-        res.config["output"]["animation_frames"] = 30
-        paths = res.plot(tmp, dpi=args.dpi)
-        for old in out.glob("*.png"):
+        res.config["output"]["animation_frames"] = 20
+        paths = res.plot(tmp, dpi=args.dpi, animation=False)
+        paths += res._animate(tmp, dpi=args.gif_dpi)
+        for old in list(out.glob("*.png")) + list(out.glob("*.gif")):
             old.unlink()
         for path in paths:
             shutil.copy(path, out / Path(path).name)

@@ -100,7 +100,7 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
     n_ax = 2 if distance else 1
     own = ax is None
     if own:
-        fig, axes = new_figure(n_ax, ncols=n_ax, panel_size=(4.6, 3.6))
+        fig, axes = new_figure(n_ax, ncols=n_ax, panel_size=(4.6, 3.6) if n_ax == 2 else (6.6, 3.8))
     else:
         axes = list(np.atleast_1d(ax))
         if len(axes) != n_ax:

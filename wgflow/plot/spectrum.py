@@ -67,6 +67,12 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
                      mobility: str = "sg", title: str | None = None):
     r"""The leading eigen-fields of the Hessian as action fields over the states.
 
+    2-D state grids: one column per mode. Top: the change of the mean action ``d mu(s)``
+    (:func:`mode_mean_shift`) over the states, on a colour scale symmetric about 0, with the
+    state where it is largest circled (slow modes often live on a few states of small weight).
+    Bottom: the density change ``dm / vol`` over the actions at that state, titled by its
+    values. 1-D state grids (or none): one map per mode of ``dm / vol`` over (state, action).
+
     Parameters
     ----------
     eigenvectors : array ``(k, nS, nA)``
@@ -77,12 +83,6 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
         Printed in the panel titles.
     k : int
         How many modes to draw.
-
-    2-D state grids: one column per mode. Top: the change of the mean action ``d mu(s)``
-    (:func:`mode_mean_shift`) over the states, on a colour scale symmetric about 0, with the
-    state where it is largest circled (slow modes often live on a few states of small weight).
-    Bottom: the density change ``dm / vol`` over the actions at that state, titled by its
-    values. 1-D state grids (or none): one map per mode of ``dm / vol`` over (state, action).
 
     Returns
     -------

@@ -3,8 +3,8 @@
     python scripts/make_figures.py                       # runs `wgflow run` (the default study)
     python scripts/make_figures.py --from wgflow-pendulum/pendulum.h5   # redraws an existing run
 
-Writes docs/figures/<name>.png (low dpi) and docs/figures/flow_otto.gif, and prints the study's
-summary table. The figures are those `wgflow plot` draws; only the resolution differs.
+Writes (overwrites) docs/figures/<name>.png (low dpi) and docs/figures/flow_otto.gif, and prints
+the study's summary table; other files in docs/figures are left alone. The figures are those `wgflow plot` draws; only the resolution differs.
 """
 from __future__ import annotations
 
@@ -40,8 +40,6 @@ def main(argv=None) -> int:
         res.config["output"]["animation_frames"] = 20
         paths = res.plot(tmp, dpi=args.dpi, animation=False)
         paths += res._animate(tmp, dpi=args.gif_dpi)
-        for old in list(out.glob("*.png")) + list(out.glob("*.gif")):
-            old.unlink()
         for path in paths:
             shutil.copy(path, out / Path(path).name)
     print(res.summary())

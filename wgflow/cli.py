@@ -374,9 +374,16 @@ register("verify", _setup_verify, cmd_verify, help="run the numerical checks of 
 register("info", lambda p: None, cmd_info, help="versions, numba threading and CPU, for bug reports")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with wgflow's error convention: one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .version import __version__
-    p = argparse.ArgumentParser(prog="wgflow", description="Wasserstein-geometry policy optimization "
+    p = _Parser(prog="wgflow", description="Wasserstein-geometry policy optimization "
                                 "on exactly solved grid MDPs.")
     p.add_argument("--version", action="version", version=f"wgflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -387,14 +394,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv=None) -> int:
+    """Run the command; bad input, unreadable files and failed computations print one line
+    ``wgflow: error: ...`` on stderr and exit with status 2 (no traceback; set the environment
+    variable ``WGFLOW_TRACEBACK=1`` to see it); an interruption exits with 130."""
+    import os
     from .errors import WgflowError
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "output", None):   # refuse a bad output path before any work
+            from .validation import output_path
+            output_path(args.output, "--output", f"wgflow {args.command}")
         return args.func(args)
-    except WgflowError as exc:
-        print(f"wgflow: error: {exc}", file=sys.stderr)
+    except (WgflowError, OSError, MemoryError) as exc:
+        if os.environ.get("WGFLOW_TRACEBACK", "0") == "1":
+            raise
+        what = "" if isinstance(exc, WgflowError) else f"{type(exc).__name__}: "
+        print(f"wgflow: error: {what}{_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("wgflow: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,9 +54,9 @@ def register(name: str, setup: Callable, run: Callable, help: str = "", descript
     return COMMANDS[name]
 
 
-def _parse_param(text: str):
+def _parse_param(text: str, flag: str = "--param"):
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{flag} takes key=value, got {text!r}")
     key, value = text.split("=", 1)
     try:
         val = ast.literal_eval(value)
@@ -104,8 +104,9 @@ def _setup_solve(p):
     from .evaluation import _METHODS
     p.add_argument("problem")
     _objective_args(p)
-    p.add_argument("--method", default="auto", choices=("auto",) + tuple(_METHODS),
-                   help="solver (default auto: policy iteration, soft when entropy > 0)")
+    p.add_argument("--method", default="auto", metavar="{" + ",".join(("auto",) + tuple(_METHODS)) + "}",
+                   help="solver: " + ", ".join(("auto",) + tuple(_METHODS)) + " (default auto: policy "
+                        "iteration, soft when entropy > 0)")
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
     p.add_argument("--plot", metavar="PNG", help="draw the solution (V, mean action, spread, occupancy)")
@@ -254,7 +255,7 @@ def _setup_flow(p):
                    help="initial policy (default uniform)")
     p.add_argument("--mean", type=float, default=0.0, help="mean of the gaussian initial policy")
     p.add_argument("--std", type=float, default=1.0, help="std of the gaussian initial policy")
-    p.add_argument("--option", action="append", type=_parse_param, metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", type=lambda t: _parse_param(t, "--option"), metavar="KEY=VALUE",
                    help="scheme option (repeatable), e.g. --option cfl=0.3")
     p.add_argument("--frames", type=int, default=100, help="saved frames (default 100)")
     p.add_argument("-o", "--output", help="write the trajectory to this HDF5 file")

@@ -19,7 +19,6 @@ With ``tau > 0`` the soft-greedy policy has masses proportional to ``exp(-Q/tau)
 """
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -79,6 +78,15 @@ class Evaluation:
     def h(self) -> np.ndarray:
         """The bias (alias of ``V``; meaningful for :class:`Average`)."""
         return self.V
+
+    def __repr__(self) -> str:
+        return (f"<Evaluation: J = {self.J:.12g}, {self.policy.n_states} states x "
+                f"{self.policy.n_actions} actions, {self.objective!r}>")
+
+    def plot(self, fields=("V", "mean", "std", "weights"), **kwargs):
+        """V, mean action, spread and weights over the state space (:func:`wgflow.plot.plot_solution`)."""
+        from .plot import plot_solution
+        return plot_solution(self, fields=fields, **kwargs)
 
     def continuation(self) -> np.ndarray:
         """``u`` with ``Q = C + P u - J_offset``: ``gamma V`` (discounted) or ``h`` (average)."""
@@ -172,6 +180,25 @@ class Solution:
         d = self.diagnostics
         return (f"J = {self.J:.12g}   method = {self.method}   iterations = {self.iterations}   "
                 f"residual = {self.residual:.3e}   time = {d.get('time_total', float('nan')):.3f} s")
+
+    def __repr__(self) -> str:
+        return (f"<Solution: J = {self.J:.12g}, {self.policy.n_states} states x {self.policy.n_actions} "
+                f"actions, {self.objective!r}, {self.method}, {self.iterations} iterations, "
+                f"{'converged' if self.converged else 'NOT converged'}, residual {self.residual:.2e}>")
+
+    def plot(self, fields=("V", "mean", "std", "weights"), **kwargs):
+        """V, mean action, spread and occupancy over the state space
+        (:func:`wgflow.plot.plot_solution`; over (theta, omega) for the pendulum).
+
+        Examples
+        --------
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import wgflow as wg
+        >>> mdp = wg.problems.get("pendulum", n_theta=11, n_omega=11, n_actions=5)
+        >>> fig = wg.solve(mdp, wg.Discounted(0.9, entropy=0.5)).plot()
+        """
+        from .plot import plot_solution
+        return plot_solution(self, fields=fields, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,12 +472,10 @@ METHODS = ("auto",) + _METHODS
 
 
 def _progress(enabled, total, desc):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+    from ._progress import enabled as _enabled, tqdm_class
+    if not _enabled(enabled):
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
+    return tqdm_class()(total=total, desc=desc, leave=False)
 
 
 def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-10,
@@ -493,7 +518,7 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         Relative VI only: iterate ``h <- a h + (1-a) T h`` (the aperiodicity transform, same gain
         and bias) so periodic chains converge.
     progress : bool or None
-        tqdm progress bar (None: only when stderr is a terminal).
+        tqdm progress bar (None: when stderr is a terminal or in a notebook).
 
     Returns
     -------

@@ -41,7 +41,6 @@ node (same matrix as the evaluation) and the chain rule through the cell masses.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -642,11 +641,11 @@ def wasserstein_1d(m0: np.ndarray, m1: np.ndarray, actions: Grid) -> np.ndarray:
 def _progress_bar(progress, max_iter):
     if callable(progress) and not isinstance(progress, bool):
         return None, progress
-    enabled = sys.stderr.isatty() if progress is None else bool(progress)
+    from ._progress import enabled as _enabled, tqdm_class
+    enabled = _enabled(progress)
     if not enabled:
         return None, None
-    from tqdm.auto import tqdm
-    return tqdm(total=max_iter, desc="metric geodesic", leave=False), None
+    return tqdm_class()(total=max_iter, desc="metric geodesic", leave=False), None
 
 
 def metric_geodesic(mdp: MDP, objective: Objective, pi0, pi1, n_nodes: int = 8,
@@ -700,7 +699,7 @@ def metric_geodesic(mdp: MDP, objective: Objective, pi0, pi1, n_nodes: int = 8,
     initial : sequence of ``n_nodes`` Policy / mass arrays, optional
         Initial path (its interior nodes are converted to knot positions); default McCann.
     progress : bool, callable or None
-        tqdm bar (None: only when stderr is a terminal), or ``progress(iteration, energy)``.
+        tqdm bar (None: when stderr is a terminal or in a notebook), or ``progress(iteration, energy)``.
 
     Returns
     -------

@@ -441,6 +441,18 @@ class Hessian(spla.LinearOperator):
         self.diagnostics.setdefault("empty_cells", int(np.count_nonzero(~self.support)))
         self.diagnostics.setdefault("zero_weight_states", int(np.count_nonzero(~(w > 0))))
 
+    def __repr__(self) -> str:
+        nS, nA = self.masses.shape
+        spec = ""
+        try:                    # the eigenvalues computed so far, if any
+            for (kk, *_), (v, _) in self._spectrum_cache.items():
+                spec = f", smallest eigenvalues {np.array2string(np.asarray(v)[:min(kk, 4)], precision=5)}"
+                break
+        except (AttributeError, TypeError, ValueError):
+            spec = ""
+        return (f"<Hessian: {nS} states x {nA} actions ({self.shape[0]} potentials), "
+                f"J = {self.evaluation.J:.10g}, kappa = {self.kappa:.4g}, mobility '{self.mobility}'{spec}>")
+
     @property
     def gradient(self) -> np.ndarray:
         """Potential ``Q + tau log(m/vol) + tau`` ``(nS, nA)`` (``psi`` up to a per-state constant):

@@ -198,6 +198,11 @@ class VerifyReport:
     def __str__(self) -> str:
         return self.table()
 
+    def __repr__(self) -> str:
+        counts = {k: sum(r.status == k for r in self.rows) for k in ("pass", "fail", "skip", "info")}
+        return (f"<VerifyReport: {'passed' if self.passed else 'FAILED'}, {counts['pass']} passed, "
+                f"{counts['fail']} failed, {counts['skip']} skipped, {counts['info']} informational>")
+
 
 @dataclass
 class ConvexityResult:
@@ -1124,7 +1129,8 @@ def _convexity_rows(mdp, objective, solution, base, rng, tol, geodesics=True, rt
 def _progress_fn(progress):
     if callable(progress) and not isinstance(progress, bool):
         return progress
-    enabled = sys.stderr.isatty() if progress is None else bool(progress)
+    from ._progress import enabled as _enabled
+    enabled = _enabled(progress)
     if not enabled:
         return lambda name, i, n: None
     return lambda name, i, n: print(f"[{i + 1}/{n}] {name} ...", file=sys.stderr, flush=True)
@@ -1178,7 +1184,7 @@ def run(mdp, objective, policy=None, checks=None, rng=None, rates: bool = True, 
     rates : bool
         Run the rate check (explicit ``otto`` steps near the optimum).
     progress : bool, callable or None
-        Print each check's name to stderr (None: when stderr is a terminal), or
+        Print each check's name to stderr (None: when stderr is a terminal or in a notebook), or
         ``progress(name, index, total)``.
     geodesics : bool
         Include the metric-geodesic rows (an L-BFGS-B path-energy minimization).

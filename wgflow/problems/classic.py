@@ -18,8 +18,9 @@ def double_integrator(n_states=(41, 41), n_actions=21, x_max=3.0, v_max=3.0, a_m
     the standard deviation of the state noise (scalar or one per axis; 0 = deterministic,
     deposited by bilinear interpolation).
     """
-    S = Grid([(-x_max, x_max), (-v_max, v_max)], list(np.broadcast_to(n_states, (2,))))
-    Ac = Grid([(-a_max, a_max)], [n_actions])
+    S = Grid([(-x_max, x_max), (-v_max, v_max)], list(np.broadcast_to(n_states, (2,))),
+             names=["position", "velocity"], units=["m", "m/s"])
+    Ac = Grid([(-a_max, a_max)], [n_actions], names=["acceleration"], units=["m/s^2"])
 
     def drift(s, a):
         x, v, u = s[:, 0], s[:, 1], a[:, 0]
@@ -52,8 +53,9 @@ def pendulum(n_theta=51, n_omega=51, n_actions=21, noise=0.0, g=10.0, m=1.0, l=1
     theta' = theta + omega' dt; cost theta^2 + 0.1 omega^2 + 0.001 u^2 (theta normalized to
     [-pi, pi)), i.e. minus gymnasium's reward.
     """
-    S = Grid([(-np.pi, np.pi), (-max_speed, max_speed)], [n_theta, n_omega], periodic=[True, False])
-    Ac = Grid([(-max_torque, max_torque)], [n_actions])
+    S = Grid([(-np.pi, np.pi), (-max_speed, max_speed)], [n_theta, n_omega], periodic=[True, False],
+             names=["theta", "omega"], units=["rad", "rad/s"])
+    Ac = Grid([(-max_torque, max_torque)], [n_actions], names=["torque"], units=["N m"])
     k_sin, k_u = 3.0 * g / (2.0 * l), 3.0 / (m * l * l)
 
     def raw_speed(s, a):
@@ -95,8 +97,9 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
     restarts from gymnasium's initial law (x uniform in [-0.6, -0.4], v = 0) one step after the
     goal, which makes the long-run average cost meaningful.
     """
-    S = Grid([(-1.2, 0.6), (-0.07, 0.07)], [n_position, n_velocity])
-    Ac = Grid([(-1.0, 1.0)], [n_actions])
+    S = Grid([(-1.2, 0.6), (-0.07, 0.07)], [n_position, n_velocity],
+             names=["position", "velocity"], units=["m", "m/s"])
+    Ac = Grid([(-1.0, 1.0)], [n_actions], names=["force"], units=[""])
     if goal not in ("absorbing", "reset"):
         raise ValidationError(f"goal must be 'absorbing' or 'reset', got {goal!r}")
 

@@ -126,7 +126,7 @@ def _api_members() -> dict:
 # the modules of wgflow from the lower layers to the upper ones, any module not named here last.
 _MODULE_ORDER = ["errors", "grids", "kernels", "mdp", "problems", "policy", "particles", "objectives",
                  "linalg", "evaluation", "geometry", "geodesics", "flows", "hessian", "verify", "io",
-                 "plot", "cli"]
+                 "config", "plot", "study", "cli"]
 
 
 def _write_module_list() -> None:

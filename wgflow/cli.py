@@ -1,4 +1,23 @@
-"""The ``wgflow`` command: ``problems``, ``solve``, ``verify``, ``info``."""
+"""The ``wgflow`` command.
+
+Subcommands live in a registry (:data:`COMMANDS`): :func:`register` adds one with a function that
+declares its arguments and a function that runs it, so a package can add its own (``train``,
+``gym-eval``, ...) without touching the dispatch::
+
+    from wgflow.cli import register
+
+    def setup(p):            # an argparse parser
+        p.add_argument("name")
+
+    def run(args) -> int:    # exit status
+        ...
+
+    register("hello", setup, run, help="say hello")
+
+Built in: ``run`` (the main job: a whole study from a TOML config), ``flow`` (one flow),
+``plot`` (redraw a results file's figures), ``problems``, ``solve``, ``verify``, ``info``.
+Progress bars are on unless ``--quiet``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,17 +25,67 @@ import ast
 import platform
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["main", "build_parser", "register", "COMMANDS", "environment"]
 
 
-def _parse_param(text: str):
+@dataclass
+class Command:
+    """A registered subcommand: ``setup(parser)`` declares its arguments, ``run(args)`` returns the
+    exit status."""
+
+    name: str
+    setup: Callable
+    run: Callable
+    help: str = ""
+    description: str | None = None
+
+
+#: the registered subcommands, in the order ``wgflow --help`` lists them
+COMMANDS: dict = {}
+
+
+def register(name: str, setup: Callable, run: Callable, help: str = "", description: str | None = None):
+    """Add (or replace) the subcommand ``name``."""
+    COMMANDS[name] = Command(name, setup, run, help, description)
+    return COMMANDS[name]
+
+
+def _parse_param(text: str, flag: str = "--param"):
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--param takes key=value, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{flag} takes key=value, got {text!r}")
     key, value = text.split("=", 1)
     try:
         val = ast.literal_eval(value)
     except (ValueError, SyntaxError):
         val = value
     return key.strip(), val
+
+
+def _objective_args(p, entropy=0.0, entropy_help=None):
+    p.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
+                   help="problem parameter (repeatable), e.g. --param n_theta=101")
+    p.add_argument("--objective", choices=["discounted", "average"], default="discounted")
+    p.add_argument("--gamma", type=float, default=0.95, help="discount factor (default 0.95)")
+    p.add_argument("--entropy", type=float, default=entropy, help=entropy_help or
+                   f"entropy weight tau (default {entropy:g})")
+
+
+def _objective(args):
+    from . import Average, Discounted
+    if args.objective == "average":
+        return Average(entropy=args.entropy)
+    return Discounted(gamma=args.gamma, entropy=args.entropy)
+
+
+# ---------------------------------------------------------------------------------------------
+# problems, solve, verify, info
+# ---------------------------------------------------------------------------------------------
+def _setup_problems(p):
+    p.add_argument("name", nargs="?", help="describe one problem")
 
 
 def cmd_problems(args) -> int:
@@ -31,17 +100,28 @@ def cmd_problems(args) -> int:
     return 0
 
 
+def _setup_solve(p):
+    from .evaluation import METHODS
+    p.add_argument("problem")
+    _objective_args(p)
+    p.add_argument("--method", default="auto", metavar="{" + ",".join(METHODS) + "}",
+                   help="solver: " + ", ".join(METHODS) + " (default auto: modified policy iteration "
+                        "with a certified stopping rule for discounted costs, policy iteration for "
+                        "average costs)")
+    p.add_argument("--tol", type=float, default=1e-10)
+    p.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
+    p.add_argument("--plot", metavar="PNG", help="draw the solution (V, mean action, spread, occupancy)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def cmd_solve(args) -> int:
-    from . import problems, solve, save, Discounted, Average
+    from . import problems, save, solve
     params = dict(args.param or [])
     t0 = time.perf_counter()
     mdp = problems.get(args.problem, **params)
     t1 = time.perf_counter()
-    if args.objective == "average":
-        obj = Average(entropy=args.entropy)
-    else:
-        obj = Discounted(gamma=args.gamma, entropy=args.entropy)
-    sol = solve(mdp, obj, method=args.method, tol=args.tol, progress=False if args.quiet else None)
+    obj = _objective(args)
+    sol = solve(mdp, obj, method=args.method, tol=args.tol, progress=not args.quiet)
     t2 = time.perf_counter()
     print(f"problem     {args.problem} {params if params else ''}".rstrip())
     print(f"MDP         {mdp.n_states} states x {mdp.n_actions} actions, nnz(P) = {mdp.P.nnz}")
@@ -54,18 +134,32 @@ def cmd_solve(args) -> int:
     if args.output:
         save(args.output, sol)
         print(f"saved       {args.output}")
+    if args.plot:
+        _savefig(sol.plot(title=f"{args.problem}: {obj!r}"), args.plot)
+        print(f"figure      {args.plot}")
     return 0
 
 
+def _setup_verify(p):
+    from .verify import CHECKS
+    p.add_argument("problem")
+    _objective_args(p, entropy=0.5, entropy_help="entropy weight tau (default 0.5; the Gibbs and rate "
+                   "checks need tau > 0)")
+    p.add_argument("--checks", help="comma-separated subset of: " + ", ".join(CHECKS))
+    p.add_argument("--no-rates", action="store_true", help="skip the rate check (an otto run)")
+    p.add_argument("--no-geodesics", action="store_true",
+                   help="skip the metric-geodesic convexity row (a path-energy minimization)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random test directions")
+    p.add_argument("--no-notes", action="store_true", help="print the table without the notes")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
 def cmd_verify(args) -> int:
-    from . import problems, Discounted, Average
+    from . import problems
     from . import verify as _verify
     params = dict(args.param or [])
     mdp = problems.get(args.problem, **params)
-    if args.objective == "average":
-        obj = Average(entropy=args.entropy)
-    else:
-        obj = Discounted(gamma=args.gamma, entropy=args.entropy)
+    obj = _objective(args)
     checks = None
     if args.checks:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]
@@ -108,6 +202,180 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# run: the main job
+# ---------------------------------------------------------------------------------------------
+def _setup_run(p):
+    p.add_argument("config", nargs="?", default=None,
+                   help="a TOML file, or the name of a built-in config (default: pendulum; "
+                        "--list-configs shows them)")
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config key (repeatable), e.g. --set objective.gamma=0.99 "
+                        "--set flows.schemes=otto,pmd")
+    p.add_argument("-o", "--outdir", help="output directory (default: the config's output.dir)")
+    p.add_argument("--no-figures", action="store_true", help="write the HDF5 file only")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in the output directory")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the full configuration (TOML) and exit without running")
+    p.add_argument("--list-configs", action="store_true", help="list the built-in configs and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_run(args) -> int:
+    from . import config as _config
+    from .study import run_study
+    if args.list_configs:
+        for name in _config.builtin_configs():
+            print(f"{name:14s} {_config.builtin_path(name)}")
+        return 0
+    cfg = _config.load(args.config, args.overrides)        # a bad config stops here, before any work
+    if args.outdir:
+        cfg["output"]["dir"] = args.outdir
+    if args.print_config:
+        print(_config.to_toml(cfg), end="")
+        return 0
+    res = run_study(cfg, progress=not args.quiet, figures=False if args.no_figures else None,
+                    overwrite=args.overwrite)
+    print(res.summary())
+    return 0 if res.passed else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# flow: one flow
+# ---------------------------------------------------------------------------------------------
+def _setup_flow(p):
+    from .flows import scheme_names
+    p.add_argument("problem")
+    p.add_argument("--scheme", required=True, choices=scheme_names())
+    _objective_args(p, entropy=0.5)
+    p.add_argument("--t-end", type=float, default=10.0, help="flow time (default 10)")
+    p.add_argument("--dt", type=float, default=None, help="fixed step (default: the scheme chooses)")
+    p.add_argument("--max-steps", type=int, default=10**7)
+    p.add_argument("--init", choices=["uniform", "gaussian"], default="uniform",
+                   help="initial policy (default uniform)")
+    p.add_argument("--mean", type=float, default=0.0, help="mean of the gaussian initial policy")
+    p.add_argument("--std", type=float, default=1.0, help="std of the gaussian initial policy")
+    p.add_argument("--option", action="append", type=lambda t: _parse_param(t, "--option"), metavar="KEY=VALUE",
+                   help="scheme option (repeatable), e.g. --option cfl=0.3")
+    p.add_argument("--frames", type=int, default=100, help="saved frames (default 100)")
+    p.add_argument("-o", "--output", help="write the trajectory to this HDF5 file")
+    p.add_argument("--figures", metavar="DIR", help="draw J - J*, the action densities at nine states "
+                   "and an animation into DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_flow(args) -> int:
+    from . import Policy, flow, problems, solve
+    params = dict(args.param or [])
+    mdp = problems.get(args.problem, **params)
+    obj = _objective(args)
+    pi0 = Policy.uniform(mdp) if args.init == "uniform" else Policy.gaussian(mdp, args.mean, args.std)
+    opts = dict(args.option or [])
+    t0 = time.perf_counter()
+    traj = flow(mdp, obj, pi0, scheme=args.scheme, t_end=args.t_end, dt=args.dt,
+                save_every=args.t_end / max(args.frames, 1), progress=not args.quiet,
+                max_steps=args.max_steps, **opts)
+    wall = time.perf_counter() - t0
+    sol = solve(mdp, obj, progress=False)
+    d = traj.diagnostics
+    print(f"problem     {args.problem} {params if params else ''}".rstrip())
+    print(f"MDP         {mdp.n_states} states x {mdp.n_actions} actions")
+    print(f"objective   {obj!r}")
+    print(f"scheme      {traj.scheme} {opts if opts else ''}".rstrip())
+    print(f"steps       {d.get('steps')} ({d.get('rejected', 0)} rejected), flow time {traj.times[-1]:.6g}")
+    print(f"J           {traj.J[0]:.12g} -> {traj.J[-1]:.12g}")
+    print(f"J*          {sol.J:.12g}   (wg.solve)")
+    print(f"J - J*      {traj.J[-1] - sol.J:.3e}")
+    print(f"stopped by  {d.get('stop_reason') or 't_end'}")
+    print(f"time        {wall:.3f} s")
+    if args.output:
+        traj.to_hdf5(args.output)
+        print(f"saved       {args.output}")
+    if args.figures:
+        for path in _trajectory_figures(traj, Path(args.figures), Path(args.output or "flow").stem,
+                                        J_star=sol.J, reference=sol.policy):
+            print(f"figure      {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# plot: redraw a results file
+# ---------------------------------------------------------------------------------------------
+def _savefig(fig, path, dpi=110):
+    import matplotlib.pyplot as plt
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return str(path)
+
+
+def _trajectory_figures(traj, outdir: Path, stem: str, J_star=None, reference=None, dpi=110,
+                        animation=True) -> list:
+    from . import plot
+    out = [_savefig(traj.plot(J_star=J_star).figure, outdir / f"{stem}_J.png", dpi)]
+    if traj.actions is not None and len(traj) > 1:
+        out.append(_savefig(plot.plot_frames_by_state(traj, reference=reference, time_label="flow time t",
+                                                      reference_label="π* (optimum)"),
+                            outdir / f"{stem}_states.png", dpi))
+        if animation:
+            out.append(str(plot.animate_flow(traj, outdir / f"{stem}.gif", J_star=J_star, title=traj.scheme,
+                                             max_frames=40, dpi=min(dpi, 90))))
+    return out
+
+
+def _setup_plot(p):
+    p.add_argument("file", help="an HDF5 file written by wgflow (a study, a Solution or Evaluation, "
+                                "a Trajectory)")
+    p.add_argument("-o", "--outdir", help="where to write the figures (default: beside the file)")
+    p.add_argument("--dpi", type=int, default=None)
+    p.add_argument("--no-animation", action="store_true", help="PNG figures only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_plot(args) -> int:
+    from . import load
+    from .errors import ValidationError
+    from .evaluation import Evaluation, Solution
+    from .flows import Trajectory
+    from .study import StudyResult
+    path = Path(args.file)
+    obj = load(path)
+    outdir = Path(args.outdir) if args.outdir else path.parent
+    dpi = args.dpi or 110
+    if isinstance(obj, StudyResult):
+        paths = obj.plot(outdir, dpi=args.dpi, animation=False if args.no_animation else None,
+                         progress=not args.quiet)
+    elif isinstance(obj, (Solution, Evaluation)):
+        paths = [_savefig(obj.plot(), outdir / f"{path.stem}.png", dpi)]
+    elif isinstance(obj, Trajectory):
+        paths = _trajectory_figures(obj, outdir, path.stem, dpi=dpi, animation=not args.no_animation)
+    else:
+        raise ValidationError(f"{path} holds a {type(obj).__name__}; wgflow plot draws studies "
+                              "(wgflow run), solutions, evaluations and trajectories")
+    for p in paths:
+        print(p)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser and main
+# ---------------------------------------------------------------------------------------------
+register("run", _setup_run, cmd_run, help="the main job: a whole study from a TOML config (default: "
+         "the pendulum) -> one HDF5 file, figures, an animation and a summary table",
+         description="Run a study: exact solution (with and without entropy), flows from one initial "
+                     "policy, the Hessian spectrum with predicted vs measured rate, and the verify "
+                     "checks. Writes OUTDIR/NAME.h5, OUTDIR/config.toml, PNG figures and a GIF.")
+register("flow", _setup_flow, cmd_flow, help="run one flow on a built-in problem and print a summary")
+register("plot", _setup_plot, cmd_plot, help="redraw the figures of a results file (wgflow run's HDF5, "
+         "a Solution, a Trajectory)")
+register("problems", _setup_problems, cmd_problems, help="list the built-in problems and their parameters")
+register("solve", _setup_solve, cmd_solve, help="solve a built-in problem exactly and print a summary")
+register("verify", _setup_verify, cmd_verify, help="run the numerical checks of the theory on a built-in "
+         "problem and print the table (exit code 0 if all pass, 1 otherwise)")
+register("info", lambda p: None, cmd_info, help="versions, numba threading and CPU, for bug reports")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with wgflow's error convention: one line on stderr, exit status 2."""
 
@@ -116,44 +384,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .version import __version__
     p = _Parser(prog="wgflow", description="Wasserstein-geometry policy optimization "
                                 "on exactly solved grid MDPs.")
-    sub = p.add_subparsers(dest="command", required=True)
-    pp = sub.add_parser("problems", help="list the built-in problems and their parameters")
-    pp.add_argument("name", nargs="?", help="describe one problem")
-    pp.set_defaults(func=cmd_problems)
-    ps = sub.add_parser("solve", help="solve a built-in problem exactly and print a summary")
-    ps.add_argument("problem")
-    ps.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
-                    help="problem parameter (repeatable), e.g. --param n_theta=101")
-    ps.add_argument("--objective", choices=["discounted", "average"], default="discounted")
-    ps.add_argument("--gamma", type=float, default=0.95)
-    ps.add_argument("--entropy", type=float, default=0.0)
-    ps.add_argument("--method", default="auto")
-    ps.add_argument("--tol", type=float, default=1e-10)
-    ps.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
-    ps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    ps.set_defaults(func=cmd_solve)
-    pv = sub.add_parser("verify", help="run the numerical checks of the theory on a built-in problem "
-                        "and print the table (exit code 0 if all pass, 1 otherwise)")
-    pv.add_argument("problem")
-    pv.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
-                    help="problem parameter (repeatable), e.g. --param n_states=15")
-    pv.add_argument("--objective", choices=["discounted", "average"], default="discounted")
-    pv.add_argument("--gamma", type=float, default=0.95)
-    pv.add_argument("--entropy", type=float, default=0.5,
-                    help="entropy weight tau (default 0.5; the Gibbs and rate checks need tau > 0)")
-    pv.add_argument("--checks", help="comma-separated subset of: gradient, riesz, dissipation, gibbs, "
-                    "hessian, symmetry, rate, convexity")
-    pv.add_argument("--no-rates", action="store_true", help="skip the rate check (an otto run)")
-    pv.add_argument("--no-geodesics", action="store_true",
-                    help="skip the metric-geodesic convexity row (a path-energy minimization)")
-    pv.add_argument("--seed", type=int, default=0, help="seed of the random test directions")
-    pv.add_argument("--no-notes", action="store_true", help="print the table without the notes")
-    pv.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    pv.set_defaults(func=cmd_verify)
-    pi = sub.add_parser("info", help="versions, numba threading and CPU, for bug reports")
-    pi.set_defaults(func=cmd_info)
+    p.add_argument("--version", action="version", version=f"wgflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
+        cmd.setup(sp)
+        sp.set_defaults(func=cmd.run)
+    from .nn.cli import register as _register_nn   # train, gym-eval (torch imported only when run)
+    _register_nn(sub)
     return p
 
 

@@ -38,6 +38,11 @@ class Grid:
         Number of cells per dimension (at least 1).
     periodic : bool or sequence of bool, optional
         Which axes wrap around (default: none).
+    names : sequence of str, optional
+        Name of each axis (e.g. ``["theta", "omega"]``), used to label figures. Metadata only:
+        it does not enter equality.
+    units : sequence of str, optional
+        Unit of each axis (e.g. ``["rad", "rad/s"]``; ``""`` for none). Metadata only.
 
     Examples
     --------
@@ -46,9 +51,11 @@ class Grid:
     array([-0.75, -0.25,  0.25,  0.75])
     >>> g.cell_volume
     0.5
+    >>> Grid([(0, 1)], [2], names=["x"], units=["m"]).label(0)
+    'x [m]'
     """
 
-    def __init__(self, bounds, shape, periodic=False):
+    def __init__(self, bounds, shape, periodic=False, names=None, units=None):
         if isinstance(bounds, (str, bytes)) or bounds is None:
             raise ValidationError(f"Grid bounds must be numbers (lo, hi) per axis, got {describe(bounds)}")
         try:
@@ -84,6 +91,23 @@ class Grid:
         self._bounds = bounds
         self._shape = shape
         self._periodic = tuple(boolean(p, f"periodic[{d}]", "Grid") for d, p in enumerate(per))
+        self._names = self._labels(names, "names")
+        self._units = self._labels(units, "units")
+
+    def _labels(self, values, what):
+        """Validate ``names`` / ``units``: None or one string per axis."""
+        if values is None:
+            return None
+        if isinstance(values, str):
+            values = [values]
+        try:
+            values = list(values)
+        except TypeError as exc:
+            raise ValidationError(f"Grid {what} must be a sequence of {self.ndim} strings, "
+                                  f"got {values!r}") from exc
+        if len(values) != self.ndim or not all(isinstance(v, str) for v in values):
+            raise ValidationError(f"Grid {what} must be {self.ndim} strings (one per axis), got {values!r}")
+        return tuple(values)
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -98,6 +122,31 @@ class Grid:
     @property
     def periodic(self) -> tuple:
         return self._periodic
+
+    @property
+    def names(self) -> tuple | None:
+        """Axis names (None when the grid was built without them)."""
+        return self._names
+
+    @property
+    def units(self) -> tuple | None:
+        """Axis units (None when the grid was built without them; ``""`` for a unitless axis)."""
+        return self._units
+
+    def label(self, axis: int = 0, default: str | None = None) -> str:
+        """Axis label for figures: ``"name [unit]"``, ``"name"`` without a unit, else ``default``
+        (``"axis d"`` when not given)."""
+        if not 0 <= axis < self.ndim:
+            raise ValidationError(f"axis {axis} is outside [0, {self.ndim})")
+        if self._names is None:
+            return f"axis {axis}" if default is None else default
+        unit = self._units[axis] if self._units is not None else ""
+        return f"{self._names[axis]} [{unit}]" if unit else self._names[axis]
+
+    def with_labels(self, names=None, units=None) -> "Grid":
+        """A copy of the grid with axis names / units set."""
+        return Grid(self._bounds, self._shape, self._periodic,
+                    self._names if names is None else names, self._units if units is None else units)
 
     @property
     def ndim(self) -> int:
@@ -142,7 +191,10 @@ class Grid:
     def __repr__(self) -> str:
         b = ", ".join(f"({lo:g}, {hi:g})" for lo, hi in self._bounds)
         per = "" if not any(self._periodic) else f", periodic={list(self._periodic)}"
-        return f"Grid(bounds=[{b}], shape={list(self._shape)}{per})"
+        lab = "" if self._names is None else f", names={list(self._names)}"
+        if self._units is not None:
+            lab += f", units={list(self._units)}"
+        return f"Grid(bounds=[{b}], shape={list(self._shape)}{per}{lab})"
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Grid):
@@ -154,8 +206,13 @@ class Grid:
         return hash((self._shape, self._periodic, tuple(self._bounds.ravel().round(12))))
 
     def to_dict(self) -> dict:
-        return {"bounds": self._bounds.tolist(), "shape": list(self._shape),
-                "periodic": list(self._periodic)}
+        d = {"bounds": self._bounds.tolist(), "shape": list(self._shape),
+             "periodic": list(self._periodic)}
+        if self._names is not None:
+            d["names"] = list(self._names)
+        if self._units is not None:
+            d["units"] = list(self._units)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
@@ -163,7 +220,7 @@ class Grid:
         if not isinstance(d, dict) or not {"bounds", "shape"} <= set(d):
             raise ValidationError(f"a grid is described by a dict with 'bounds' and 'shape', got "
                                   f"{describe(d)}")
-        return cls(d["bounds"], d["shape"], d.get("periodic", False))
+        return cls(d["bounds"], d["shape"], d.get("periodic", False), d.get("names"), d.get("units"))
 
     # ------------------------------------------------------------------ points
     def as_points(self, x, name: str = "points") -> np.ndarray:

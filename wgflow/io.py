@@ -235,7 +235,7 @@ def _read_result(grp, kind, path):
 
 
 def load(path):
-    """Load what :func:`save` (or a flow's ``storage=``) wrote.
+    """Load what :func:`save` (or a flow's ``storage=``, or :func:`wgflow.run_study`) wrote.
 
     Every dataset is checked as the constructors check user input; a trajectory is read up to
     its last complete frame (see :meth:`wgflow.Trajectory.from_hdf5`).
@@ -259,4 +259,7 @@ def load(path):
             return _read_result(grp, kind, path)
     if kind == "Trajectory":
         return Trajectory.from_hdf5(path)
+    if kind == "Study":
+        from .study import StudyResult
+        return StudyResult.from_hdf5(path)
     raise FileFormatError(f"{path} holds an unknown wgflow object type {kind!r}")

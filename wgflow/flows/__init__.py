@@ -89,7 +89,7 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
     overwrite : bool
         Replace an existing ``storage`` file.
     progress : bool or None
-        tqdm progress bar (None: only when stderr is a terminal).
+        tqdm progress bar (None: when stderr is a terminal or in a notebook).
     max_steps : int
         Steps allowed in this call. A run whose step size cannot make progress stops early, with
         the reason in ``diagnostics["stop_reason"]``: a step below the resolution of ``t``, or

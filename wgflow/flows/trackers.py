@@ -10,7 +10,6 @@ HDF5, flushed), :class:`CallbackTracker` (your function).
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
@@ -51,13 +50,14 @@ class ProgressTracker(Tracker):
 
     def __init__(self, interval: float = 0.0, enabled: bool | None = None):
         super().__init__(interval)
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        from .._progress import enabled as _enabled
+        self.enabled = _enabled(enabled)
         self.bar = None
 
     def start(self, state, context):
         if self.enabled:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=float(context["t_end"]), desc=f"flow ({context['scheme']})",
+            from .._progress import tqdm_class
+            self.bar = tqdm_class()(total=float(context["t_end"]), desc=f"flow ({context['scheme']})",
                             unit="t", leave=False, bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}{postfix}]")
             self.bar.update(state.t)
 

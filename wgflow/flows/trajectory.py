@@ -91,6 +91,27 @@ class Trajectory:
         return (f"<Trajectory ({self.scheme}): {len(self)} frames, t in [{self.times[0]:g}, "
                 f"{self.times[-1]:g}], J {self.J[0]:.6g} -> {self.J[-1]:.6g}>")
 
+    def plot(self, J_star: float | None = None, ax=None):
+        """``J`` (or ``J - J*`` on a log scale when ``J_star`` is given) against flow time.
+
+        Returns the Axes. :func:`wgflow.plot.plot_frames_by_state`, :func:`wgflow.plot.animate_flow`
+        and :func:`wgflow.plot.plot_convergence` draw the other views of a trajectory.
+        """
+        import matplotlib.pyplot as plt
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5.0, 3.5), layout="constrained")
+        if J_star is None:
+            ax.plot(self.times, self.J, lw=1.5)
+            ax.set_ylabel("J")
+        else:
+            from ..plot import plot_convergence
+            plot_convergence({self.scheme or "flow": self}, J_star, ax=ax)
+            return ax
+        ax.set_xlabel("flow time t")
+        ax.set_title(f"{self.scheme}: {len(self)} frames")
+        ax.grid(alpha=0.3)
+        return ax
+
     def policy(self, i: int) -> Policy:
         """The policy of frame ``i`` (negative indices count from the end)."""
         return Policy(self.masses[i], self.actions, self.states, validate=False)

@@ -32,7 +32,7 @@ def garnet(n_states=50, n_actions=10, branching=5, seed=0, cost_low=0.0, cost_hi
     P = sp.csr_matrix((probs.ravel(), cols.ravel(), np.arange(0, n * branching + 1, branching)),
                       shape=(n, n_states))
     C = rng.uniform(cost_low, cost_high, size=(n_states, n_actions))
-    return MDP(P, C, states=None, actions=Grid([(0.0, 1.0)], [n_actions]))
+    return MDP(P, C, states=None, actions=Grid([(0.0, 1.0)], [n_actions], names=["action"], units=[""]))
 
 
 @register
@@ -42,8 +42,8 @@ def quadratic_bandit(n_actions=201, a_max=4.0, curvature=1.0, center=0.0):
 
     The soft-optimal policy is the Gaussian N(center, tau / curvature) restricted to the box.
     """
-    S = Grid([(0.0, 1.0)], [1])
-    Ac = Grid([(-a_max, a_max)], [n_actions])
+    S = Grid([(0.0, 1.0)], [1], names=["s"], units=[""])
+    Ac = Grid([(-a_max, a_max)], [n_actions], names=["a"], units=[""])
     return dict(states=S, actions=Ac, noise=0.0, drift=lambda s, a: s.copy(),
                 cost=lambda s, a: 0.5 * curvature * (a[:, 0] - center) ** 2,
                 drift_da=lambda s, a: np.zeros((s.shape[0], 1, 1)),

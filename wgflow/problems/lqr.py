@@ -17,8 +17,8 @@ def lqr1d(n_states=101, n_actions=61, x_max=5.0, a_max=4.0, A=0.9, B=1.0, q=1.0,
     With entropy tau the optimal policy is Gaussian with mean -K x (K from the discounted Riccati
     equation) and variance tau / (2 (r + gamma p B^2)) away from the box edges (docs/lqr.md).
     """
-    S = Grid([(-x_max, x_max)], [n_states])
-    Ac = Grid([(-a_max, a_max)], [n_actions])
+    S = Grid([(-x_max, x_max)], [n_states], names=["x"], units=[""])
+    Ac = Grid([(-a_max, a_max)], [n_actions], names=["a"], units=[""])
     return dict(
         states=S, actions=Ac, noise=noise, noise_cutoff=noise_cutoff,
         drift=lambda s, a: A * s + B * a,
@@ -39,8 +39,11 @@ def lqr2d(n_states=(21, 21), n_actions=(7, 7), x_max=4.0, a_max=3.0,
     """
     A = np.asarray(A, dtype=float)
     B = np.asarray(B, dtype=float)
-    S = Grid([(-x_max, x_max)] * 2, list(np.broadcast_to(n_states, (2,))))
-    Ac = Grid([(-a_max, a_max)] * B.shape[1], list(np.broadcast_to(n_actions, (B.shape[1],))))
+    S = Grid([(-x_max, x_max)] * 2, list(np.broadcast_to(n_states, (2,))), names=["x1", "x2"],
+             units=["", ""])
+    da = B.shape[1]
+    Ac = Grid([(-a_max, a_max)] * da, list(np.broadcast_to(n_actions, (da,))),
+              names=[f"a{i + 1}" for i in range(da)], units=[""] * da)
     return dict(
         states=S, actions=Ac, noise=noise, noise_cutoff=noise_cutoff,
         drift=lambda s, a: s @ A.T + a @ B.T,

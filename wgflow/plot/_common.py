@@ -1,0 +1,160 @@
+"""Shared helpers of the figure modules: labels from grids, state fields, figure creation."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ValidationError
+
+
+def new_figure(n_panels: int, ncols: int | None = None, panel_size=(3.6, 3.0), sharex=False,
+               sharey=False):
+    """A constrained-layout figure with ``n_panels`` axes (row-major); surplus axes are removed."""
+    import matplotlib.pyplot as plt
+    n_panels = max(int(n_panels), 1)
+    ncols = min(n_panels, 3) if ncols is None else max(1, min(int(ncols), n_panels))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                             squeeze=False, layout="constrained", sharex=sharex, sharey=sharey)
+    flat = list(axes.ravel())
+    for a in flat[n_panels:]:
+        a.remove()
+    return fig, flat[:n_panels]
+
+
+def axis_label(grid, axis: int, default: str) -> str:
+    """``"name [unit]"`` from the grid, or ``default`` when the grid has no names."""
+    if grid is None:
+        return default
+    return grid.label(axis, default=default)
+
+
+def action_label(actions, axis: int = 0, what: str | None = None) -> str:
+    """Label of an action axis, e.g. ``"torque [N m]"``; ``what`` prefixes it (``"mean torque [N m]"``)."""
+    default = "action" if actions is None or actions.ndim == 1 else f"action (axis {axis})"
+    lab = axis_label(actions, axis, default)
+    return lab if what is None else f"{what} {lab}"
+
+
+def fmt_value(x: float) -> str:
+    """Compact number for labels (3 significant digits, no trailing noise)."""
+    x = float(x)
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.3g}"
+    return f"{x:.2e}"
+
+
+def state_label(states, s: int) -> str:
+    """A state named by its values, e.g. ``"theta = 0.524 rad, omega = -1.2 rad/s"``.
+
+    Grids without names give ``"x0 = ..., x1 = ..."``; without a grid, ``"state s"``.
+    """
+    if states is None:
+        return f"state {int(s)}"
+    c = states.centers[int(s)].copy()
+    c[np.abs(c) < 1e-9 * states.spacing] = 0.0       # a centre at 0 up to rounding prints as 0
+    parts = []
+    for d in range(states.ndim):
+        name = states.names[d] if states.names is not None else (f"x{d}" if states.ndim > 1 else "x")
+        unit = states.units[d] if states.units is not None else ""
+        parts.append(f"{name} = {fmt_value(c[d])}" + (f" {unit}" if unit else ""))
+    return ", ".join(parts)
+
+
+def edges(axis_centres, h):
+    """Cell edges from centres and spacing."""
+    c = np.asarray(axis_centres, dtype=float)
+    return np.concatenate([c - h / 2, [c[-1] + h / 2]])
+
+
+def check_state_values(values, n_states, name="values"):
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or v.size != n_states:
+        raise ValidationError(f"{name} must have one entry per state ({n_states}), got shape {v.shape}")
+    return v
+
+
+def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm=None,
+                title: str | None = None, colorbar: bool = True, vmin=None, vmax=None):
+    """Draw a per-state quantity: a map over 2-D state grids, a curve over 1-D ones.
+
+    2-D grids: ``pcolormesh`` on the cell edges, axes named by the grid, a colorbar labelled
+    ``label``. 1-D grids: the value against the state coordinate. No grid, or more than two
+    state dimensions: the value against the state index.
+
+    Returns the artist (QuadMesh or Line2D).
+    """
+    n = np.asarray(values).size
+    v = check_state_values(values, n if states is None else states.size, "state field")
+    if states is not None and states.ndim == 2:
+        S = states
+        xe, ye = edges(S.axes[0], S.spacing[0]), edges(S.axes[1], S.spacing[1])
+        art = ax.pcolormesh(xe, ye, v.reshape(S.shape).T, cmap=cmap, norm=norm, shading="flat",
+                            vmin=None if norm is not None else vmin,
+                            vmax=None if norm is not None else vmax, rasterized=True)
+        ax.set_xlabel(axis_label(S, 0, "state axis 0"))
+        ax.set_ylabel(axis_label(S, 1, "state axis 1"))
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
+        if colorbar:
+            ax.figure.colorbar(art, ax=ax, label=label, shrink=0.95)
+    else:
+        if states is not None and states.ndim == 1:
+            x = states.axes[0]
+            ax.set_xlabel(axis_label(states, 0, "state"))
+        else:
+            x = np.arange(v.size)
+            ax.set_xlabel("state index")
+        (art,) = ax.plot(x, v, lw=1.5, marker="." if v.size <= 60 else None)
+        ax.set_ylabel(label)
+        if norm is None:
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        if norm is not None and getattr(norm, "__class__", type(None)).__name__ == "LogNorm":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return art
+
+
+def log_norm(values, decades: float = 6.0):
+    """A LogNorm spanning ``decades`` below the maximum of positive ``values`` (None if none)."""
+    from matplotlib.colors import LogNorm
+    v = np.asarray(values, dtype=float)
+    vmax = float(np.max(v)) if v.size else 0.0
+    if not vmax > 0:
+        return None
+    vmin = max(float(np.min(v[v > 0])), vmax * 10.0 ** (-decades))
+    if vmin >= vmax:
+        vmin = vmax / 10.0
+    return LogNorm(vmin=vmin, vmax=vmax, clip=True)
+
+
+def symmetric_limits(values):
+    """``(-m, m)`` with ``m = max |values|`` (a diverging colormap centred at 0)."""
+    m = float(np.max(np.abs(values))) if np.size(values) else 1.0
+    m = m if m > 0 else 1.0
+    return -m, m
+
+
+def representative_states(states, n_states: int, n_per_axis: int = 3) -> list:
+    """Indices of a few states spread over the state space.
+
+    2-D grids: an evenly spaced ``n_per_axis x n_per_axis`` sub-lattice, ordered so that a grid of
+    panels is laid out like the state space (columns: first axis increasing; rows: second axis
+    decreasing from the top). 1-D grids, no grid, or more dimensions: ``n_per_axis**2`` evenly
+    spaced indices (at most ``n_states``).
+    """
+    if states is not None and states.ndim == 2:
+        picks = [np.unique(np.round((np.arange(n_per_axis) + 0.5) / n_per_axis * n - 0.5).astype(int))
+                 for n in states.shape]
+        return [int(i * states.strides[0] + j * states.strides[1])
+                for j in picks[1][::-1] for i in picks[0]]
+    k = min(n_per_axis * n_per_axis, n_states)
+    return [int(i) for i in np.unique(np.round(np.linspace(0, n_states - 1, k)).astype(int))]
+
+
+def suptitle(fig, text: str, fontsize: float = 11.0):
+    """A figure title wrapped to the figure's width (about 0.6 em per character)."""
+    import textwrap
+    width_chars = max(20, int(fig.get_figwidth() * 72.0 / (0.6 * fontsize)))
+    return fig.suptitle("\n".join(textwrap.wrap(text, width_chars)), fontsize=fontsize)

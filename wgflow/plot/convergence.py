@@ -1,0 +1,158 @@
+r"""Convergence of several schemes on one axis: ``J - J*`` and the distance to ``pi*``.
+
+The gap ``J - J*`` is computed from two exact evaluations, each carrying rounding errors; below
+the *rounding level* of ``J`` the difference is noise, not convergence. The figures draw that
+level as a shaded band and do not draw the curves inside it (a scheme that reached it is marked
+where it entered the band), instead of plotting noise on a log scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ValidationError
+from ._common import new_figure, suptitle
+
+__all__ = ["plot_convergence", "rounding_floor", "XAXES"]
+
+#: x-axes of :func:`plot_convergence`
+XAXES = {"time": "flow time t", "wall": "wall time [s]", "step": "step"}
+
+
+def rounding_floor(J_star: float, kappa: float = 1.0, ulps: float = 64.0) -> float:
+    """A default rounding level of ``J``: ``ulps * eps * kappa * max(1, |J*|)``.
+
+    ``kappa`` (``1/(1-gamma)`` for a discounted objective) accounts for the conditioning of
+    ``I - gamma P``. Callers that measured the level (e.g. the disagreement of two independent
+    evaluations of ``pi*``) should pass that instead.
+    """
+    return float(ulps * np.finfo(float).eps * kappa * max(1.0, abs(float(J_star))))
+
+
+def _series(run, x):
+    """``(x values, J)`` of a Trajectory-like object (``times``, ``J``, optional ``wall``, ``steps``)."""
+    J = np.asarray(run.J, dtype=float)
+    if x == "time":
+        xs = np.asarray(run.times, dtype=float)
+    elif x == "wall":
+        if getattr(run, "wall", None) is None:
+            raise ValidationError("x='wall' needs runs with a 'wall' attribute (wall time of each "
+                                  "point), e.g. the flow histories of wg.run_study")
+        xs = np.asarray(run.wall, dtype=float)
+    elif x == "step":
+        st = getattr(run, "steps", None)
+        xs = np.arange(J.size, dtype=float) if st is None else np.asarray(st, dtype=float)
+    else:
+        raise ValidationError(f"unknown x axis {x!r}; choose from {sorted(XAXES)}")
+    if xs.shape != J.shape:
+        raise ValidationError(f"x values ({xs.shape}) and J ({J.shape}) differ in shape")
+    return xs, J
+
+
+def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor: float | None = None,
+                     distance: dict | None = None, title: str | None = None, xscale: str = "linear",
+                     labels: dict | None = None, distance_xlabel: str | None = None):
+    r"""``J - J*`` of several runs on one log-scale axis (and optionally the distance to ``pi*``).
+
+    Parameters
+    ----------
+    runs : dict name -> run
+        Each run has ``times`` and ``J`` (a :class:`~wgflow.Trajectory`, or a flow history with
+        ``wall`` and ``steps`` too).
+    J_star : float
+        The optimal value (``wg.solve(...).J``).
+    x : {"time", "wall", "step"}
+        Flow time (for iterative schemes the sum of their step sizes), wall time, or step count.
+    ax : Axes or pair of Axes, optional
+        One axes for ``J - J*``; two when ``distance`` is given.
+    floor : float, optional
+        The rounding level of ``J`` (default :func:`rounding_floor`). Gaps at or below it are
+        not drawn; the band ``[.., floor]`` is shaded and each run that reached it is marked
+        (``x``) where it first did.
+    distance : dict name -> (x values, d values), optional
+        Also draw ``d(pi, pi*)`` on a second log-scale axis.
+    xscale : {"linear", "log", "symlog"}
+    labels : dict name -> str, optional
+        Legend entries (default: the names).
+    distance_xlabel : str, optional
+        x label of the distance axis (default the label of ``x``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import wgflow as wg
+    >>> mdp = wg.problems.get("quadratic_bandit", n_actions=41)
+    >>> obj = wg.Discounted(0.5, entropy=0.5)
+    >>> runs = {s: wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme=s, t_end=2.0) for s in ("otto", "pmd")}
+    >>> fig = wg.plot.plot_convergence(runs, wg.solve(mdp, obj).J)
+    >>> fig.axes[0].get_yscale()
+    'log'
+    """
+    import matplotlib.pyplot as plt
+    if not runs:
+        raise ValidationError("plot_convergence needs at least one run")
+    floor = rounding_floor(J_star) if floor is None else float(floor)
+    if not (np.isfinite(floor) and floor > 0):
+        raise ValidationError(f"floor must be a positive number, got {floor}")
+    n_ax = 2 if distance else 1
+    own = ax is None
+    if own:
+        fig, axes = new_figure(n_ax, ncols=n_ax, panel_size=(4.6, 3.6) if n_ax == 2 else (6.6, 3.8))
+    else:
+        axes = list(np.atleast_1d(ax))
+        if len(axes) != n_ax:
+            raise ValidationError(f"got {len(axes)} axes, need {n_ax}")
+        fig = axes[0].figure
+    labels = labels or {}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    a = axes[0]
+    ymax = floor
+    xmin, xmax = np.inf, -np.inf
+    for k, (name, run) in enumerate(runs.items()):
+        xs, J = _series(run, x)
+        gap = J - float(J_star)
+        c = colours[k % len(colours)]
+        shown = np.where(gap > floor, gap, np.nan)
+        a.plot(xs, shown, color=c, lw=1.5, label=labels.get(name, name))
+        inside = np.nonzero(gap <= floor)[0]
+        if inside.size:
+            i = int(inside[0])
+            a.plot([xs[i]], [floor], marker="x", color=c, ms=7, mew=2, ls="none")
+        if np.any(np.isfinite(shown)):
+            ymax = max(ymax, float(np.nanmax(shown)))
+        if xs.size:
+            xmin, xmax = min(xmin, float(np.min(xs))), max(xmax, float(np.max(xs)))
+    a.set_yscale("log")
+    ylo = floor / 30.0
+    a.axhspan(ylo, floor, color="0.85", zorder=0, lw=0)
+    a.axhline(floor, color="0.5", lw=0.8, ls=":")
+    a.text(0.98, floor, f"rounding level of J ({floor:.1e})", transform=a.get_yaxis_transform(),
+           ha="right", va="top", fontsize=7.5, color="0.3")
+    a.set_ylim(ylo, ymax * 3.0)
+    a.set_xscale(xscale)
+    a.set_xlabel(XAXES[x])
+    a.set_ylabel("J − J*")
+    a.grid(alpha=0.3, which="major")
+    if own:      # one legend for the figure, beside the panels (it never hides a curve)
+        fig.legend(handles=a.lines[:0] + [ln for ln in a.lines if not ln.get_label().startswith("_")],
+                   loc="outside right center", fontsize=8, frameon=False)
+    else:
+        a.legend(fontsize=8, frameon=False, loc="best")
+    if distance:
+        b = axes[1]
+        for k, (name, (xd, d)) in enumerate(distance.items()):
+            d = np.asarray(d, dtype=float)
+            b.plot(np.asarray(xd, dtype=float), np.where(d > 0, d, np.nan),
+                   color=colours[list(runs).index(name) % len(colours)] if name in runs else None,
+                   lw=1.5, marker=".", ms=3, label="_" + labels.get(name, name))
+        b.set_yscale("log")
+        b.set_xscale(xscale)
+        b.set_xlabel(distance_xlabel or XAXES[x])
+        b.set_ylabel("d(π, π*)  (Wasserstein, weights of π*)")
+        b.grid(alpha=0.3)
+    if title:
+        suptitle(fig, title)
+    return fig

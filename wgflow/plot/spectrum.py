@@ -1,0 +1,203 @@
+r"""Second order: the Hessian spectrum, its leading eigen-fields, predicted vs measured rate.
+
+An eigenvector of the Hessian is a grid potential ``phi`` (``(nS, nA)``); it moves the masses
+by ``dm = L_theta(m) phi`` (:func:`wgflow.hessian.laplacian_apply`). Over a state space the
+figures show what the mode does to the policy: the first-order change of the mean action,
+``d mu(s) = sum_a a dm(s, a)`` (2-D state grids), or ``dm / vol`` itself as a map over
+(state, action) (1-D state grids).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ValidationError
+from ._common import (action_label, axis_label, edges, fmt_value, new_figure, state_field, state_label,
+                      suptitle, symmetric_limits)
+
+__all__ = ["plot_spectrum", "plot_eigenfields", "plot_rate", "mode_mean_shift"]
+
+
+def plot_spectrum(eigenvalues, kappa: float | None = None, ax=None, title: str | None = None):
+    r"""The smallest eigenvalues of the Hessian relative to the metric.
+
+    With ``kappa`` the right axis gives the local rates ``2 lambda / kappa`` of ``otto``
+    (``J - J* ~ exp(-2 lambda_min t / kappa)``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+    lam = np.asarray(eigenvalues, dtype=float).ravel()
+    if lam.size == 0:
+        raise ValidationError("plot_spectrum needs at least one eigenvalue")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
+    k = np.arange(1, lam.size + 1)
+    ax.plot(k, lam, "o", color="C0", ms=6)
+    ax.vlines(k, 0, lam, color="C0", lw=1)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(k)
+    ax.set_xlabel("eigenvalue index k")
+    ax.set_ylabel("λ_k  (Hessian relative to the metric)")
+    lo = min(0.0, float(lam.min()))
+    ax.set_ylim(lo - 0.05 * (lam.max() - lo + 1e-300), float(lam.max()) * 1.12 + 1e-300)
+    if kappa is not None:
+        sec = ax.secondary_yaxis("right", functions=(lambda y: 2.0 * y / kappa, lambda r: r * kappa / 2.0))
+        sec.set_ylabel("rate 2λ/κ of otto")
+    ax.grid(alpha=0.3, axis="y")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def mode_mean_shift(policy, phi, action_axis: int = 0, mobility: str = "sg") -> np.ndarray:
+    """``d mu(s) = sum_a a (L_theta(m) phi)(s, a)``: the first-order change of the mean action
+    (along ``action_axis``) when the masses move along the potential ``phi`` ``(nS, nA)``."""
+    from ..hessian import laplacian_apply
+    A = policy.actions
+    if A is None:
+        raise ValidationError("mode_mean_shift needs an action grid")
+    phi = np.asarray(phi, dtype=float).reshape(policy.masses.shape)
+    dm = laplacian_apply(policy.masses, phi, A, mobility)
+    return dm @ A.centers[:, action_axis]
+
+
+def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_axis: int = 0,
+                     mobility: str = "sg", title: str | None = None):
+    r"""The leading eigen-fields of the Hessian as action fields over the states.
+
+    2-D state grids: one column per mode. Top: the change of the mean action ``d mu(s)``
+    (:func:`mode_mean_shift`) over the states, on a colour scale symmetric about 0, with the
+    state where it is largest circled (slow modes often live on a few states of small weight).
+    Bottom: the density change ``dm / vol`` over the actions at that state, titled by its
+    values. 1-D state grids (or none): one map per mode of ``dm / vol`` over (state, action).
+
+    Parameters
+    ----------
+    eigenvectors : array ``(k, nS, nA)``
+        Potentials, e.g. ``H.spectrum(k, return_vectors=True)[1]``.
+    policy : Policy
+        The policy the Hessian was taken at (its masses define ``L_theta``).
+    eigenvalues : array ``(k,)``, optional
+        Printed in the panel titles.
+    k : int
+        How many modes to draw.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ..hessian import laplacian_apply
+    V = np.asarray(eigenvectors, dtype=float)
+    if V.ndim == 2:
+        V = V[None]
+    if V.ndim != 3 or V.shape[1:] != policy.masses.shape:
+        raise ValidationError(f"eigenvectors must have shape (k, {policy.n_states}, {policy.n_actions}), "
+                              f"got {np.shape(eigenvectors)}")
+    k = int(min(k, V.shape[0]))
+    lam = None if eigenvalues is None else np.asarray(eigenvalues, dtype=float).ravel()
+    S, A = policy.states, policy.actions
+    if A is None:
+        raise ValidationError("plot_eigenfields needs an action grid")
+
+    def ttl(j):
+        return f"mode {j + 1}" + (f": λ = {fmt_value(lam[j])}" if lam is not None and j < lam.size else "")
+
+    def density_change(j):
+        dm = laplacian_apply(policy.masses, V[j], A, mobility) / A.cell_volume
+        if A.ndim > 1:      # marginal along action_axis
+            dm = dm.reshape((policy.n_states,) + A.shape)
+            dm = dm.sum(axis=tuple(d + 1 for d in range(A.ndim) if d != action_axis)) * (
+                A.cell_volume / A.spacing[action_axis])
+        return dm
+
+    if S is not None and S.ndim == 2:
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(2, k, figsize=(3.5 * k, 6.0), layout="constrained", squeeze=False,
+                                 gridspec_kw={"height_ratios": [1.25, 1.0]})
+        for j in range(k):
+            top, bot = axes[0, j], axes[1, j]
+            dmu = mode_mean_shift(policy, V[j], action_axis, mobility)
+            vmin, vmax = symmetric_limits(dmu)
+            state_field(dmu, S, top, label=action_label(A, action_axis, "δ mean"), cmap="RdBu_r",
+                        title=ttl(j), vmin=vmin, vmax=vmax)
+            s = int(np.argmax(np.abs(dmu)))
+            c = S.centers[s]
+            top.plot([c[0]], [c[1]], "o", mfc="none", mec="k", ms=10, mew=1.3)
+            x = A.axes[action_axis]
+            dm = density_change(j)[s]
+            bot.axhline(0, color="0.6", lw=0.8)
+            bot.plot(x, dm, "-o", color="C3", ms=3, lw=1.3)
+            bot.set_xlabel(action_label(A, action_axis))
+            bot.set_ylabel("density change δπ")
+            bot.set_title("at " + state_label(S, s), fontsize=8)
+            bot.grid(alpha=0.3)
+        if title:
+            suptitle(fig, title)
+        return fig
+
+    fig, axes = new_figure(k, ncols=min(k, 2 if k == 4 else 3), panel_size=(4.0, 3.2))
+    for j, ax in enumerate(axes):
+        dm = density_change(j)
+        if S is not None and S.ndim == 1:
+            xe, xl = edges(S.axes[0], S.spacing[0]), axis_label(S, 0, "state")
+        else:
+            xe, xl = np.arange(policy.n_states + 1) - 0.5, "state index"
+        ye = edges(A.axes[action_axis], A.spacing[action_axis])
+        vmin, vmax = symmetric_limits(dm)
+        mesh = ax.pcolormesh(xe, ye, dm.T, cmap="RdBu_r", vmin=vmin, vmax=vmax, shading="flat",
+                             rasterized=True)
+        fig.colorbar(mesh, ax=ax, label="density change δπ")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(action_label(A, action_axis))
+        ax.set_title(ttl(j))
+    if title:
+        suptitle(fig, title)
+    return fig
+
+
+def plot_rate(run, J_star: float, predicted: float | None = None, measured: dict | None = None,
+              floor: float | None = None, ax=None, label: str = "otto", title: str | None = None):
+    r"""``J - J*`` of a run on a log scale with the predicted exponential decay.
+
+    The line ``exp(-predicted * t)`` is anchored at the last point of the run above the rounding
+    level, so its slope is compared with the run's tail (the prediction is asymptotic: it holds
+    once the relative gap is small, ~1e-4 and below). ``measured`` maps a description to a
+    measured rate and is listed in the legend.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+    from .convergence import rounding_floor
+    t = np.asarray(run.times, dtype=float)
+    gap = np.asarray(run.J, dtype=float) - float(J_star)
+    floor = rounding_floor(J_star) if floor is None else float(floor)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.8, 3.4), layout="constrained")
+    ok = gap > floor
+    ax.plot(t, np.where(ok, gap, np.nan), color="C0", lw=1.5, label=f"{label}: J − J*")
+    ax.set_yscale("log")
+    if predicted is not None and np.any(ok) and predicted > 0:
+        i = int(np.nonzero(ok)[0][-1])
+        tt = np.linspace(t[0], t[-1], 200)
+        ref = gap[i] * np.exp(-predicted * (tt - t[i]))
+        ax.plot(tt, ref, "k--", lw=1.0, label=f"predicted slope exp(−{fmt_value(predicted)} t)")
+    for name, r in (measured or {}).items():
+        if r is not None and np.isfinite(r):
+            ax.plot([], [], " ", label=f"{name}: {fmt_value(r)}")
+    hi = float(np.nanmax(np.where(ok, gap, np.nan))) if np.any(ok) else floor * 10
+    lo = float(np.nanmin(np.where(ok, gap, np.nan))) if np.any(ok) else floor
+    ylo = max(floor / 30, lo / 30)
+    if ylo < floor:                # the run reached the rounding level: shade it
+        ax.axhspan(ylo, floor, color="0.85", lw=0, zorder=0)
+    ax.set_ylim(ylo, hi * 3)
+    ax.set_xlabel("flow time t")
+    ax.set_ylabel("J − J*")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, frameon=False, loc="upper right")
+    if title:
+        ax.set_title(title)
+    return ax

@@ -108,8 +108,13 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
     spec = {"sweep": {"name": "noise", "base": "lqr1d"},
             "set": dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False}),
             "grid": {"problem.params.noise": [0.5, -1.0], "objective.entropy": [0.5, 1.0]}}
+    spec["sweep"]["metrics"] = ["study", "size"]       # a user-registered metric family
+    SW.register_metric("size", lambda res: {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions})
     seen = []
-    res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
+    try:
+        res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
+    finally:
+        SW.SWEEP_METRICS.pop("size")
     assert res.counts == {"runs": 4, "computed": 4, "skipped": 0, "failed": 2}
     assert [r["index"] for r in seen] == [0, 1, 2, 3]
     for r in res.rows:
@@ -118,6 +123,7 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
             assert (tmp_path / "runs" / f"{r['run_id']}.error.txt").exists() and r["file"] == ""
         else:
             assert r["status"] == "ok" and r["error"] == ""
+            assert (r["n_states"], r["n_actions"]) == (9, 7)
             mdp = wg.problems.get("lqr1d", n_states=9, n_actions=7, noise=0.5)
             J = wg.solve(mdp, wg.Discounted(0.9, entropy=r["objective.entropy"])).J
             # two exact solves of the same problem: rounding of J, a few ulps times kappa = 10
@@ -145,12 +151,15 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
         df = pd.read_csv(tmp_path / "summary.csv")
         np.testing.assert_array_equal(df["J_star"].to_numpy(), t["J_star"])
 
-    # a run file is a study file: the stored row is what the summary says
+    # a run file is a study file; the metrics computed from it (as a rerun does when metric
+    # families are added) equal the row computed in memory by the run
     ok = [r for r in res.rows if r["status"] == "ok"][0]
     study = wg.load(tmp_path / ok["file"])
-    assert study.J_star == ok["J_star"]
+    again = SW.compute_metrics(study, ["study"])["study"]
+    assert all(v == ok[k] or (v != v and ok[k] != ok[k]) for k, v in again.items())
 
     # rerun: the two complete runs are skipped, the two failed runs are tried again
+    spec["sweep"]["metrics"] = ["study"]
     again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
     assert again.counts == {"runs": 4, "computed": 2, "skipped": 2, "failed": 2}
 
@@ -266,9 +275,10 @@ def test_figure_from_summary(tmp_path):
 def test_cli_sweep(tmp_path, capsys):
     from wgflow.cli import main
     f = tmp_path / "s.toml"
+    sets = dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False})
     f.write_text('[sweep]\nname = "cli"\nbase = "lqr1d"\n\n[set]\n'
-                 + "".join(f'"{k}" = {wg.config._toml_value(v)}\n' for k, v in TINY.items())
-                 + '"flows.schemes" = ["pmd"]\n"hessian.enabled" = false\n\n[grid]\n"objective.entropy" = [0.5, 1.0]\n')
+                 + "".join(f'"{k}" = {wg.config._toml_value(v)}\n' for k, v in sets.items())
+                 + '\n[grid]\n"objective.entropy" = [0.5, 1.0]\n')
     out = tmp_path / "out"
     assert main(["sweep", str(f), "-o", str(out), "--dry-run"]) == 0
     assert capsys.readouterr().out.count("pending") == 2

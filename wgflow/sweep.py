@@ -290,12 +290,15 @@ _BUILTIN_METRICS = tuple(SWEEP_METRICS)
 
 
 def compute_metrics(res, names, extra: dict | None = None) -> dict:
-    """The summary row of one study: every metric family in ``names``, merged in order (``extra``:
-    metric families sent along with a task, looked up before the registry)."""
+    """The columns of each metric family in ``names`` for one study, ``{family: {column: value}}``
+    (``extra``: metric families sent along with a task, looked up before the registry)."""
+    return {name: ((extra or {}).get(name) or SWEEP_METRICS[name]).compute(res) for name in names}
+
+
+def _merge_rows(families: dict, names) -> dict:
     row = {}
     for name in names:
-        m = (extra or {}).get(name) or SWEEP_METRICS[name]
-        row.update(m.compute(res))
+        row.update(families[name])
     return row
 
 
@@ -730,10 +733,11 @@ def execute_run(task: RunTask, restore_threads: bool = True) -> dict:
                               f"{task.version}; install the same version on every worker")
         from .study import run_study
         res = run_study(task.config, write=False, progress=False)
-        row = compute_metrics(res, task.metrics, task.custom_metrics)
+        families = compute_metrics(res, task.metrics, task.custom_metrics)
+        row = _merge_rows(families, task.metrics)
         wall = time.perf_counter() - t0
         info = {"run_id": task.run_id, "hash": task.hash, "params": task.params, "metrics": task.metrics,
-                "row": row, "status": "partial" if res.errors else "ok",
+                "metric_rows": families, "status": "partial" if res.errors else "ok",
                 "error": "; ".join(f"{k}: {v}" for k, v in res.errors.items()), "wall": wall,
                 "worker": out["worker"], "threads": task.threads, "peak_rss_mb": _peak_rss_mb()}
         with tempfile.TemporaryDirectory(prefix="wgflow-sweep-") as d:
@@ -793,13 +797,16 @@ def _stored_run(path: Path, task: RunTask):
         return None
     if info.get("hash") != task.hash:
         return None
-    if not set(task.metrics) <= set(info.get("metrics", [])):   # new columns: computed from the file
+    families = info.get("metric_rows", {})
+    missing = [m for m in task.metrics if m not in families]
+    if missing:                  # metric families added since the run: computed from the file
         from .study import StudyResult
         try:
             res = StudyResult.from_hdf5(path)
         except WgflowError:
             return None
-        info["row"] = compute_metrics(res, task.metrics)
+        families.update(compute_metrics(res, missing, task.custom_metrics))
+    info["row"] = _merge_rows(families, task.metrics)
     return info
 
 
@@ -1335,8 +1342,7 @@ def plot_sweep(table: dict, spec: dict):
         for mi, name in enumerate(p.get("measured", [])):
             handles.append(Line2D([], [], color="0.2", marker=_MARKERS[mi % len(_MARKERS)], ls="none",
                                   mfc="0.2" if mi == 0 else "none", mew=1.3,
-                                  label=labels.get(name, name) if kind == "values"
-                                  else f"|{labels.get(name, name)} − ref| / ref"))
+                                  label=labels.get(name, name)))
         if p.get("logx"):
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis, ax.get_xlim())
@@ -1367,11 +1373,16 @@ def _plain_log_ticks(axis, lim):
     from matplotlib.ticker import FuncFormatter, NullFormatter
     lo, hi = sorted(lim)
     if lo > 0 and hi / lo < 100:
-        def some(v, _):           # minor ticks: only the 2s, 3s and 5s of each decade
+        decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+        minor = [m * 10.0 ** d for d in decades for m in range(2, 10) if lo <= m * 10.0 ** d <= hi]
+        keep = ((2.0, 5.0) if hi / lo >= 10 else (2.0, 3.0, 5.0) if len(minor) > 5
+                else tuple(float(m) for m in range(2, 10)))
+
+        def some(v, _):           # minor ticks: all of them on a short axis, else 2s, 3s, 5s or 2s, 5s
             m = round(v / 10.0 ** np.floor(np.log10(v)), 6)
-            return f"{v:g}" if m in (2.0, 3.0, 5.0) else ""
+            return f"{v:g}" if m in keep else ""
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(FuncFormatter(some) if hi / lo < 10 else NullFormatter())
+        axis.set_minor_formatter(FuncFormatter(some))
 
 
 # =============================================================================================

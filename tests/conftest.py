@@ -31,12 +31,17 @@ def pytest_configure(config):
 
 def _shown_ticklabels(axis):
     """Tick labels that are drawn: visible, non-empty, and at a tick inside the view interval."""
-    lo, hi = sorted(axis.get_view_interval())
+    tr = axis.get_transform()          # compare in scale coordinates (log axes)
+
+    def scaled(v):
+        with np.errstate(all="ignore"):
+            return float(tr.transform(np.array([[v]]))[0, 0])
+    lo, hi = sorted(scaled(v) for v in axis.get_view_interval())
     span = hi - lo
     out = []
     for tick in axis.get_major_ticks() + axis.get_minor_ticks():
         loc = tick.get_loc()
-        if loc is None or not (lo - 1e-9 * span <= loc <= hi + 1e-9 * span):
+        if loc is None or not np.isfinite(scaled(loc)) or not (lo - 1e-9 * span <= scaled(loc) <= hi + 1e-9 * span):
             continue
         for t in (tick.label1, tick.label2):
             if t.get_visible() and t.get_text().strip():

@@ -107,3 +107,133 @@ def test_bad_objective_exits_2(capsys, extra, what):
     assert main(["solve", "garnet", "--param", "n_states=10", "-q"] + extra) == 2
     err = capsys.readouterr().err
     assert "wgflow: error:" in err and what in err
+
+
+# ------------------------------------------------------------------ version, choices, registry
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"wgflow {wg.__version__}"
+
+
+def test_solve_method_lists_its_choices(capsys):
+    from wgflow.evaluation import _METHODS
+    with pytest.raises(SystemExit):
+        main(["solve", "garnet", "--method", "newton"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'newton'" in err
+    for m in ("auto",) + tuple(_METHODS):
+        assert m in err
+    # and every listed method is one solve accepts (entropy > 0 for the soft method)
+    for m in _METHODS:
+        assert main(["solve", "garnet", "--param", "n_states=8", "--method", m, "--entropy", "0.1", "-q"]) == 0
+
+
+def test_registered_subcommand_is_dispatched(capsys):
+    from wgflow import cli
+    seen = {}
+
+    def setup(p):
+        p.add_argument("word")
+
+    def run(args):
+        seen["word"] = args.word
+        return 7
+    cli.register("echo-test", setup, run, help="test command")
+    try:
+        assert main(["echo-test", "hello"]) == 7
+        assert seen == {"word": "hello"}
+    finally:
+        del cli.COMMANDS["echo-test"]
+
+
+def test_progress_bar_by_default_not_only_on_a_tty(capsys):
+    # capsys's stderr is not a terminal: the bar is there anyway, and --quiet removes it
+    assert main(["flow", "lqr1d", "--scheme", "pmd", "--param", "n_states=9", "--t-end", "2"]) == 0
+    assert "flow (pmd)" in capsys.readouterr().err
+    assert main(["flow", "lqr1d", "--scheme", "pmd", "--param", "n_states=9", "--t-end", "2", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ run, plot, flow
+TINY = ["--set", "problem.params.n_states=11", "--set", "problem.params.n_actions=9",
+        "--set", "flows.schemes=otto,pmd", "--set", "flows.max_steps=80", "--set", "flows.max_seconds=0",
+        "--set", "hessian.enabled=false", "--set", "verify.checks=gibbs", "--set", "output.dpi=40",
+        "--set", "output.animation_frames=3", "--set", "solve.hard=false"]
+
+
+def test_run_print_config_is_the_resolved_toml(capsys):
+    from wgflow import config
+    assert main(["run", "lqr1d", "--set", "objective.gamma=0.7", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert config.validate(config.tomllib.loads(out)) == config.load("lqr1d", ["objective.gamma=0.7"])
+    assert main(["run", "--list-configs"]) == 0
+    listed = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
+    assert listed == config.builtin_configs()
+
+
+def test_run_bad_config_exits_2_before_any_work(capsys, tmp_path):
+    out = tmp_path / "o"
+    assert main(["run", "lqr1d", "-o", str(out), "--set", "flows.schemes=otto,wpp", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "flows.schemes" in err and "'wpp'" in err and "wppg" in err
+    assert not out.exists()
+
+
+def test_run_then_plot(capsys, tmp_path):
+    out = tmp_path / "run"
+    code = main(["run", "lqr1d", "-o", str(out), "-q"] + TINY)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    res = wg.load(out / "lqr1d.h5")
+    assert f"{res.J_star:.12g}" in text
+    assert "otto" in text and "pmd" in text and "gibbs" in text
+    first = sorted(p.name for p in out.glob("*.png"))
+    assert len(first) >= 6 and (out / "flow_otto.gif").exists()
+    # a second run into the same directory stops before any work unless told to overwrite
+    assert main(["run", "lqr1d", "-o", str(out), "-q"] + TINY) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    redo = tmp_path / "redo"
+    assert main(["plot", str(out / "lqr1d.h5"), "-o", str(redo), "--no-animation", "-q"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert sorted(p.name for p in redo.glob("*.png")) == first
+    assert sorted(printed) == sorted(str(redo / n) for n in first)
+
+
+def test_flow_command_matches_the_library(capsys, tmp_path):
+    path = tmp_path / "t.h5"
+    argv = ["flow", "lqr1d", "--scheme", "pmd", "--param", "n_states=11", "--param", "n_actions=9",
+            "--gamma", "0.8", "--entropy", "0.5", "--t-end", "6", "-o", str(path), "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    mdp = wg.problems.get("lqr1d", n_states=11, n_actions=9)
+    obj = wg.Discounted(0.8, entropy=0.5)
+    ref = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="pmd", t_end=6.0, save_every=0.06, progress=False)
+    traj = wg.load(path)
+    np.testing.assert_array_equal(traj.J, ref.J)
+    m = re.search(r"^J - J\*\s+(\S+)$", out, flags=re.M)
+    # printed with 4 significant digits
+    assert float(m.group(1)) == pytest.approx(ref.J[-1] - wg.solve(mdp, obj).J, rel=6e-4)
+    figs = tmp_path / "figs"
+    assert main(["plot", str(path), "-o", str(figs), "--dpi", "40", "-q"]) == 0
+    assert (figs / "t_J.png").exists() and (figs / "t_states.png").exists() and (figs / "t.gif").exists()
+
+
+def test_plot_rejects_what_it_cannot_draw(capsys, tmp_path):
+    p = tmp_path / "mdp.h5"
+    wg.save(p, wg.problems.get("garnet", n_states=5, n_actions=2))
+    assert main(["plot", str(p)]) == 2
+    assert "holds a MDP" in capsys.readouterr().err
+
+
+def test_summary_reprs_do_not_dump_arrays(tmp_path):
+    mdp = wg.problems.get("lqr1d", n_states=41, n_actions=31)
+    obj = wg.Discounted(0.9, entropy=0.5)
+    sol = wg.solve(mdp, obj)
+    wg.save(tmp_path / "s.h5", sol)
+    for obj_ in (wg.load(tmp_path / "s.h5"), sol, wg.evaluate(mdp, sol.policy, obj),
+                 wg.hessian(mdp, obj, sol.policy), mdp, sol.policy):
+        r = repr(obj_)
+        assert len(r) < 400 and "array(" not in r and "[[" not in r, r
+    assert f"J = {sol.J:.12g}" in repr(sol)

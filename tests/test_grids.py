@@ -355,3 +355,45 @@ def test_wrap_never_returns_hi():
     g = Grid([(-np.pi, np.pi)], [8], periodic=True)
     y = g.wrap(np.array([[np.nextafter(-np.pi, -10)]]))
     assert -np.pi <= y[0, 0] < np.pi
+
+
+# ------------------------------------------------------------------------------ axis names and units
+def test_names_and_units_label_axes_and_do_not_enter_equality():
+    g = Grid([(-np.pi, np.pi), (-8, 8)], [4, 3], periodic=[True, False], names=["theta", "omega"],
+             units=["rad", "rad/s"])
+    assert g.names == ("theta", "omega") and g.units == ("rad", "rad/s")
+    assert g.label(0) == "theta [rad]" and g.label(1) == "omega [rad/s]"
+    assert Grid([(0, 1)], [2], names=["x"], units=[""]).label(0) == "x"
+    assert Grid([(0, 1)], [2]).label(0) == "axis 0" and Grid([(0, 1)], [2]).label(0, "state") == "state"
+    plain = Grid([(-np.pi, np.pi), (-8, 8)], [4, 3], periodic=[True, False])
+    assert g == plain and hash(g) == hash(plain)
+    assert "names=['theta', 'omega']" in repr(g)
+    assert Grid.from_dict(g.to_dict()).names == g.names and Grid.from_dict(plain.to_dict()).names is None
+    assert g.with_labels(units=["deg", "deg/s"]).label(0) == "theta [deg]"
+
+
+@pytest.mark.parametrize("kw, match", [({"names": ["x"]}, "2 strings"), ({"units": ["m", 3]}, "2 strings"),
+                                       ({"names": 5}, "sequence of 2 strings")])
+def test_bad_names_or_units(kw, match):
+    with pytest.raises(wg.ValidationError, match=match):
+        Grid([(0, 1), (0, 1)], [2, 2], **kw)
+
+
+def test_names_and_units_survive_hdf5(tmp_path):
+    mdp = wg.problems.get("pendulum", n_theta=5, n_omega=4, n_actions=3)
+    wg.save(tmp_path / "m.h5", mdp)
+    back = wg.load(tmp_path / "m.h5")
+    assert back.states.names == ("theta", "omega") and back.states.units == ("rad", "rad/s")
+    assert back.actions.label(0) == "torque [N m]"
+    wg.save(tmp_path / "p.h5", wg.Policy.uniform(mdp))
+    assert wg.load(tmp_path / "p.h5").states.label(1) == "omega [rad/s]"
+
+
+def test_every_builtin_problem_names_its_axes():
+    for name in wg.problems.names():
+        kw = {"n_states": (3, 3)} if name in ("lqr2d", "double_integrator") else {}
+        mdp = wg.problems.get(name, **kw)
+        for grid in (mdp.states, mdp.actions):
+            if grid is not None:
+                assert grid.names is not None and len(grid.names) == grid.ndim
+                assert grid.units is not None and len(grid.units) == grid.ndim

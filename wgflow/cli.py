@@ -213,6 +213,8 @@ def _setup_run(p):
                         "--set flows.schemes=otto,pmd")
     p.add_argument("-o", "--outdir", help="output directory (default: the config's output.dir)")
     p.add_argument("--no-figures", action="store_true", help="write the HDF5 file only")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in the output directory")
     p.add_argument("--print-config", action="store_true",
                    help="print the full configuration (TOML) and exit without running")
     p.add_argument("--list-configs", action="store_true", help="list the built-in configs and exit")
@@ -232,7 +234,8 @@ def cmd_run(args) -> int:
     if args.print_config:
         print(_config.to_toml(cfg), end="")
         return 0
-    res = run_study(cfg, progress=not args.quiet, figures=False if args.no_figures else None)
+    res = run_study(cfg, progress=not args.quiet, figures=False if args.no_figures else None,
+                    overwrite=args.overwrite)
     print(res.summary())
     return 0 if res.passed else 1
 
@@ -315,7 +318,8 @@ def _trajectory_figures(traj, outdir: Path, stem: str, J_star=None, reference=No
                                                       reference_label="π* (optimum)"),
                             outdir / f"{stem}_states.png", dpi))
         if animation:
-            out.append(str(plot.animate_flow(traj, outdir / f"{stem}.gif", J_star=J_star, title=traj.scheme)))
+            out.append(str(plot.animate_flow(traj, outdir / f"{stem}.gif", J_star=J_star, title=traj.scheme,
+                                             max_frames=40, dpi=min(dpi, 90))))
     return out
 
 

@@ -134,7 +134,7 @@ def _velocity(v, n_states: int, A: Grid, name: str = "v") -> np.ndarray:
 # metric, gradients, tangent projection
 # =============================================================================================
 def metric(pi, v, w, weights) -> float:
-    r"""The metric ``g_pi(v, w) = sum_s omega(s) sum_a pi(a|s) v(s,a) . w(s,a)``.
+    r"""The metric ``g_pi(v, w) = sum_s omega(s) sum_a pi(a|s) v(s,a)·w(s,a)``.
 
     Parameters
     ----------

@@ -298,9 +298,12 @@ class Hessian(spla.LinearOperator):
     def __repr__(self) -> str:
         nS, nA = self.masses.shape
         spec = ""
-        for (kk, *_), (v, _) in self._spectrum_cache.items():
-            spec = f", smallest eigenvalues {np.array2string(v[:min(kk, 4)], precision=5)}"
-            break
+        try:                    # the eigenvalues computed so far, if any
+            for (kk, *_), (v, _) in self._spectrum_cache.items():
+                spec = f", smallest eigenvalues {np.array2string(np.asarray(v)[:min(kk, 4)], precision=5)}"
+                break
+        except (AttributeError, TypeError, ValueError):
+            spec = ""
         return (f"<Hessian: {nS} states x {nA} actions ({self.shape[0]} potentials), "
                 f"J = {self.evaluation.J:.10g}, kappa = {self.kappa:.4g}, mobility '{self.mobility}'{spec}>")
 

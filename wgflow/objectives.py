@@ -32,6 +32,9 @@ class Objective:
 class Discounted(Objective):
     r"""Discounted cost :math:`J(\pi) = \sum_s \mu_0(s) V^\pi(s)`, :math:`V = c_\pi + \gamma P_\pi V`.
 
+    The metric weights are the normalized discounted occupancy
+    :math:`d_\pi = (1-\gamma)\,\mu_0^T (I - \gamma P_\pi)^{-1}`.
+
     Parameters
     ----------
     gamma : float
@@ -40,9 +43,6 @@ class Discounted(Objective):
         Entropy weight ``tau >= 0``.
     initial : array ``(nS,)`` or None
         Initial state law ``mu_0`` (default: uniform over state cells).
-
-    The metric weights are the normalized discounted occupancy
-    :math:`d_\pi = (1-\gamma)\,\mu_0^T (I - \gamma P_\pi)^{-1}`.
 
     Examples
     --------

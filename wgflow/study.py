@@ -219,14 +219,13 @@ class StudyResult:
         L.append(f"wgflow study '{cfg['study']['name']}': problem {cfg['problem']['name']} "
                  f"{cfg['problem']['params'] or ''}".rstrip())
         L.append(f"  {mdp.n_states} states x {mdp.n_actions} actions, {self.objective!r}")
-        s = self.solution
         L.append("")
-        L.append(f"J* (entropy {self.objective.entropy:g})   {s.J:.12g}   {s.method}, {s.iterations} "
-                 f"iterations, Bellman residual {s.residual:.1e}")
-        if self.hard is not None:
-            h = self.hard
-            L.append(f"J  (entropy 0)  {' ' * max(0, len(f'{self.objective.entropy:g}') - 1)}"
-                     f"{h.J:.12g}   {h.method}, {h.iterations} iterations, Bellman residual {h.residual:.1e}")
+        rows = [("optimum", "entropy", "J", "method", "iterations", "Bellman residual")]
+        for label, sol_ in (("J* (soft)", self.solution), ("hard", self.hard)):
+            if sol_ is not None:
+                rows.append((label, f"{sol_.objective.entropy:g}", f"{sol_.J:.12g}", sol_.method,
+                             str(sol_.iterations), f"{sol_.residual:.1e}"))
+        L += _table(rows)
         L.append(f"rounding level of J   {self.floor:.1e}   (gaps below it are not resolved)")
         if self.flows:
             L.append("")
@@ -297,7 +296,7 @@ class StudyResult:
     # ------------------------------------------------------------------ storage
     def to_hdf5(self, path) -> Path:
         """Write the whole study to one HDF5 file (atomically)."""
-        from .io import FORMAT_VERSION, _jsonable, _write_mdp, _write_policy, _write_result, atomic_h5
+        from .io import FORMAT_VERSION, _write_mdp, _write_policy, _write_result, atomic_h5
         path = Path(path)
         with atomic_h5(path) as f:
             f.attrs["wgflow_type"] = "Study"
@@ -341,10 +340,11 @@ class StudyResult:
                 raise FileFormatError(f"{path} holds a {f.attrs['wgflow_type']}, not a Study")
             try:
                 cfg = json.loads(f.attrs["config"])
-                mdp = _read_mdp(f["mdp"])
-                sol = _read_result(f["solution/soft"], "Solution")
-                hard = _read_result(f["solution/hard"], "Solution") if "hard" in f["solution"] else None
-                initial = _read_policy(f["initial"]) if "initial" in f else None
+                mdp = _reader(_read_mdp, f["mdp"], path=path)
+                sol = _reader(_read_result, f["solution/soft"], "Solution", path=path)
+                hard = (_reader(_read_result, f["solution/hard"], "Solution", path=path)
+                        if "hard" in f["solution"] else None)
+                initial = _reader(_read_policy, f["initial"], path=path) if "initial" in f else None
                 flows = {}
                 order = json.loads(f["flows"].attrs.get("order", "[]")) or list(f["flows"])
                 for name in order:
@@ -387,14 +387,14 @@ class StudyResult:
                 written.append(str(p))
                 pb.update(1)
             if animation:
-                anims = self._animate(outdir)
+                anims = self._animate(outdir, dpi=min(dpi, 90))
                 pb.update(1)
         self.paths["figures"] = written
         if animation:
             self.paths["animations"] = anims
         return written + anims
 
-    def _animate(self, outdir) -> list:
+    def _animate(self, outdir, dpi: int = 90) -> list:
         from .plot import animate_flow, ffmpeg_available
         out = self.config["output"]
         name = out["animation_scheme"]
@@ -402,17 +402,50 @@ class StudyResult:
         if run is None or run.trajectory is None or len(run.trajectory) < 2:
             return []
         paths = [animate_flow(run.trajectory, Path(outdir) / f"flow_{name}.gif", J_star=self.J_star,
-                              max_frames=out["animation_frames"], title=name)]
+                              max_frames=out["animation_frames"], title=name, dpi=dpi)]
         if out["mp4"] and ffmpeg_available():
             paths.append(animate_flow(run.trajectory, Path(outdir) / f"flow_{name}.mp4", J_star=self.J_star,
-                                      max_frames=out["animation_frames"], title=name))
+                                      max_frames=out["animation_frames"], title=name, dpi=dpi))
         return [str(p) for p in paths]
+
+
+def _jsonable(obj, max_array: int | None = None):
+    """JSON-ready copy; arrays become lists (or a placeholder above ``max_array`` elements)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v, max_array) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v, max_array) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return f"<array shape={obj.shape}>" if max_array is not None and obj.size > max_array else obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)
+
+
+def _grid_json(g) -> str:
+    return json.dumps(None if g is None else g.to_dict())
+
+
+def _grid_load(text):
+    from .grids import Grid
+    d = json.loads(text)
+    return None if d is None else Grid.from_dict(d)
+
+
+def _reader(fn, grp, *args, path):
+    """Call one of :mod:`wgflow.io`'s group readers (those that name the file in their errors take
+    it as a last argument)."""
+    import inspect
+    if "path" in inspect.signature(fn).parameters:
+        return fn(grp, *args, path)
+    return fn(grp, *args)
 
 
 def _update_attrs(path, res):
     """Refresh the timings and the summary stored in a study file (after the figures)."""
     import h5py
-    from .io import _jsonable
     with h5py.File(path, "a") as f:
         f.attrs["timings"] = json.dumps(_jsonable(res.timings))
         f.attrs["summary"] = res.summary()
@@ -438,7 +471,6 @@ def _table(rows) -> list:
 # HDF5 pieces
 # ---------------------------------------------------------------------------------------------
 def _write_run(g, run: FlowRun):
-    from .io import _grid_attr, _jsonable
     g.attrs["scheme"] = run.scheme
     g.attrs["wall"] = float(run.wall)
     g.attrs["stop_reason"] = run.stop_reason or ""
@@ -456,8 +488,8 @@ def _write_run(g, run: FlowRun):
         for k in ("times", "J", "grad_norm2"):
             tg.create_dataset(k, data=getattr(tr, k))
         tg.create_dataset("masses", data=tr.masses, compression="gzip", shuffle=True)
-        tg.attrs["actions"] = _grid_attr(tr.actions)
-        tg.attrs["states"] = _grid_attr(tr.states)
+        tg.attrs["actions"] = _grid_json(tr.actions)
+        tg.attrs["states"] = _grid_json(tr.states)
         tg.attrs["objective"] = json.dumps(_jsonable(tr.objective))
         tg.attrs["provenance"] = json.dumps(_jsonable(tr.provenance))
         tg.attrs["diagnostics"] = json.dumps(_jsonable(tr.diagnostics, max_array=64))
@@ -465,7 +497,6 @@ def _write_run(g, run: FlowRun):
 
 def _read_run(g, mdp, objective) -> FlowRun:
     from .flows import Trajectory
-    from .io import _grid_from_attr
     hist = None
     if "history" in g:
         h = g["history"]
@@ -474,7 +505,7 @@ def _read_run(g, mdp, objective) -> FlowRun:
     if "trajectory" in g:
         t = g["trajectory"]
         traj = Trajectory(t["times"][...], t["J"][...], t["grad_norm2"][...], t["masses"][...],
-                          _grid_from_attr(t.attrs["actions"]), _grid_from_attr(t.attrs["states"]), {},
+                          _grid_load(t.attrs["actions"]), _grid_load(t.attrs["states"]), {},
                           str(g.attrs["scheme"]), json.loads(t.attrs["objective"]),
                           json.loads(t.attrs["provenance"]), json.loads(t.attrs["diagnostics"]))
     rate = float(g.attrs["measured_rate"])
@@ -498,7 +529,6 @@ def _write_verify(g, report):
                                                 dtype=object), dtype=str_dt)
     for k in ("value", "error", "tolerance"):
         g.create_dataset(k, data=np.array([_num(getattr(r, k)) for r in rows], dtype=float))
-    from .io import _jsonable
     g.attrs["diagnostics"] = json.dumps(_jsonable(report.diagnostics, max_array=64))
 
 
@@ -593,13 +623,9 @@ def _figure_jobs(res: StudyResult) -> list:
                        ha="center", va="center", transform=b.transAxes)
             return fig
         jobs.append(("spectrum", spectrum_fig))
-        S = res.mdp.states
-        what = ("the change of the mean action they cause (top) and of the density at the circled "
-                "state (bottom)" if S is not None and S.ndim == 2
-                else "the change of the action density they cause")
         jobs.append(("eigenfields", lambda: P.plot_eigenfields(
             sp.eigenvectors, res.solution.policy, sp.eigenvalues, k=min(4, len(sp.eigenvalues)),
-            title=f"{pname}: slowest modes of the Hessian at π*, as {what}")))
+            title=f"{pname}: slowest modes of the Hessian at π*")))
     if res.verify is not None and res.verify.rows:
         jobs.append(("verify", lambda: P.plot_checks(res.verify, title=res.verify.title.split(":")[0]
                                                      + ": numerical checks of the theory").figure))
@@ -757,7 +783,7 @@ def _rounding_floor(mdp, obj, sol) -> float:
 
 
 def run_study(config=None, overrides=(), progress: bool | None = None, write: bool = True,
-              outdir=None, figures: bool | None = None) -> StudyResult:
+              outdir=None, figures: bool | None = None, overwrite: bool = False) -> StudyResult:
     r"""Run a study (the ``wgflow run`` command as a function).
 
     Parameters
@@ -775,6 +801,9 @@ def run_study(config=None, overrides=(), progress: bool | None = None, write: bo
         Overrides ``output.dir``.
     figures : bool, optional
         Overrides ``output.figures`` (and the animation with it when False).
+    overwrite : bool
+        Replace the results of an earlier study in ``output.dir`` (same ``study.name``); without
+        it an existing results file stops the study before any work.
 
     Returns
     -------
@@ -806,6 +835,11 @@ def run_study(config=None, overrides=(), progress: bool | None = None, write: bo
     progress = _enabled(progress)
     timings, errors = {}, {}
     T0 = time.perf_counter()
+    target = Path(cfg["output"]["dir"]) / f"{cfg['study']['name']}.h5"
+    if write and target.exists() and not overwrite:
+        raise ValidationError(f"{target} exists (an earlier study); pass overwrite=True (wgflow run "
+                              "--overwrite) to replace it, or choose another output.dir (-o DIR) or "
+                              "study.name")
 
     # 1. problem, objective, initial policy, schemes: everything the config names must work
     t = time.perf_counter()

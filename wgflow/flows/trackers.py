@@ -89,7 +89,7 @@ class SteadyStateTracker(Tracker):
 
 
 class GuardTracker(Tracker):
-    """Stop on NaN/inf masses or J, negative masses, or |J| above ``blowup`` times its start."""
+    """Stop on NaN/inf masses or J, negative masses, or ``|J|`` above ``blowup`` times its start."""
 
     def __init__(self, blowup: float = 1e8, interval: float = 0.0):
         super().__init__(interval)

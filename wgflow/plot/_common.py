@@ -151,3 +151,10 @@ def representative_states(states, n_states: int, n_per_axis: int = 3) -> list:
                 for j in picks[1][::-1] for i in picks[0]]
     k = min(n_per_axis * n_per_axis, n_states)
     return [int(i) for i in np.unique(np.round(np.linspace(0, n_states - 1, k)).astype(int))]
+
+
+def suptitle(fig, text: str, fontsize: float = 11.0):
+    """A figure title wrapped to the figure's width (about 0.6 em per character)."""
+    import textwrap
+    width_chars = max(20, int(fig.get_figwidth() * 72.0 / (0.6 * fontsize)))
+    return fig.suptitle("\n".join(textwrap.wrap(text, width_chars)), fontsize=fontsize)

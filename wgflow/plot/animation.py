@@ -67,7 +67,7 @@ def animate_flow(traj, path, J_star: float | None = None, max_frames: int = 60, 
         raise ValidationError("animate_flow needs an action grid")
     t = np.asarray(traj.times, dtype=float)
     J = np.asarray(traj.J, dtype=float)
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained",
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained", dpi=dpi,
                                    gridspec_kw={"width_ratios": [1.25, 1.0]})
     two_d = S is not None and S.ndim == 2
     if two_d:

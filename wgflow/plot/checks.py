@@ -54,6 +54,7 @@ def plot_checks(report, ax=None, title: str | None = None):
                 ax.text(x * 1.6, yi, "0", va="center", fontsize=8, color=c)
     ax.set_yticks(y)
     ax.set_yticklabels([r.check for r in rows], fontsize=8.5)
+    ax.set_ylabel("check")
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.7, len(rows) - 0.3)

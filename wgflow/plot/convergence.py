@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
-from ._common import new_figure
+from ._common import new_figure, suptitle
 
 __all__ = ["plot_convergence", "rounding_floor", "XAXES"]
 
@@ -100,7 +100,7 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
     n_ax = 2 if distance else 1
     own = ax is None
     if own:
-        fig, axes = new_figure(n_ax, ncols=n_ax, panel_size=(4.6, 3.6))
+        fig, axes = new_figure(n_ax, ncols=n_ax, panel_size=(4.6, 3.6) if n_ax == 2 else (6.6, 3.8))
     else:
         axes = list(np.atleast_1d(ax))
         if len(axes) != n_ax:
@@ -138,7 +138,7 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
     a.grid(alpha=0.3, which="major")
     if own:      # one legend for the figure, beside the panels (it never hides a curve)
         fig.legend(handles=a.lines[:0] + [ln for ln in a.lines if not ln.get_label().startswith("_")],
-                   loc="outside right upper", fontsize=8, frameon=False)
+                   loc="outside right center", fontsize=8, frameon=False)
     else:
         a.legend(fontsize=8, frameon=False, loc="best")
     if distance:
@@ -154,5 +154,5 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
         b.set_ylabel("d(π, π*)  (Wasserstein, weights of π*)")
         b.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
-from ._common import action_label, axis_label, fmt_value, log_norm, new_figure, state_field, symmetric_limits
+from ._common import (action_label, axis_label, fmt_value, log_norm, new_figure, state_field, suptitle,
+                      symmetric_limits)
 
 __all__ = ["plot_state_field", "plot_solution", "plot_field_snapshots", "policy_fields"]
 
@@ -154,7 +155,7 @@ def plot_solution(result, fields=FIELDS, states=None, title: str | None = None, 
         if (S is None or S.ndim != 2) and opts.get("zero"):
             ax.set_ylim(0.0, 1.15 * float(np.max(vals)))
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig
 
 
@@ -217,5 +218,5 @@ def plot_field_snapshots(traj, field: str = "mean", n: int = 5, reference=None, 
             ax.label_outer()
         fig.colorbar(art, ax=axes, label=ylab, shrink=0.9)
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig

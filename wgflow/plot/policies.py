@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
-from ._common import action_label, axis_label, edges, fmt_value, new_figure, representative_states, state_label
+from ._common import (action_label, axis_label, edges, fmt_value, new_figure, representative_states,
+                      state_label, suptitle)
 
 __all__ = ["plot_geodesic", "plot_policy", "plot_frames_by_state"]
 
@@ -197,16 +198,14 @@ def plot_frames_by_state(policies_or_traj, states=None, n_frames: int = 8, refer
     from matplotlib.ticker import MaxNLocator
     for a in axes:
         # x is shared: tick labels and name on the bottom row only; y is not shared: every panel
-        # keeps its own density scale, the name on the first column only
+        # keeps its own density scale and name
         ss = a.get_subplotspec()
         if not ss.is_last_row():
             a.tick_params(labelbottom=False)
             a.set_xlabel("")
-        if not ss.is_first_col():
-            a.set_ylabel("")
         a.xaxis.set_major_locator(MaxNLocator(nbins=5, prune="both"))
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig
 
 

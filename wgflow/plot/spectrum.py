@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ValidationError
 from ._common import (action_label, axis_label, edges, fmt_value, new_figure, state_field, state_label,
-                      symmetric_limits)
+                      suptitle, symmetric_limits)
 
 __all__ = ["plot_spectrum", "plot_eigenfields", "plot_rate", "mode_mean_shift"]
 
@@ -67,6 +67,12 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
                      mobility: str = "sg", title: str | None = None):
     r"""The leading eigen-fields of the Hessian as action fields over the states.
 
+    2-D state grids: one column per mode. Top: the change of the mean action ``d mu(s)``
+    (:func:`mode_mean_shift`) over the states, on a colour scale symmetric about 0, with the
+    state where it is largest circled (slow modes often live on a few states of small weight).
+    Bottom: the density change ``dm / vol`` over the actions at that state, titled by its
+    values. 1-D state grids (or none): one map per mode of ``dm / vol`` over (state, action).
+
     Parameters
     ----------
     eigenvectors : array ``(k, nS, nA)``
@@ -77,12 +83,6 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
         Printed in the panel titles.
     k : int
         How many modes to draw.
-
-    2-D state grids: one column per mode. Top: the change of the mean action ``d mu(s)``
-    (:func:`mode_mean_shift`) over the states, on a colour scale symmetric about 0, with the
-    state where it is largest circled (slow modes often live on a few states of small weight).
-    Bottom: the density change ``dm / vol`` over the actions at that state, titled by its
-    values. 1-D state grids (or none): one map per mode of ``dm / vol`` over (state, action).
 
     Returns
     -------
@@ -130,11 +130,11 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
             bot.axhline(0, color="0.6", lw=0.8)
             bot.plot(x, dm, "-o", color="C3", ms=3, lw=1.3)
             bot.set_xlabel(action_label(A, action_axis))
-            bot.set_ylabel("density change δπ" if j == 0 else "")
+            bot.set_ylabel("density change δπ")
             bot.set_title("at " + state_label(S, s), fontsize=8)
             bot.grid(alpha=0.3)
         if title:
-            fig.suptitle(title)
+            suptitle(fig, title)
         return fig
 
     fig, axes = new_figure(k, ncols=min(k, 2 if k == 4 else 3), panel_size=(4.0, 3.2))
@@ -153,7 +153,7 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
         ax.set_ylabel(action_label(A, action_axis))
         ax.set_title(ttl(j))
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig
 
 

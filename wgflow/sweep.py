@@ -7,7 +7,7 @@ predicted and measured rates, ...); figures plot them.
 
 A sweep file (TOML) has these sections::
 
-    [sweep]                       # name, base, outdir, metrics, threads, run_figures
+    [sweep]                       # name, base, outdir, metrics, threads
     name = "otto_rates"
     base = "lqr1d"                # a built-in study config, or a TOML file (relative to this one)
     metrics = ["study"]           # summary columns (SWEEP_METRICS): study, action_moments, wppg_bandit
@@ -113,8 +113,7 @@ __all__ = ["sweep", "load_spec", "SweepSpec", "RunTask", "SweepResult", "SWEEP_M
            "dask_available"]
 
 #: keys of the ``[sweep]`` section and their defaults
-SWEEP_DEFAULTS = {"name": "sweep", "base": None, "outdir": None, "metrics": ["study"], "threads": 1,
-                  "run_figures": False}
+SWEEP_DEFAULTS = {"name": "sweep", "base": None, "outdir": None, "metrics": ["study"], "threads": 1}
 _SECTIONS = ("sweep", "set", "grid", "list", "cases", "figures")
 _FIGURE_KEYS = {"name", "title", "ncols", "labels", "panels", "panel_size", "legend_columns"}
 _PANEL_KEYS = {"x", "measured", "predicted", "series", "where", "logx", "logy", "xlabel", "ylabel",
@@ -377,7 +376,6 @@ class SweepSpec:
     metrics: list
     figures: list
     threads: int = 1
-    run_figures: bool = False
     source: str | None = None
     raw: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -414,7 +412,7 @@ class SweepSpec:
             where = _describe(params) or "the run"
             overrides = list(ov.items())
             overrides += [("study.name", f"{self.name}-{i:04d}"), ("flows.max_seconds", 0.0),
-                          ("output.figures", bool(self.run_figures)), ("output.animation", False)]
+                          ("output.figures", False), ("output.animation", False)]
             try:
                 cfg = _config.load(_resolve_base(base, self.source), overrides)
                 for scheme, opts in cfg["flows"]["options"].items():
@@ -588,7 +586,6 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     metrics = _config._choice_list("sweep.metrics", metrics, tuple(SWEEP_METRICS), "metric")
     _config._integer("sweep.threads", sw["threads"], lo=1, hi=1024)
-    _config._boolean("sweep.run_figures", sw["run_figures"])
     outdir = sw["outdir"] or f"wgflow-sweep-{sw['name']}"
     _config._string("sweep.outdir", outdir)
 
@@ -607,6 +604,9 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     both = set(g) & set(lst)
     if both:
         raise ConfigError(f"grid.{sorted(both)[0]}", "is swept both in [grid] and in [list]")
+    both = set(sets) & (set(g) | set(lst))
+    if both:
+        raise ConfigError(f"set.{sorted(both)[0]}", "is set for every run ([set] or --set) and swept too")
     cases = []
     raw_cases = raw.get("cases", [])
     if not isinstance(raw_cases, list):
@@ -640,8 +640,7 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     if sw["base"] is None and not any(c["base"] for c in cases):
         sw["base"] = "pendulum"
     spec = SweepSpec(name=sw["name"], base=sw["base"], outdir=outdir, set=sets, grid=g, list=lst, cases=cases,
-                     metrics=metrics, figures=figures, threads=sw["threads"], run_figures=sw["run_figures"],
-                     source=src, raw=raw)
+                     metrics=metrics, figures=figures, threads=sw["threads"], source=src, raw=raw)
     return spec
 
 
@@ -831,7 +830,8 @@ class SweepResult:
         ``case``), ``status`` (``ok`` / ``partial`` / ``failed`` / ``pending``), ``error``, the
         metric columns, ``wall_s``, ``worker``, ``peak_rss_mb``, ``file``.
     counts : dict
-        ``runs``, ``computed`` (this call), ``skipped`` (complete files found), ``failed``.
+        ``runs``, ``computed`` (run by this call, failed ones included), ``skipped`` (complete
+        result files found), ``failed``.
     paths : dict
         ``outdir``, ``runs``, ``summary_csv``, ``summary_h5``, ``journal``, ``figures`` (list).
     diagnostics : dict
@@ -1098,6 +1098,11 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
                  else "threadpoolctl is not installed: BLAS threads are not pinned in this process "
                       "(pip install 'wgflow[sweep]')")
     _config._choice("executor", executor, ("auto", "dask", "serial"), "executor")
+    kind = executor
+    if kind == "auto":
+        kind = "dask" if (scheduler is not None or dask_available()) else "serial"
+    if kind == "dask" and not dask_available():
+        raise ConfigError("executor", "the dask executor needs dask.distributed: pip install 'wgflow[sweep]'")
     out = Path(spec.outdir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -1142,11 +1147,6 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
             callback(dict(rows[t.index]))
 
     diag = {"executor": "none", "workers": 0, "scheduler": None, "notes": notes}
-    kind = executor
-    if kind == "auto":
-        kind = "dask" if (scheduler is not None or dask_available()) else "serial"
-    if kind == "dask" and not dask_available():
-        raise ConfigError("executor", "the dask executor needs dask.distributed: pip install 'wgflow[sweep]'")
     _journal(journal, "start", spec.name, f"runs={len(tasks)}", f"pending={len(pending)}",
              f"executor={kind if pending else 'none'}")
     for run_id in skipped:

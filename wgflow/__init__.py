@@ -7,7 +7,8 @@ Main names::
 """
 from .version import __version__
 from .errors import (WgflowError, ValidationError, NotUnichainError, ConvergenceError,
-                     FileFormatError, MissingFileError, LookupFailure)
+                     FileFormatError, MissingFileError, ExistingFileError, LookupFailure,
+                     AccuracyWarning)
 from .grids import Grid
 from .mdp import MDP
 from .policy import Policy, ParticlePolicy
@@ -24,6 +25,6 @@ from .study import run_study, StudyResult
 from .sweep import sweep, SweepResult
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
-           "FileFormatError", "MissingFileError", "LookupFailure", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
+           "FileFormatError", "MissingFileError", "ExistingFileError", "LookupFailure", "AccuracyWarning", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
            "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geometry", "geodesics", "plot", "verify",
            "config", "run_study", "StudyResult", "sweep", "SweepResult"]

@@ -55,9 +55,9 @@ def register(name: str, setup: Callable, run: Callable, help: str = "", descript
     return COMMANDS[name]
 
 
-def _parse_param(text: str):
+def _parse_param(text: str, flag: str = "--param"):
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{flag} takes key=value, got {text!r}")
     key, value = text.split("=", 1)
     try:
         val = ast.literal_eval(value)
@@ -105,8 +105,9 @@ def _setup_solve(p):
     from .evaluation import _METHODS
     p.add_argument("problem")
     _objective_args(p)
-    p.add_argument("--method", default="auto", choices=("auto",) + tuple(_METHODS),
-                   help="solver (default auto: policy iteration, soft when entropy > 0)")
+    p.add_argument("--method", default="auto", metavar="{" + ",".join(("auto",) + tuple(_METHODS)) + "}",
+                   help="solver: " + ", ".join(("auto",) + tuple(_METHODS)) + " (default auto: policy "
+                        "iteration, soft when entropy > 0)")
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
     p.add_argument("--plot", metavar="PNG", help="draw the solution (V, mean action, spread, occupancy)")
@@ -255,7 +256,7 @@ def _setup_flow(p):
                    help="initial policy (default uniform)")
     p.add_argument("--mean", type=float, default=0.0, help="mean of the gaussian initial policy")
     p.add_argument("--std", type=float, default=1.0, help="std of the gaussian initial policy")
-    p.add_argument("--option", action="append", type=_parse_param, metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", type=lambda t: _parse_param(t, "--option"), metavar="KEY=VALUE",
                    help="scheme option (repeatable), e.g. --option cfl=0.3")
     p.add_argument("--frames", type=int, default=100, help="saved frames (default 100)")
     p.add_argument("-o", "--output", help="write the trajectory to this HDF5 file")
@@ -390,9 +391,16 @@ register("sweep", _setup_sweep, cmd_sweep, help="a parameter sweep: many studies
          "a summary table (CSV, HDF5) and figures")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with wgflow's error convention: one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .version import __version__
-    p = argparse.ArgumentParser(prog="wgflow", description="Wasserstein-geometry policy optimization "
+    p = _Parser(prog="wgflow", description="Wasserstein-geometry policy optimization "
                                 "on exactly solved grid MDPs.")
     p.add_argument("--version", action="version", version=f"wgflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -403,14 +411,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv=None) -> int:
+    """Run the command; bad input, unreadable files and failed computations print one line
+    ``wgflow: error: ...`` on stderr and exit with status 2 (no traceback; set the environment
+    variable ``WGFLOW_TRACEBACK=1`` to see it); an interruption exits with 130."""
+    import os
     from .errors import WgflowError
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "output", None):   # refuse a bad output path before any work
+            from .validation import output_path
+            output_path(args.output, "--output", f"wgflow {args.command}")
         return args.func(args)
-    except WgflowError as exc:
-        print(f"wgflow: error: {exc}", file=sys.stderr)
+    except (WgflowError, OSError, MemoryError) as exc:
+        if os.environ.get("WGFLOW_TRACEBACK", "0") == "1":
+            raise
+        what = "" if isinstance(exc, WgflowError) else f"{type(exc).__name__}: "
+        print(f"wgflow: error: {what}{_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("wgflow: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -350,10 +350,14 @@ def validate(cfg: dict) -> dict:
         if k not in allowed:
             raise ConfigError(f"problem.params.{k}", f"problem {p['name']!r} has no parameter {k!r}; "
                                                      f"its parameters: {', '.join(allowed)}")
-        try:
-            problems.registry._check_type(p["name"], k, v, allowed[k])
+        try:        # the registry's own checks of one parameter (type, range)
+            problems.registry._resolve(p["name"], {k: v})
         except ValidationError as exc:
             raise ConfigError(f"problem.params.{k}", str(exc)) from None
+    try:            # and of the combination (e.g. the size of the MDP)
+        problems.registry._resolve(p["name"], p["params"])
+    except ValidationError as exc:
+        raise ConfigError("problem.params", str(exc)) from None
 
     o = cfg["objective"]
     _choice("objective.kind", o["kind"], ("discounted", "average"), "objective")

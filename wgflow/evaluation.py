@@ -19,6 +19,7 @@ With ``tau > 0`` the soft-greedy policy has masses proportional to ``exp(-Q/tau)
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.special import logsumexp, xlogy
 
-from .errors import ConvergenceError, NotUnichainError, ValidationError
+from . import validation
+from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
 from .kernels.config import compile_seconds
 from .linalg import LinearSolveCache
@@ -212,6 +214,12 @@ def _check_policy(mdp: MDP, policy) -> np.ndarray:
     return check_masses(policy, mdp.n_states, mdp.n_actions, "policy masses")
 
 
+def _check_mdp(mdp, where: str):
+    if not isinstance(mdp, MDP):
+        raise ValidationError(f"{where}: mdp must be a wgflow.MDP (e.g. wg.problems.get(...)), got "
+                              f"{validation.describe(mdp)}")
+
+
 def _check_objective(objective):
     if not isinstance(objective, Objective):
         raise ValidationError(f"objective must be wgflow.Discounted(...) or wgflow.Average(...), "
@@ -279,7 +287,54 @@ def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: 
         h -= rho @ h
         Q = mdp.C - J + (mdp.P @ h).reshape(nS, mdp.n_actions)
         V, weights = h, rho
+    _check_accuracy(objective, J, weights, V, Q, c_pi, P_pi)
     return J, weights, V, Q, c_pi, P_pi
+
+
+#: estimated relative error of an exact evaluation above which it warns (AccuracyWarning) ...
+ACCURACY_WARN = 1e-8
+#: ... and above which it raises ConvergenceError
+ACCURACY_FAIL = 1e-4
+
+
+def _check_accuracy(objective, J, weights, V, Q, c_pi, P_pi) -> float:
+    r"""Refuse a non-finite result and estimate the relative error of an exact evaluation.
+
+    Discounted: with the residual ``r = c_pi - (V - gamma P_pi V)``,
+    ``|V - V_exact|_inf <= |r|_inf / (1 - gamma)`` because ``|(I - gamma P_pi)^-1|_inf =
+    1/(1 - gamma)``; and the occupancy weights sum to 1 exactly, so ``|sum w - 1|`` measures the
+    transposed solve. Average cost: the residual of ``h + J = c_pi + P_pi h`` relative to the
+    size of ``h`` and ``c_pi``. Returns the estimate; warns with :class:`AccuracyWarning` above
+    :data:`ACCURACY_WARN` and raises :class:`ConvergenceError` above :data:`ACCURACY_FAIL`.
+    """
+    bad = [name for name, a in (("J", J), ("V", V), ("Q", Q), ("weights", weights), ("c_pi", c_pi))
+           if a is not None and not np.all(np.isfinite(a))]
+    gamma = getattr(objective, "gamma", None)
+    if bad:
+        raise ConvergenceError(
+            f"exact evaluation gave non-finite {', '.join(bad)} ({objective!r}; largest finite |c_pi| "
+            f"= {np.max(np.abs(c_pi[np.isfinite(c_pi)]), initial=0.0):.3g}): the values overflow "
+            "double precision; rescale the costs", {"non_finite": bad})
+    with np.errstate(all="ignore"):
+        scale = max(float(np.max(np.abs(V), initial=0.0)), float(np.max(np.abs(c_pi), initial=0.0)),
+                    1e-300)
+        if gamma is not None:
+            r = c_pi - (V - gamma * (P_pi @ V))
+            err = float(np.max(np.abs(r), initial=0.0)) / (1.0 - gamma) / scale
+            if weights is not None:
+                err = max(err, abs(float(np.sum(weights)) - 1.0))
+        else:
+            r = c_pi - J - (V - P_pi @ V)
+            err = float(np.max(np.abs(r), initial=0.0)) / max(scale, abs(J))
+    if not err <= ACCURACY_FAIL:
+        cond = f", 1/(1 - gamma) = {1.0 / (1.0 - gamma):.3g}" if gamma is not None else ""
+        raise ConvergenceError(f"exact evaluation lost its accuracy: estimated relative error "
+                               f"{err:.2e} ({objective!r}{cond}); the linear system is too badly "
+                               "conditioned for double precision", {"estimated_error": err})
+    if err > ACCURACY_WARN:
+        warnings.warn(f"exact evaluation: estimated relative error {err:.2e} ({objective!r})",
+                      AccuracyWarning, stacklevel=3)
+    return err
 
 
 def evaluate(mdp: MDP, policy, objective: Objective, cache: LinearSolveCache | None = None) -> Evaluation:
@@ -311,6 +366,7 @@ def evaluate(mdp: MDP, policy, objective: Objective, cache: LinearSolveCache | N
     >>> bool(abs(ev.weights.sum() - 1) < 1e-12)
     True
     """
+    _check_mdp(mdp, "evaluate")
     _check_objective(objective)
     masses = _check_policy(mdp, policy)
     pol = policy if isinstance(policy, Policy) else Policy(masses, mdp.actions, mdp.states, validate=False)
@@ -425,9 +481,9 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     >>> sol.converged
     True
     """
+    _check_mdp(mdp, "solve")
     _check_objective(objective)
-    if not (0.0 <= aperiodicity < 1.0):
-        raise ValidationError(f"aperiodicity must be in [0, 1), got {aperiodicity}")
+    tol, max_iter, aperiodicity = validation.solve_arguments(tol, max_iter, aperiodicity)
     if method == "auto":
         method = "policy_iteration"
     if method == "value_iteration" and isinstance(objective, Average):

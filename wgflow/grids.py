@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import ValidationError
+from .validation import boolean, describe, integer, memory
 
 __all__ = ["Grid"]
 
@@ -55,13 +56,19 @@ class Grid:
     """
 
     def __init__(self, bounds, shape, periodic=False, names=None, units=None):
+        if isinstance(bounds, (str, bytes)) or bounds is None:
+            raise ValidationError(f"Grid bounds must be numbers (lo, hi) per axis, got {describe(bounds)}")
         try:
-            bounds = np.asarray(bounds, dtype=float)
+            raw = np.asarray(bounds)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"Grid bounds must be numbers (lo, hi) per axis, got {bounds!r}") from exc
+        if raw.dtype.kind not in "iuf" and not (raw.dtype.kind == "O" and raw.size == 0):
+            raise ValidationError(f"Grid bounds must be real numbers (lo, hi) per axis, got "
+                                  f"{bounds!r} (dtype {raw.dtype})")
+        bounds = np.asarray(raw, dtype=float)
         if bounds.ndim == 1 and bounds.size == 2:
             bounds = bounds[None, :]
-        if bounds.ndim != 2 or bounds.shape[1] != 2:
+        if bounds.ndim != 2 or bounds.shape[1] != 2 or bounds.shape[0] == 0:
             raise ValidationError(f"Grid bounds must be a sequence of (lo, hi) pairs, got shape {bounds.shape}")
         if not np.all(np.isfinite(bounds)):
             raise ValidationError(f"Grid bounds must be finite, got {bounds.tolist()}")
@@ -69,21 +76,21 @@ class Grid:
         if bad.size:
             d = int(bad[0])
             raise ValidationError(f"Grid bounds of axis {d} must have lo < hi, got {tuple(bounds[d])}")
-        if any(isinstance(n, (str, bytes)) for n in np.atleast_1d(np.asarray(shape, dtype=object))):
-            raise ValidationError(f"Grid shape must be positive integers, got {shape!r}")
-        try:
-            shape = np.atleast_1d(np.asarray(shape, dtype=float))
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"Grid shape must be positive integers, got {shape!r}") from exc
-        if shape.ndim != 1 or shape.size != bounds.shape[0]:
+        shp = np.atleast_1d(np.asarray(shape, dtype=object))
+        if shp.ndim != 1 or shp.size != bounds.shape[0]:
             raise ValidationError(
-                f"Grid shape {shape.tolist()} does not match the {bounds.shape[0]} axes of bounds")
-        if not np.all(np.isfinite(shape)) or not np.all(shape == np.round(shape)) or np.any(shape < 1):
-            raise ValidationError(f"Grid shape must be positive integers, got {shape.tolist()}")
-        periodic = np.broadcast_to(np.asarray(periodic, dtype=bool), (bounds.shape[0],)).copy()
+                f"Grid shape {np.asarray(shape, dtype=object).tolist()} does not match the "
+                f"{bounds.shape[0]} axes of bounds")
+        shape = tuple(integer(n, f"shape[{d}]", "Grid", low=1) for d, n in enumerate(shp))
+        per = np.atleast_1d(np.asarray(periodic, dtype=object))
+        if per.size == 1:
+            per = np.repeat(per, bounds.shape[0])
+        if per.ndim != 1 or per.size != bounds.shape[0]:
+            raise ValidationError(f"Grid periodic must be one bool or one per axis "
+                                  f"({bounds.shape[0]}), got {periodic!r}")
         self._bounds = bounds
-        self._shape = tuple(int(n) for n in shape)
-        self._periodic = tuple(bool(p) for p in periodic)
+        self._shape = shape
+        self._periodic = tuple(boolean(p, f"periodic[{d}]", "Grid") for d, p in enumerate(per))
         self._names = self._labels(names, "names")
         self._units = self._labels(units, "units")
 
@@ -167,6 +174,7 @@ class Grid:
     @cached_property
     def centers(self) -> np.ndarray:
         """Cell centres, array ``(size, ndim)`` in C order."""
+        memory(2.0 * self.size * self.ndim * 8, f"the {self.size} cell centres of {self!r}")
         mesh = np.meshgrid(*self.axes, indexing="ij")
         out = np.stack([m.ravel() for m in mesh], axis=1)
         out.setflags(write=False)
@@ -208,6 +216,10 @@ class Grid:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
+        """The grid :meth:`to_dict` described (validated like any constructor input)."""
+        if not isinstance(d, dict) or not {"bounds", "shape"} <= set(d):
+            raise ValidationError(f"a grid is described by a dict with 'bounds' and 'shape', got "
+                                  f"{describe(d)}")
         return cls(d["bounds"], d["shape"], d.get("periodic", False), d.get("names"), d.get("units"))
 
     # ------------------------------------------------------------------ points

@@ -1,10 +1,16 @@
-"""HDF5 storage: :func:`save` and :func:`load` for MDP, Policy, Evaluation and Solution.
+"""HDF5 storage: :func:`save` and :func:`load` for MDP, Policy, Evaluation, Solution and Trajectory.
 
 Arrays are datasets; parameters, grids and the package version are attributes (JSON for nested
-values). Writes are atomic: the file is written under a temporary name in the same directory
-and moved into place only when complete, so a crash never leaves a half-written file where a
-good one was. A file that is not HDF5, or an HDF5 file that wgflow did not write, raises
-:class:`~wgflow.FileFormatError`.
+values). Writes are atomic (:class:`wgflow.h5.atomic_h5`): the file is written under a
+temporary name in the same directory, flushed to disk and renamed into place only when
+complete, so a crash never leaves a half-written file where a good one was, and temporary
+files of killed writers are removed by the next save to the same path.
+
+Loading trusts nothing in the file: every dataset is checked (hard links only, no external
+storage, dtype, shape, memory) and every object is rebuilt through the same validation as the
+constructors (:mod:`wgflow.validation`): CSR indices in range and ``indptr`` monotone before
+scipy or a compiled kernel sees them, rows summing to 1, finite values, consistent shapes. Any
+failure is a :class:`~wgflow.FileFormatError` naming the file and the dataset.
 
 Layout (root attributes ``wgflow_type``, ``wgflow_version``, ``format_version``)::
 
@@ -12,76 +18,32 @@ Layout (root attributes ``wgflow_type``, ``wgflow_version``, ``format_version``)
     /policy     masses; attrs states, actions
     /solution   V, Q, weights, history, policy/…; attrs J, iterations, converged, residual, method,
                 objective, diagnostics
+    /evaluation V, Q, weights, c_pi, policy/…; attrs J, objective, diagnostics
+    /trajectory see wgflow.flows.trajectory
 """
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import FileFormatError, MissingFileError, ValidationError
-from .grids import Grid
-from .version import __version__
+from . import h5, validation
+from .errors import FileFormatError, ValidationError
+from .evaluation import Evaluation, Solution
+from .flows.trajectory import Trajectory
+from .h5 import FORMAT_VERSION, atomic_h5, open_checked  # noqa: F401  (public names)
+from .mdp import MDP, DynamicsModel
+from .objectives import objective_from_dict
+from .policy import Policy
 
-__all__ = ["save", "load", "atomic_h5"]
+__all__ = ["save", "load", "atomic_h5", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
-
-
-class atomic_h5:
-    """Context manager: an ``h5py.File`` written to a temporary name, renamed on success."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-    def __enter__(self) -> h5py.File:
-        self.file = h5py.File(self.tmp, "w")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self.file.close()
-        finally:
-            if exc_type is None:
-                with open(self.tmp, "rb+") as fh:       # durable before it replaces a good file
-                    os.fsync(fh.fileno())
-                os.replace(self.tmp, self.path)
-            elif self.tmp.exists():
-                self.tmp.unlink()
-        return False
-
-
-def _grid_attr(g):
-    return json.dumps(None if g is None else g.to_dict())
-
-
-def _grid_from_attr(s):
-    d = json.loads(s)
-    return None if d is None else Grid.from_dict(d)
-
-
-def _jsonable(obj, max_array: int | None = None):
-    """JSON-ready copy; arrays become lists (or a placeholder above ``max_array`` elements)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v, max_array) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, max_array) for v in obj]
-    if isinstance(obj, np.ndarray):
-        if max_array is not None and obj.size > max_array:
-            return f"<array shape={obj.shape}>"
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return repr(obj)
+#: tolerance on the sum of stored metric weights (an exact evaluation makes them sum to 1 up to
+#: its accuracy, which evaluation checks to 1e-4 at worst; rounding gives ~1e-15)
+WEIGHTS_SUM_TOL = 1e-6
 
 
 # --------------------------------------------------------------------------------- writers
@@ -92,17 +54,16 @@ def _write_mdp(grp, mdp):
     grp.create_dataset("P_indptr", data=P.indptr, compression="gzip", shuffle=True)
     grp.create_dataset("C", data=mdp.C)
     grp.attrs["P_shape"] = np.asarray(P.shape)
-    grp.attrs["states"] = _grid_attr(mdp.states)
-    grp.attrs["actions"] = _grid_attr(mdp.actions)
-    grp.attrs["provenance"] = json.dumps(_jsonable(mdp.provenance))
-    from .mdp import DynamicsModel
+    grp.attrs["states"] = h5.grid_attr(mdp.states)
+    grp.attrs["actions"] = h5.grid_attr(mdp.actions)
+    grp.attrs["provenance"] = json.dumps(h5.jsonable(mdp.provenance))
     grp.attrs["model"] = "dynamics" if isinstance(mdp.model, DynamicsModel) else "tabulated"
 
 
 def _write_policy(grp, pol):
     grp.create_dataset("masses", data=pol.masses)
-    grp.attrs["states"] = _grid_attr(pol.states)
-    grp.attrs["actions"] = _grid_attr(pol.actions)
+    grp.attrs["states"] = h5.grid_attr(pol.states)
+    grp.attrs["actions"] = h5.grid_attr(pol.actions)
 
 
 def _write_objective_attr(grp, obj):
@@ -122,7 +83,7 @@ def _write_result(grp, res, kind):
     hist = diag.pop("history", None)
     if hist is not None:
         grp.create_dataset("history", data=np.asarray(hist, dtype=float))
-    grp.attrs["diagnostics"] = json.dumps(_jsonable(diag, max_array=64))
+    grp.attrs["diagnostics"] = json.dumps(h5.jsonable(diag, max_array=64))
     if kind == "Solution":
         grp.attrs["iterations"] = res.iterations
         grp.attrs["converged"] = bool(res.converged)
@@ -135,9 +96,17 @@ def _write_result(grp, res, kind):
 _GROUP = {"MDP": "mdp", "Policy": "policy", "Solution": "solution", "Evaluation": "evaluation"}
 
 
-def save(path, obj) -> Path:
-    """Save an MDP, Policy, Evaluation or Solution (or a Trajectory, or a study's result) to an
-    HDF5 file, atomically.
+def save(path, obj, overwrite: bool = True) -> Path:
+    """Save an MDP, Policy, Evaluation, Solution or Trajectory to an HDF5 file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; its directory must exist.
+    obj : MDP, Policy, Evaluation, Solution or Trajectory
+    overwrite : bool
+        Replace an existing file (default). ``False`` raises
+        :class:`~wgflow.errors.ExistingFileError` when ``path`` exists.
 
     Examples
     --------
@@ -148,20 +117,15 @@ def save(path, obj) -> Path:
     >>> wg.load(path).P.shape
     (10, 5)
     """
-    from .evaluation import Evaluation, Solution
-    from .mdp import MDP
-    from .policy import Policy
-    if hasattr(obj, "to_hdf5") and not isinstance(obj, (MDP, Policy, Evaluation, Solution)):
-        obj.to_hdf5(path)
-        return Path(path)
+    overwrite = validation.boolean(overwrite, "overwrite", "save")
+    if isinstance(obj, Trajectory):
+        return obj.to_hdf5(path, overwrite=overwrite)
     kind = {MDP: "MDP", Policy: "Policy", Solution: "Solution", Evaluation: "Evaluation"}.get(type(obj))
     if kind is None:
         raise ValidationError(f"wgflow.save stores MDP, Policy, Evaluation, Solution or Trajectory, "
                               f"not {type(obj).__name__}")
-    with atomic_h5(path) as f:
-        f.attrs["wgflow_type"] = kind
-        f.attrs["wgflow_version"] = __version__
-        f.attrs["format_version"] = FORMAT_VERSION
+    with atomic_h5(path, overwrite=overwrite) as f:
+        h5.write_header(f, kind)
         grp = f.create_group(_GROUP[kind])
         if kind == "MDP":
             _write_mdp(grp, obj)
@@ -173,93 +137,127 @@ def save(path, obj) -> Path:
 
 
 # --------------------------------------------------------------------------------- readers
-def _read_mdp(grp):
-    from .mdp import MDP
+def _read_mdp(grp, path):
     from . import problems
-    shape = tuple(int(n) for n in grp.attrs["P_shape"])
-    P = sp.csr_matrix((grp["P_data"][...], grp["P_indices"][...], grp["P_indptr"][...]), shape=shape)
-    prov = json.loads(grp.attrs["provenance"])
+    shape = h5.attr(grp, "P_shape", path, "ints")
+    if shape.shape != (2,) or np.any(shape < 1):
+        raise h5.file_error(path, "attribute P_shape of /mdp", f"must be two positive integers, got "
+                                                               f"{shape.tolist()}")
+    n_rows, nS = int(shape[0]), int(shape[1])
+    C = h5.read(grp, "C", path, kind="f", ndim=2)
+    nA = C.shape[1]
+    if C.shape[0] != nS or n_rows != nS * nA:
+        raise h5.file_error(path, "dataset /mdp/C", f"has shape {C.shape}, but P_shape {tuple(shape)} "
+                                                    f"needs ({nS}, {n_rows // max(nS, 1)})")
+    indptr = h5.read(grp, "P_indptr", path, kind="iu", shape=(n_rows + 1,))
+    indices = h5.read(grp, "P_indices", path, kind="iu", ndim=1)
+    data = h5.read(grp, "P_data", path, kind="f", shape=(indices.size,))
+    with h5.reading(path, "datasets /mdp/P_indptr, /mdp/P_indices"):
+        validation.csr_structure(indptr, indices, n_rows, nS, "P")
+    P = sp.csr_matrix((data, indices, indptr), shape=(n_rows, nS))   # safe: checked above
+    states = h5.grid_from_attr(grp, "states", path)
+    actions = h5.grid_from_attr(grp, "actions", path)
+    prov = h5.attr(grp, "provenance", path, "json")
+    if not isinstance(prov, dict):
+        raise h5.file_error(path, "attribute provenance of /mdp", "must be a JSON object")
     model = None
     if "problem" in prov and prov["problem"] in problems.names():
-        model = problems.model(prov["problem"], **prov.get("params", {}))
-    elif grp.attrs.get("model", "tabulated") == "dynamics":
+        with h5.reading(path, "attribute provenance of /mdp (the problem's parameters)"):
+            params = prov.get("params", {})
+            if not isinstance(params, dict):
+                raise ValidationError("params must be a JSON object")
+            model = problems.model(prov["problem"], **params)
+            if model is not None and (model.states != states or model.actions != actions):
+                raise ValidationError(f"the grids of problem {prov['problem']!r} with these "
+                                      "parameters differ from the stored grids")
+    elif h5.attr(grp, "model", path, "str", default="tabulated") == "dynamics":
         warnings.warn("this MDP was built from user dynamics, which a file cannot hold: off-grid "
                       "evaluation of the loaded MDP interpolates the tables linearly in the action "
                       "instead of using the drift and cost functions", UserWarning, stacklevel=3)
-    return MDP(P, grp["C"][...], _grid_from_attr(grp.attrs["states"]),
-               _grid_from_attr(grp.attrs["actions"]), model=model, provenance=prov)
+    with h5.reading(path, "datasets /mdp/P_data, /mdp/C"):
+        return MDP(P, C, states, actions, model=model, provenance=prov, copy=False)
 
 
-def _read_policy(grp):
-    from .policy import Policy
-    return Policy(grp["masses"][...], _grid_from_attr(grp.attrs["actions"]),
-                  _grid_from_attr(grp.attrs["states"]))
+def _read_policy(grp, path):
+    masses = h5.read(grp, "masses", path, kind="f", ndim=2)
+    actions = h5.grid_from_attr(grp, "actions", path)
+    states = h5.grid_from_attr(grp, "states", path)
+    with h5.reading(path, f"dataset {grp.name}/masses"):
+        return Policy(masses, actions, states)
 
 
-def _read_objective(grp):
-    from .objectives import objective_from_dict
-    d = json.loads(grp.attrs["objective"])
+def _read_objective(grp, path):
+    d = h5.attr(grp, "objective", path, "json")
+    if not isinstance(d, dict):
+        raise h5.file_error(path, f"attribute objective of {grp.name}", "must be a JSON object")
     if "initial" in grp:
-        d["initial"] = grp["initial"][...]
-    return objective_from_dict(d)
+        d["initial"] = h5.read(grp, "initial", path, kind="f", ndim=1)
+    with h5.reading(path, f"attribute objective of {grp.name}"):
+        return objective_from_dict(d)
 
 
-def _read_result(grp, kind):
-    from .evaluation import Evaluation, Solution
-    pol = _read_policy(grp["policy"])
-    diag = json.loads(grp.attrs["diagnostics"])
+def _read_result(grp, kind, path):
+    pol = _read_policy(h5.group(grp, "policy", path), path)
+    nS, nA = pol.masses.shape
+    diag = h5.attr(grp, "diagnostics", path, "json")
+    if not isinstance(diag, dict):
+        raise h5.file_error(path, f"attribute diagnostics of {grp.name}", "must be a JSON object")
     if "history" in grp:
-        diag["history"] = grp["history"][...]
-    common = dict(J=float(grp.attrs["J"]), V=grp["V"][...], Q=grp["Q"][...],
-                  weights=grp["weights"][...], objective=_read_objective(grp), diagnostics=diag)
+        diag["history"] = h5.read(grp, "history", path, kind="f", ndim=1)
+    V = h5.read(grp, "V", path, kind="f", shape=(nS,))
+    Q = h5.read(grp, "Q", path, kind="f", shape=(nS, nA))
+    w = h5.read(grp, "weights", path, kind="f", shape=(nS,))
+    for name, a in (("V", V), ("Q", Q)):
+        with h5.reading(path, f"dataset {grp.name}/{name}"):
+            validation.array(a, name)
+    with h5.reading(path, f"dataset {grp.name}/weights"):
+        validation.array(w, "weights")
+        if np.any(w < 0) or abs(float(w.sum()) - 1.0) > WEIGHTS_SUM_TOL:
+            raise ValidationError(f"weights must be >= 0 and sum to 1 (within {WEIGHTS_SUM_TOL:g}), "
+                                  f"got minimum {w.min():g} and sum {w.sum():.17g}")
+    J = h5.attr(grp, "J", path, "float")
+    if not np.isfinite(J):
+        raise h5.file_error(path, f"attribute J of {grp.name}", f"must be finite, got {J}")
+    common = dict(J=J, V=V, Q=Q, weights=w, objective=_read_objective(grp, path), diagnostics=diag)
     if kind == "Solution":
-        return Solution(policy=pol, iterations=int(grp.attrs["iterations"]),
-                        converged=bool(grp.attrs["converged"]), residual=float(grp.attrs["residual"]),
-                        method=str(grp.attrs["method"]), **common)
-    return Evaluation(policy=pol, c_pi=grp["c_pi"][...], **common)
-
-
-def open_checked(path) -> h5py.File:
-    """Open a wgflow HDF5 file for reading, or raise :class:`FileFormatError` saying why not."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"no such file: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise FileFormatError(f"{path} is not a readable HDF5 file (corrupted or another format): {exc}") from exc
-    if "wgflow_type" not in f.attrs:
-        f.close()
-        raise FileFormatError(f"{path} is an HDF5 file but was not written by wgflow "
-                              "(no 'wgflow_type' attribute)")
-    return f
+        iters = h5.attr(grp, "iterations", path, "int")
+        if iters < 0:
+            raise h5.file_error(path, f"attribute iterations of {grp.name}", f"must be >= 0, got {iters}")
+        residual = h5.attr(grp, "residual", path, "float")
+        if not residual >= 0:
+            raise h5.file_error(path, f"attribute residual of {grp.name}", f"must be >= 0, got {residual}")
+        return Solution(policy=pol, iterations=iters, converged=h5.attr(grp, "converged", path, "bool"),
+                        residual=residual, method=h5.attr(grp, "method", path, "str"), **common)
+    c_pi = h5.read(grp, "c_pi", path, kind="f", shape=(nS,))
+    with h5.reading(path, f"dataset {grp.name}/c_pi"):
+        validation.array(c_pi, "c_pi")
+    return Evaluation(policy=pol, c_pi=c_pi, **common)
 
 
 def load(path):
-    """Load what :func:`save` (or a Trajectory, or :func:`wgflow.run_study`) wrote.
+    """Load what :func:`save` (or a flow's ``storage=``, or :func:`wgflow.run_study`) wrote.
+
+    Every dataset is checked as the constructors check user input; a trajectory is read up to
+    its last complete frame (see :meth:`wgflow.Trajectory.from_hdf5`).
 
     Raises
     ------
+    MissingFileError
+        There is no such file.
     FileFormatError
-        The file is corrupted, not HDF5, or not written by wgflow.
+        The file is corrupted, not HDF5, not written by wgflow, or its content is invalid or
+        unsafe (external links or storage); the message names the file and the dataset.
     """
     with open_checked(path) as f:
-        kind = str(f.attrs["wgflow_type"])
-        fmt = int(f.attrs.get("format_version", -1))
-        if fmt > FORMAT_VERSION:
-            raise FileFormatError(f"{path} has format version {fmt}, newer than this wgflow "
-                                  f"({__version__}) reads ({FORMAT_VERSION}); upgrade wgflow")
-        try:
+        kind = h5.attr(f, "wgflow_type", path, "str")
+        if kind in _GROUP:
+            grp = h5.group(f, _GROUP[kind], path)
             if kind == "MDP":
-                return _read_mdp(f["mdp"])
+                return _read_mdp(grp, path)
             if kind == "Policy":
-                return _read_policy(f["policy"])
-            if kind in ("Solution", "Evaluation"):
-                return _read_result(f[_GROUP[kind]], kind)
-        except (KeyError, OSError) as exc:
-            raise FileFormatError(f"{path} is a damaged wgflow {kind} file: {exc}") from exc
+                return _read_policy(grp, path)
+            return _read_result(grp, kind, path)
     if kind == "Trajectory":
-        from .flows.trajectory import Trajectory  # added with the flows
         return Trajectory.from_hdf5(path)
     if kind == "Study":
         from .study import StudyResult

@@ -14,13 +14,12 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from . import validation
 from .errors import ValidationError
 from .grids import Grid
+from .validation import ROW_SUM_TOL
 
 __all__ = ["MDP", "DynamicsModel", "TabulatedModel", "ROW_SUM_TOL"]
-
-#: tolerance on the sum of a probability row (docs/design.md §1)
-ROW_SUM_TOL = 1e-10
 #: number of state-action pairs processed at once when building ``P`` from dynamics
 _CHUNK = 1 << 15
 
@@ -86,7 +85,7 @@ class DynamicsModel:
     _terminal_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        noise = np.asarray(self.noise, dtype=float)
+        noise = validation.array(self.noise, "noise", "MDP.from_dynamics", finite=False)
         if noise.ndim > 1 or (noise.ndim == 1 and noise.size not in (1, self.states.ndim)):
             raise ValidationError(f"noise must be a scalar or one standard deviation per state axis "
                                   f"({self.states.ndim}), got shape {noise.shape}")
@@ -226,50 +225,35 @@ class TabulatedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
+# validation helpers (the checks themselves live in wgflow.validation)
 # ---------------------------------------------------------------------------------------------
 def _check_prob_vector(p, n, name):
-    p = np.asarray(p, dtype=float)
-    if p.shape != (n,):
-        raise ValidationError(f"{name} must have shape ({n},), got {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValidationError(f"{name} contains NaN or inf (first at index {int(np.nonzero(~np.isfinite(p))[0][0])})")
-    if np.any(p < 0):
-        raise ValidationError(f"{name} has a negative entry at index {int(np.nonzero(p < 0)[0][0])}")
-    if abs(p.sum() - 1.0) > ROW_SUM_TOL:
-        raise ValidationError(f"{name} sums to {p.sum():.17g}, not 1 (tolerance {ROW_SUM_TOL:g})")
-    return p
+    return validation.prob_vector(p, n, name)
 
 
 def check_transition_matrix(P: sp.csr_matrix, nA: int | None = None, name: str = "P"):
     """Raise :class:`ValidationError` if the rows of ``P`` are not probability vectors."""
-    def where(r):
-        return f"row {r}" if nA is None else f"row {r} (state {r // nA}, action {r % nA})"
-    if not np.all(np.isfinite(P.data)):
-        k = int(np.nonzero(~np.isfinite(P.data))[0][0])
-        r = int(np.searchsorted(P.indptr, k, side="right") - 1)
-        raise ValidationError(f"{name} contains NaN or inf at {where(r)}, column {int(P.indices[k])}")
-    if np.any(P.data < 0):
-        k = int(np.nonzero(P.data < 0)[0][0])
-        r = int(np.searchsorted(P.indptr, k, side="right") - 1)
-        raise ValidationError(f"{name} has a negative probability {P.data[k]:g} at {where(r)}, "
-                              f"column {int(P.indices[k])}")
-    sums = np.asarray(P.sum(axis=1)).ravel()
-    bad = np.nonzero(np.abs(sums - 1.0) > ROW_SUM_TOL)[0]
-    if bad.size:
-        r = int(bad[0])
-        raise ValidationError(f"{name} {where(r)} sums to {sums[r]:.17g}, not 1 (tolerance "
-                              f"{ROW_SUM_TOL:g}; {bad.size} bad rows in all)")
+    validation.transition_matrix(P, nA, name)
 
 
 def _check_costs(C, nS, nA, name="C"):
-    C = np.asarray(C, dtype=float)
-    if C.shape != (nS, nA):
-        raise ValidationError(f"{name} must have shape (nS, nA) = ({nS}, {nA}), got {C.shape}")
-    if not np.all(np.isfinite(C)):
-        s, a = np.argwhere(~np.isfinite(C))[0]
-        raise ValidationError(f"{name} contains NaN or inf at state {s}, action {a}")
-    return np.ascontiguousarray(C)
+    return validation.costs(C, nS, nA, name)
+
+
+def _check_grid(g, name):
+    if g is not None and not isinstance(g, Grid):
+        raise ValidationError(f"MDP: {name} must be a wgflow.Grid or None, got {validation.describe(g)}")
+
+
+def _stencil_width(states: Grid, noise: np.ndarray, cutoff: float) -> int:
+    """Entries per row of ``P`` that :meth:`MDP.from_dynamics` will store (an upper estimate)."""
+    K = 1
+    for d in range(states.ndim):
+        if noise[d] > 0:
+            K *= min(states.shape[d], 2 * (int(np.ceil(cutoff * noise[d] / states.spacing[d])) + 1) + 1)
+        else:
+            K *= min(states.shape[d], 2)
+    return K
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,23 +281,28 @@ class MDP:
                  copy: bool = True):
         if not sp.issparse(P):
             raise ValidationError("MDP(P, C) takes a sparse P; use MDP.from_arrays for dense input")
-        # own copies: later edits of the caller's arrays must not bypass validation
-        P = sp.csr_matrix(P, dtype=np.float64, copy=copy)
-        P.sum_duplicates()
-        P.eliminate_zeros()      # stored zeros would count as transitions in graph algorithms
-        if P.ndim != 2 or P.shape[0] % max(P.shape[1], 1) != 0 or P.shape[1] == 0:
-            raise ValidationError(f"P must have shape (nS*nA, nS), got {P.shape}")
+        # index arrays are checked before scipy's compiled code touches them; own copies: later
+        # edits of the caller's arrays must not bypass validation
+        P = validation.sparse_matrix(P, "P", "MDP", copy=copy)
+        if P.shape[0] % max(P.shape[1], 1) != 0 or P.shape[1] == 0:
+            raise ValidationError(f"MDP: P must have shape (nS*nA, nS), got {P.shape}")
         nS = P.shape[1]
         nA = P.shape[0] // nS
         if nA == 0:
-            raise ValidationError(f"P must have at least nS = {nS} rows, got {P.shape}")
-        self.C = np.array(_check_costs(C, nS, nA), copy=True)
+            raise ValidationError(f"MDP: P must have at least nS = {nS} rows, got {P.shape}")
+        self.C = np.array(validation.costs(C, nS, nA, "C", "MDP"), copy=True)
+        _check_grid(states, "states")
+        _check_grid(actions, "actions")
         if states is not None and states.size != nS:
             raise ValidationError(f"states grid has {states.size} cells but P has {nS} states")
         if actions is not None and actions.size != nA:
             raise ValidationError(f"actions grid has {actions.size} cells but C has {nA} actions")
         if validate:
-            check_transition_matrix(P, nA)
+            validation.transition_matrix(P, nA, "P", "MDP")
+        # the arrays compiled kernels index with are frozen: an in-place edit cannot bypass
+        # the checks above (build a new MDP instead)
+        for arr in (P.data, P.indices, P.indptr, self.C):
+            arr.setflags(write=False)
         self.P = P
         self.states = states
         self.actions = actions
@@ -385,9 +374,23 @@ class MDP:
         >>> mdp.P.shape
         (451, 41)
         """
+        _check_grid(states, "states")
+        _check_grid(actions, "actions")
+        if states is None or actions is None:
+            raise ValidationError("MDP.from_dynamics needs a states grid and an actions grid")
+        for nm, f in (("drift", drift), ("cost", cost)):
+            if not callable(f):
+                raise ValidationError(f"MDP.from_dynamics: {nm} must be a function (s, a) -> ..., "
+                                      f"got {validation.describe(f)}")
+        noise_cutoff = validation.real(noise_cutoff, "noise_cutoff", "MDP.from_dynamics", low=0,
+                                       low_open=True)
         model = DynamicsModel(states, actions, drift, cost, noise, noise_cutoff, drift_da, cost_da,
                               terminal, reset)
         nS, nA = states.size, actions.size
+        K = _stencil_width(states, model.noise, noise_cutoff)
+        # P (values + indices), costs, and one chunk of stencil temporaries
+        validation.memory(nS * nA * (12.0 * K + 8.0) + min(nS * nA, _CHUNK) * K * 40.0,
+                          f"discretizing {nS} states x {nA} actions", "MDP.from_dynamics")
         blocks_idx, blocks_w, costs = [], [], np.empty(nS * nA)
         for start in range(0, nS * nA, _CHUNK):
             pairs = np.arange(start, min(start + _CHUNK, nS * nA))
@@ -414,14 +417,14 @@ class MDP:
 
         Rows must be probability vectors (within 1e-10); nothing is renormalized.
         """
-        C = np.asarray(C, dtype=float)
+        C = validation.array(C, "C", "MDP.from_arrays", finite=False)
         if C.ndim != 2:
-            raise ValidationError(f"C must have shape (S, A), got {C.shape}")
+            raise ValidationError(f"MDP.from_arrays: C must have shape (S, A), got {C.shape}")
         nS, nA = C.shape
         if sp.issparse(P):
-            Ps = sp.csr_matrix(P, dtype=float)
+            Ps = validation.sparse_matrix(P, "P", "MDP.from_arrays")
         else:
-            P = np.asarray(P, dtype=float)
+            P = validation.array(P, "P", "MDP.from_arrays", finite=False)
             if P.ndim == 3:
                 if P.shape != (nS, nA, nS):
                     raise ValidationError(f"dense P must have shape (S, A, S) = ({nS}, {nA}, {nS}), got {P.shape}")
@@ -445,10 +448,15 @@ class MDP:
         ``R`` may be ``(S, A)``, ``(S,)`` or ``(A, S, S)`` (then the expected reward
         ``sum_s' P R`` is used). Costs are ``-R``.
         """
+        where = "MDP.from_mdptoolbox"
         if isinstance(P, (list, tuple)) or (hasattr(P, "dtype") and P.dtype == object):
-            mats = [sp.csr_matrix(p, dtype=float) for p in P]
+            if len(P) == 0:
+                raise ValidationError(f"{where}: P has no actions")
+            mats = [validation.sparse_matrix(p, f"P[{a}]", where) if sp.issparse(p)
+                    else sp.csr_matrix(validation.array(p, f"P[{a}]", where, ndim=2))
+                    for a, p in enumerate(P)]
         else:
-            P = np.asarray(P, dtype=float)
+            P = validation.array(P, "P", where)
             if P.ndim != 3 or P.shape[1] != P.shape[2]:
                 raise ValidationError(f"mdptoolbox P must have shape (A, S, S), got {P.shape}")
             mats = [sp.csr_matrix(p) for p in P]
@@ -461,9 +469,13 @@ class MDP:
         perm = (np.arange(nS)[:, None] + nS * np.arange(nA)[None, :]).ravel()
         Psa = Psa[perm]
         if isinstance(R, (list, tuple)) or (hasattr(R, "dtype") and R.dtype == object):
-            R = np.stack([np.asarray(sp.csr_matrix(r).multiply(m).sum(axis=1)).ravel()
-                          for r, m in zip(R, mats)], axis=1)
-        R = np.asarray(R, dtype=float)
+            if len(R) != nA:
+                raise ValidationError(f"{where}: R has {len(R)} per-action matrices, P has {nA}")
+            R = np.stack([np.asarray((validation.sparse_matrix(r, f"R[{a}]", where) if sp.issparse(r)
+                                      else sp.csr_matrix(validation.array(r, f"R[{a}]", where)))
+                                     .multiply(m).sum(axis=1)).ravel()
+                          for a, (r, m) in enumerate(zip(R, mats))], axis=1)
+        R = validation.array(R, "R", where)
         if R.shape == (nA, nS, nS):
             R = np.stack([np.asarray(mats[a].multiply(R[a]).sum(axis=1)).ravel() for a in range(nA)], axis=1)
         elif R.shape == (nS,):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ValidationError
+from . import validation
+from .errors import LookupFailure
 
 __all__ = ["Discounted", "Average", "Objective"]
 
@@ -21,8 +22,8 @@ class Objective:
     entropy: float = 0.0
 
     def _check_entropy(self):
-        if not (np.isfinite(self.entropy) and self.entropy >= 0):
-            raise ValidationError(f"entropy must be a finite number >= 0, got {self.entropy!r}")
+        object.__setattr__(self, "entropy", validation.real(self.entropy, "entropy",
+                                                            type(self).__name__, low=0.0))
 
     def to_dict(self) -> dict:
         raise NotImplementedError
@@ -55,20 +56,19 @@ class Discounted(Objective):
     initial: object = None
 
     def __post_init__(self):
-        if not (np.isfinite(self.gamma) and 0.0 <= self.gamma < 1.0):
-            raise ValidationError(f"gamma must be in [0, 1), got {self.gamma!r} "
-                                  "(use Average() for the long-run average cost)")
+        g = validation.real(self.gamma, "gamma", "Discounted", low=0.0, high=1.0, high_open=True)
+        object.__setattr__(self, "gamma", g)
         self._check_entropy()
         if self.initial is not None:
-            mu = np.asarray(self.initial, dtype=float)
-            object.__setattr__(self, "initial", mu)
+            mu = validation.array(self.initial, "initial", "Discounted", ndim=1, copy=True)
+            object.__setattr__(self, "initial", validation.prob_vector(mu, mu.size, "initial",
+                                                                       "Discounted"))
 
     def initial_law(self, n_states: int) -> np.ndarray:
         """``mu_0`` as a validated probability vector of length ``n_states``."""
         if self.initial is None:
             return np.full(n_states, 1.0 / n_states)
-        from .mdp import _check_prob_vector
-        return _check_prob_vector(self.initial, n_states, "Discounted.initial")
+        return validation.prob_vector(self.initial, n_states, "initial", "Discounted")
 
     def __repr__(self):
         init = None if self.initial is None else f"array(shape={np.shape(self.initial)})"
@@ -112,8 +112,14 @@ class Average(Objective):
 
 
 def objective_from_dict(d: dict) -> Objective:
-    if d["kind"] == "discounted":
-        return Discounted(gamma=d["gamma"], entropy=d["entropy"], initial=d.get("initial"))
-    if d["kind"] == "average":
+    """The objective :meth:`Objective.to_dict` described (validated like constructor input)."""
+    if not isinstance(d, dict) or "kind" not in d:
+        raise LookupFailure(f"an objective is described by a dict with a 'kind', got "
+                            f"{validation.describe(d)}")
+    kind = validation.choice(d["kind"], "objective kind", ("discounted", "average"))
+    try:
+        if kind == "discounted":
+            return Discounted(gamma=d["gamma"], entropy=d["entropy"], initial=d.get("initial"))
         return Average(entropy=d["entropy"])
-    raise ValidationError(f"unknown objective kind {d['kind']!r}")
+    except KeyError as exc:
+        raise LookupFailure(f"the {kind} objective's description lacks {exc}") from None

@@ -9,37 +9,19 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr, xlogy
 
+from . import validation
 from .errors import ValidationError
 from .grids import Grid
-from .mdp import ROW_SUM_TOL
+from .mdp import ROW_SUM_TOL  # noqa: F401  (re-exported)
 
 __all__ = ["Policy", "gibbs_masses", "check_masses"]
 
 
 def check_masses(masses, n_states: int | None = None, n_actions: int | None = None,
                  name: str = "masses") -> np.ndarray:
-    """Validate a ``(nS, nA)`` array of per-state probability masses (nothing is renormalized)."""
-    m = np.asarray(masses, dtype=float)
-    if m.ndim != 2:
-        raise ValidationError(f"{name} must be a 2-D array (nS, nA), got shape {m.shape}")
-    if n_states is not None and m.shape[0] != n_states:
-        raise ValidationError(f"{name} has {m.shape[0]} rows but the MDP has {n_states} states")
-    if n_actions is not None and m.shape[1] != n_actions:
-        raise ValidationError(f"{name} has {m.shape[1]} columns but the MDP has {n_actions} actions")
-    if not np.all(np.isfinite(m)):
-        s, a = np.argwhere(~np.isfinite(m))[0]
-        raise ValidationError(f"{name} contains NaN or inf at state {s}, action {a}")
-    if np.any(m < 0):
-        s, a = np.argwhere(m < 0)[0]
-        raise ValidationError(f"{name} has a negative mass {m[s, a]:g} at state {s}, action {a}")
-    sums = m.sum(axis=1)
-    bad = np.nonzero(np.abs(sums - 1.0) > ROW_SUM_TOL)[0]
-    if bad.size:
-        s = int(bad[0])
-        raise ValidationError(f"{name} of state {s} sum to {sums[s]:.17g}, not 1 (tolerance "
-                              f"{ROW_SUM_TOL:g}; {bad.size} states in all). Nothing is renormalized: "
-                              "divide by the row sums yourself if that is what you mean.")
-    return np.ascontiguousarray(m)
+    """Validate a ``(nS, nA)`` array of per-state probability masses (nothing is renormalized);
+    see :func:`wgflow.validation.masses`."""
+    return validation.masses(masses, n_states, n_actions, name)
 
 
 def _log_cell_probabilities(z):

@@ -837,7 +837,8 @@ def run_study(config=None, overrides=(), progress: bool | None = None, write: bo
     T0 = time.perf_counter()
     target = Path(cfg["output"]["dir"]) / f"{cfg['study']['name']}.h5"
     if write and target.exists() and not overwrite:
-        raise ValidationError(f"{target} exists (an earlier study); pass overwrite=True (wgflow run "
+        from .errors import ExistingFileError
+        raise ExistingFileError(f"{target} exists (an earlier study); pass overwrite=True (wgflow run "
                               "--overwrite) to replace it, or choose another output.dir (-o DIR) or "
                               "study.name")
 

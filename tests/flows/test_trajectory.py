@@ -1,8 +1,10 @@
 """Trajectory, HDF5 storage of flows (per-frame append, interruption, resume) and trackers."""
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
 
@@ -38,9 +40,9 @@ def _assert_same_frames(a, b):
 
 
 def _assert_close_frames(a, b, rtol=1e-12):
-    """Two *runs* of the same flow: equal to rounding. (Not bitwise: LinearSolveCache chooses
-    between reusing old LU factors and refactorizing by comparing wall-clock timings, so the
-    linear-solve path -- hence the last bits -- can differ from run to run.)"""
+    """Two runs of the same flow, one with storage: equal to rounding. (Not bitwise in general:
+    with storage every frame is a restart point where the evaluator drops the factorization it
+    reuses as a preconditioner, which changes the last bits of later evaluations.)"""
     np.testing.assert_allclose(a.times, b.times, rtol=0, atol=1e-14)
     np.testing.assert_allclose(a.J, b.J, rtol=rtol)
     np.testing.assert_allclose(a.grad_norm2, b.grad_norm2, rtol=1e-10)
@@ -175,47 +177,217 @@ def _first(traj, n):
                          traj.actions, traj.states, {k: v[:n] for k, v in traj.params.items()})
 
 
-def test_resume_continues_and_matches_uninterrupted_run(tmp_path, setup, reference):
+def _stored(path):
+    """Frames, restart flags and scheme state of a storage file, read with h5py."""
+    with h5py.File(path, "r") as f:
+        g = f["trajectory"]
+        n = int(g.attrs["n_frames"])
+        return {"restart": g["restart"][:n].astype(bool),
+                **{f"state/{k}": g["state"][k][:n] for k in g["state"]}}
+
+
+def test_resume_continues_from_the_last_restart_frame_bit_for_bit(tmp_path, setup):
     mdp, obj, pi0 = setup
+    kw = dict(t_end=T_END, dt=DT, save_every=SAVE, progress=False)
+    ref = wg.flow(mdp, obj, pi0, storage=tmp_path / "ref.h5", **kw)
     path = tmp_path / "resume.h5"
     with pytest.raises(KeyboardInterrupt):
-        wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path,
-                trackers=[_interrupt_at(0.125)])
-    res = wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path,
-                  resume=True)
-    # continued from the last stored frame
-    assert res.times[0] == pytest.approx(0.13, abs=1e-12)
-    assert res.times[-1] == pytest.approx(T_END, abs=1e-12)
-    assert res.diagnostics["steps"] == 7
-    np.testing.assert_allclose(res.final.masses, reference.final.masses, rtol=0, atol=1e-12)
-    assert res.J[-1] == pytest.approx(reference.J[-1], rel=1e-12)
+        wg.flow(mdp, obj, pi0, storage=path, trackers=[_interrupt_at(0.125)], **kw)
+    # the state at the interruption is stored as a snapshot, not as a restart point
+    assert _stored(path)["restart"].tolist() == [True, True, True, False]
+    res = wg.flow(mdp, obj, None, storage=path, resume=True, **kw)
+    # continued from the last restart frame (t = 0.1): the snapshot at 0.13 is dropped
+    assert res.diagnostics["resumed_from"] == {"t": res.times[0], "frame": 2, "dropped_frames": 1}
+    assert res.times[0] == pytest.approx(0.1, abs=1e-12)
+    assert res.diagnostics["steps"] == 10
     back = wg.Trajectory.from_hdf5(path)
     assert back.diagnostics["complete"] is True
-    # the stored frames so far, then the resumed run's frames (after resuming, frames are saved
-    # every SAVE counted from the resume time, so they need not fall on the original grid)
-    np.testing.assert_allclose(back.times[:4], [0.0, 0.05, 0.1, 0.13], atol=1e-12)
-    np.testing.assert_allclose(back.times[4:], res.times[1:], rtol=0, atol=0)
-    assert back.times[-1] == pytest.approx(T_END, abs=1e-12) and np.all(np.diff(back.times) > 0)
-    np.testing.assert_array_equal(back.masses[-1], res.final.masses)
-    assert np.all(np.diff(back.J) < 0)
+    _assert_same_frames(back, wg.Trajectory.from_hdf5(tmp_path / "ref.h5"))
+    _assert_same_frames(res, _last(ref, 3))
+    assert _stored(path)["restart"].all()
 
 
-def test_resume_from_a_different_frame_shape_raises(tmp_path, setup):
+def _last(traj, n):
+    return wg.Trajectory(traj.times[-n:], traj.J[-n:], traj.grad_norm2[-n:], traj.masses[-n:],
+                         traj.actions, traj.states, {k: v[-n:] for k, v in traj.params.items()})
+
+
+# every registered scheme, adaptive steps where the scheme has them: (scheme, options, t_end)
+RESUME_CASES = [("otto", {}, 0.3), ("jko", {}, 4.0), ("jko", {"implicit": True}, 4.0),
+                ("pmd", {}, 4.0), ("pg", {}, 2.0), ("wpo", {}, 1.0), ("wpo", {"samples": 6}, 1.0),
+                ("wppg", {}, 1.0), ("wppg", {"particles": 7}, 1.0)]
+
+
+def test_resume_cases_cover_every_registered_scheme():
+    assert {c[0] for c in RESUME_CASES} == set(wg.flows.scheme_names())
+
+
+@pytest.mark.parametrize("scheme, options, t_end", RESUME_CASES,
+                         ids=[f"{c[0]}-{'-'.join(c[1]) or 'default'}" for c in RESUME_CASES])
+def test_resumed_run_is_bit_identical_for_every_scheme(tmp_path, setup, scheme, options, t_end):
+    """Interrupt a run half-way, resume it: the file equals the uninterrupted run's bit for bit
+    (times, J, gradient norms, masses, the scheme's parameters and its state)."""
     mdp, obj, pi0 = setup
-    path = tmp_path / "shape.h5"
-    wg.flow(mdp, obj, pi0, t_end=0.02, dt=DT, progress=False, storage=path)
-    for kw in ({"n_actions": 11}, {"n_states": 25}):
-        other = wg.problems.get("lqr1d", noise=0.6, **{"n_states": 21, "n_actions": 15, **kw})
-        with pytest.raises(wg.ValidationError):
-            wg.flow(other, obj, wg.Policy.uniform(other), t_end=0.05, dt=DT, progress=False,
-                    storage=path, resume=True)
-    # the file is left untouched
-    assert len(wg.Trajectory.from_hdf5(path)) == 3
+    kw = dict(scheme=scheme, t_end=t_end, save_every=t_end / 8, progress=False, **options)
+    ref = wg.flow(mdp, obj, pi0, storage=tmp_path / "ref.h5", **kw)
+    assert ref.diagnostics["steps"] >= 8
+    path = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        wg.flow(mdp, obj, pi0, storage=path, trackers=[_interrupt_at(0.55 * t_end)], **kw)
+    res = wg.flow(mdp, obj, None, storage=path, resume=True, **kw)
+    assert 0 < res.diagnostics["resumed_from"]["frame"] < len(ref) - 1
+    a, b = wg.Trajectory.from_hdf5(tmp_path / "ref.h5"), wg.Trajectory.from_hdf5(path)
+    _assert_same_frames(a, b)
+    sa, sb = _stored(tmp_path / "ref.h5"), _stored(path)
+    assert sorted(sa) == sorted(sb) and "state/dt_prev" in sa
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k])
+
+
+def test_resume_is_bit_identical_when_factorizations_are_reused(tmp_path):
+    """On a problem large enough that evaluations reuse the previous LU factors (GMRES
+    preconditioner), stored frames are restart points: resuming still gives the same bits."""
+    mdp = wg.problems.get("lqr1d", n_states=201, n_actions=15, noise=0.6)
+    obj = wg.Discounted(0.9, entropy=0.3)
+    pi0 = wg.Policy.gaussian(mdp, mean=1.0, std=0.8)
+    kw = dict(t_end=0.3, save_every=0.05, progress=False)
+    ref = wg.flow(mdp, obj, pi0, storage=tmp_path / "ref.h5", **kw)
+    assert ref.diagnostics["linear_solver"]["krylov_solves"] > 0      # reuse is exercised
+    path = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        wg.flow(mdp, obj, pi0, storage=path, trackers=[_interrupt_at(0.17)], **kw)
+    wg.flow(mdp, obj, None, storage=path, resume=True, **kw)
+    _assert_same_frames(wg.Trajectory.from_hdf5(tmp_path / "ref.h5"), wg.Trajectory.from_hdf5(path))
+
+
+def test_resume_twice_and_to_a_later_end(tmp_path, setup):
+    mdp, obj, pi0 = setup
+    kw = dict(dt=DT, save_every=SAVE, progress=False)
+    path = tmp_path / "r.h5"
+    wg.flow(mdp, obj, pi0, t_end=0.1, storage=path, **kw)
+    wg.flow(mdp, obj, None, t_end=0.15, storage=path, resume=True, **kw)
+    res = wg.flow(mdp, obj, None, t_end=T_END, storage=path, resume=True, **kw)
+    assert res.times[0] == pytest.approx(0.15, abs=1e-12)
+    ref = wg.flow(mdp, obj, pi0, t_end=T_END, storage=tmp_path / "ref.h5", **kw)
+    _assert_same_frames(wg.Trajectory.from_hdf5(path), ref)
+
+
+def test_storage_refuses_an_existing_file_unless_told(tmp_path, setup):
+    mdp, obj, pi0 = setup
+    path = tmp_path / "run.h5"
+    first = wg.flow(mdp, obj, pi0, t_end=0.02, dt=DT, progress=False, storage=path)
+    before = path.read_bytes()
+    with pytest.raises(wg.errors.ExistingFileError, match="overwrite=True.*resume=True") as info:
+        wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, storage=path)
+    assert isinstance(info.value, FileExistsError)
+    assert path.read_bytes() == before
+
+    # overwrite=True replaces it, but only once the new run has a committed frame: a run that
+    # fails before that leaves the old file as it was, and no temporary file
+    def fail_at_start(state, context):
+        raise RuntimeError("no frame yet")
+
+    class Failing(wg.flows.Tracker):
+        def start(self, state, context):
+            fail_at_start(state, context)
+
+    with pytest.raises(RuntimeError, match="no frame yet"):
+        wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, storage=path, overwrite=True,
+                trackers=[Failing()])
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["run.h5"]
+    second = wg.flow(mdp, obj, wg.Policy.uniform(mdp), t_end=0.05, dt=DT, progress=False,
+                     storage=path, overwrite=True)
+    _assert_same_frames(wg.Trajectory.from_hdf5(path), second)
+    assert len(second) != len(first) and os.listdir(tmp_path) == ["run.h5"]
+
+
+def test_max_steps_keeps_the_final_state(tmp_path, setup):
+    mdp, obj, pi0 = setup
+    path = tmp_path / "m.h5"
+    traj = wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False,
+                   max_steps=7, storage=path)
+    assert "max_steps = 7" in traj.diagnostics["stop_reason"]
+    # frames 0 and 0.05, then the state after 7 steps (t = 0.07), between two frames
+    np.testing.assert_allclose(traj.times, [0.0, 0.05, 0.07], atol=1e-12)
+    ref = wg.flow(mdp, obj, pi0, t_end=0.07, dt=DT, save_every=SAVE, progress=False)
+    np.testing.assert_allclose(traj.final.masses, ref.final.masses, rtol=0, atol=1e-13)
+    back = wg.Trajectory.from_hdf5(path)
+    _assert_same_frames(back, traj)
+    assert _stored(path)["restart"].tolist() == [True, True, False]
+
+
+def test_reading_a_file_that_a_running_flow_writes(tmp_path, setup):
+    mdp, obj, pi0 = setup
+    path = tmp_path / "live.h5"
+    seen = []
+
+    def peek(state, context):
+        seen.append(len(wg.Trajectory.from_hdf5(path)))
+
+    wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path,
+            trackers=[peek])
+    assert seen == [1, 2, 3, 4]       # called at each new frame, before it is stored
+
+
+# ------------------------------------------------------------------------------ torn and damaged files
+def _stored_run(tmp_path, setup):
+    mdp, obj, pi0 = setup
+    path = tmp_path / "run.h5"
+    wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path)
+    return path
+
+
+def _tear(path, how):
+    """Simulate a frame that was counted but not (completely) written."""
+    with h5py.File(path, "r+") as f:
+        g = f["trajectory"]
+        n = int(g.attrs["n_frames"])
+        if how == "zero masses":      # t and J written, the masses chunk never was
+            for name in ("times", "J", "grad_norm2", "masses", "restart", "checksum"):
+                g[name].resize(n + 1, axis=0)
+            g["times"][n] = g["times"][n - 1] + SAVE
+            g["J"][n] = g["J"][n - 1] - 1.0
+            g["restart"][n] = 1
+            g["checksum"][n] = 12345
+            for k in g["state"]:
+                g["state"][k].resize(n + 1, axis=0)
+        elif how == "count ahead":    # the counter reached the disk, the datasets did not grow
+            pass
+        g.attrs["n_frames"] = n + 1
+        g.attrs["complete"] = False
+
+
+@pytest.mark.parametrize("how", ["zero masses", "count ahead"])
+def test_torn_tail_is_dropped_on_read_and_never_resumed(tmp_path, setup, how):
+    mdp, obj, pi0 = setup
+    path = _stored_run(tmp_path, setup)
+    good = wg.Trajectory.from_hdf5(path)
+    _tear(path, how)
+    with pytest.warns(UserWarning, match="torn tail of 1 frame"):
+        back = wg.Trajectory.from_hdf5(path)
+    _assert_same_frames(back, good)
+    assert back.diagnostics["torn_frames"] == 1 and back.diagnostics["complete"] is False
+    # a resume continues from the last complete restart frame and overwrites the torn one
+    with pytest.warns(UserWarning, match="torn tail"):
+        res = wg.flow(mdp, obj, None, t_end=T_END + SAVE, dt=DT, save_every=SAVE, progress=False,
+                      storage=path, resume=True)
+    assert res.times[0] == good.times[-1] and np.all(res.masses.sum(axis=2) > 0.99)
+    full = wg.Trajectory.from_hdf5(path)
+    assert full.diagnostics["torn_frames"] == 0 and len(full) == len(good) + 1
+
+
+def test_damaged_middle_frame_raises(tmp_path, setup):
+    path = _stored_run(tmp_path, setup)
+    with h5py.File(path, "r+") as f:
+        m = f["trajectory"]["masses"][1]
+        f["trajectory"]["masses"][1] = m[:, ::-1]      # still valid masses, not the stored ones
+    with pytest.raises(wg.FileFormatError, match=r"frame 1 of /trajectory.*checksum"):
+        wg.Trajectory.from_hdf5(path)
 
 
 def test_resume_missing_file_raises(tmp_path, setup):
     mdp, obj, pi0 = setup
-    with pytest.raises((FileNotFoundError, wg.ValidationError)):
+    with pytest.raises(wg.MissingFileError):
         wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, storage=tmp_path / "nope.h5",
                 resume=True)
     assert not (tmp_path / "nope.h5").exists()
@@ -223,8 +395,36 @@ def test_resume_missing_file_raises(tmp_path, setup):
 
 def test_resume_without_storage_raises(setup):
     mdp, obj, pi0 = setup
-    with pytest.raises(wg.ValidationError):
+    with pytest.raises(wg.ValidationError, match="resume=True needs storage"):
         wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, resume=True)
+
+
+# ------------------------------------------------------------------------------ stalls
+@pytest.mark.parametrize("problem, objective", [
+    (dict(n_actions=21), wg.Discounted(0.5, entropy=1e300)),           # huge entropy
+    (dict(n_actions=21, curvature=2e12), wg.Discounted(0.5, entropy=0.1)),  # huge costs
+])
+def test_a_step_size_that_cannot_make_progress_stops_the_flow(problem, objective):
+    """Reaching t_end = 10 would take ~1e13 (costs 1e12) or ~1e300 (entropy 1e300) steps: the
+    flow stops once J has settled, with the reason, after a few thousand steps."""
+    mdp = wg.problems.get("quadratic_bandit", **problem)
+    traj = wg.flow(mdp, objective, wg.Policy.uniform(mdp), t_end=10.0, progress=False)
+    reason = traj.diagnostics["stop_reason"]
+    assert reason.startswith("stalled") and "rescale" in reason
+    assert traj.diagnostics["steps"] <= 5000 and traj.times[-1] < 1e-9
+    assert not traj.diagnostics["interrupted"]
+    # it stopped where it had settled: at the optimum (relative gap from the solver's stopping
+    # tolerance and the flow's last J changes, both far below 1e-8)
+    assert traj.J[-1] == pytest.approx(wg.solve(mdp, objective).J, rel=1e-8)
+
+
+def test_a_long_t_end_stopped_by_a_tracker_is_not_a_stall(setup):
+    """t_end far beyond reach is fine while J still moves (runs stopped by their trackers)."""
+    mdp, obj, pi0 = setup
+    traj = wg.flow(mdp, obj, pi0, t_end=1e12, save_every=1e12, progress=False,
+                   trackers=[CallbackTracker(lambda s, c: "enough" if s.t > 2.0 else None,
+                                             interval=0.0)])
+    assert traj.diagnostics["stop_reason"] == "enough"
 
 
 # ------------------------------------------------------------------------------ trackers

@@ -12,17 +12,20 @@ and are then available as ``wg.flow(..., scheme="mine")``.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import validation
 from ..errors import ConvergenceError, ValidationError
-from ..evaluation import Evaluation, _check_objective, _evaluate_masses
+from ..evaluation import Evaluation, _check_mdp, _check_objective, _evaluate_masses
 from ..linalg import LinearSolveCache
 from ..policy import Policy
 
-__all__ = ["Scheme", "FlowState", "Evaluator", "get_scheme", "scheme_names", "grid_potential"]
+__all__ = ["Scheme", "FlowState", "Evaluator", "get_scheme", "scheme_names", "scheme_options",
+           "grid_potential", "rebuild_state"]
 
 _REGISTRY: dict = {}
 
@@ -53,9 +56,31 @@ class Evaluator:
     def __init__(self, mdp, objective, reuse: bool = True):
         self.mdp = mdp
         self.objective = objective
+        self.reuse = reuse
         self.cache = LinearSolveCache(reuse=reuse)
+        self._past_stats: dict = {}
         self.count = 0
         self.time = 0.0
+
+    def restart(self) -> None:
+        """Forget everything that makes the next evaluation depend on earlier ones.
+
+        After ``restart()`` an evaluation gives the same bits as the first evaluation of a new
+        :class:`Evaluator` on the same input: the reused factorization (a preconditioner, so it
+        changes the last bits of the solution), the reuse/probe counters and any warm start are
+        dropped by starting a new :class:`~wgflow.linalg.LinearSolveCache`. Stored frames of a flow
+        are restart points (see :class:`Scheme`); statistics are kept (:meth:`solver_stats`).
+        """
+        for k, v in self.cache.stats.items():
+            self._past_stats[k] = self._past_stats.get(k, 0) + v
+        self.cache = LinearSolveCache(reuse=self.reuse)
+
+    def solver_stats(self) -> dict:
+        """Linear-solver statistics summed over the caches used since the start."""
+        out = dict(self._past_stats)
+        for k, v in self.cache.stats.items():
+            out[k] = out.get(k, 0) + v
+        return out
 
     def __call__(self, masses: np.ndarray, weights: bool = True) -> Evaluation:
         """Exact evaluation; ``weights=False`` may skip the metric weights (``ev.weights`` None)."""
@@ -92,6 +117,34 @@ class Scheme:
     (representation of the initial policy), :meth:`suggest_dt` (step when the user gives none)
     and :meth:`policy` (the policy of a state).
 
+    **Restart protocol** (what makes ``wg.flow(..., storage=path, resume=True)`` bit-identical
+    to the uninterrupted run). A run's next step may depend on
+
+    1. the :class:`FlowState`: ``t``, ``masses``, ``params`` (the scheme's own representation,
+       stored with every frame) and the exact evaluation of the masses;
+    2. the scheme's constructor options (stored in the file's header and compared on resume);
+    3. scheme state that lives on the scheme object across steps -- a step-size controller's
+       last step, a lagged quantity of a time integrator, a counter that seeds random numbers.
+       :meth:`state_dict` returns all of it and :meth:`load_state_dict` puts it back; it is
+       stored with every frame;
+    4. the evaluator's reuse of an earlier factorization (a preconditioner: it changes the last
+       bits). Every stored frame is therefore a *restart point*: the running flow rebuilds its
+       state from the frame's data with :func:`rebuild_state` -- the very function a resume
+       calls on the data read back -- so continuing in memory and continuing from the file run
+       the same code on the same bits.
+
+    A scheme keeps the protocol when (a) :meth:`step` and :meth:`suggest_dt` read nothing but
+    (1)-(3); (b) :meth:`state_dict` returns every attribute of (3) as numbers or arrays whose
+    shapes and dtypes stay fixed during a run (``nan`` stands for "not set yet"), and
+    :meth:`load_state_dict` restores them exactly; (c) :meth:`init_from_frame` rebuilds the
+    state from ``(policy, params, t)`` deterministically, evaluating through ``self.evaluate``;
+    (d) random numbers come from generators seeded by an option and a counter kept in
+    ``params`` or :meth:`state_dict` (as ``wppg`` does with ``default_rng([seed, step])``),
+    never from a generator object that advances across steps. The base class stores the
+    step-size controller shared by the adaptive schemes (``dt_prev``: the last accepted step,
+    which bounds the next one); a scheme with more state extends both methods and calls
+    ``super()``. ``tests/flows/test_trajectory.py`` checks every registered scheme.
+
     Parameters
     ----------
     mdp : MDP
@@ -101,35 +154,70 @@ class Scheme:
     """
 
     name: str | None = None
+    #: last accepted step of the adaptive step control (None before the first step)
+    _dt_prev: float | None = None
     #: whether the scheme moves in continuous time (dt is a time step) or iterates (dt = step size)
     needs_actions: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__dict__["__init__"])
         if cls.name:
             _REGISTRY[cls.name] = cls
 
     def __init__(self, mdp, objective, reuse_factorization: bool = True, **options):
+        where = f"scheme {self.name!r}"
+        _check_mdp(mdp, where)
         _check_objective(objective)
+        reuse_factorization = validation.boolean(reuse_factorization, "reuse_factorization", where)
         if self.needs_actions:
             mdp.require_actions(f"the '{self.name}' scheme")
         if options:
-            raise ValidationError(f"scheme '{self.name}' got unknown option(s) {sorted(options)}")
+            validation.options(options, {where: scheme_options(type(self))}, where, what="option")
         self.mdp = mdp
         self.objective = objective
         self.tau = float(objective.entropy)
         self.evaluate = Evaluator(mdp, objective, reuse=reuse_factorization)
         self.stats = {"steps": 0, "rejected": 0}
 
+    def initial_masses(self, policy) -> np.ndarray:
+        """The validated masses ``(nS, nA)`` of an initial policy (a Policy or an array), checked
+        as user input (finite, >= 0, rows summing to 1; nothing is renormalized)."""
+        where = f"scheme {self.name!r}"
+        if isinstance(policy, Policy):
+            if (policy.actions is not None and self.mdp.actions is not None
+                    and policy.actions != self.mdp.actions):
+                raise ValidationError(f"{where}: the initial policy's action grid {policy.actions} "
+                                      f"differs from the MDP's {self.mdp.actions}")
+            policy = policy.masses
+        return validation.masses(policy, self.mdp.n_states, self.mdp.n_actions,
+                                 "initial policy masses", where)
+
     # -- to implement ------------------------------------------------------------------
     def init(self, policy, t0: float = 0.0) -> FlowState:
-        masses = policy.masses if isinstance(policy, Policy) else np.asarray(policy, dtype=float)
+        masses = self.initial_masses(policy)
         return FlowState(t0, masses, self.evaluate(masses))
 
     def init_from_frame(self, policy, params: dict, t0: float) -> FlowState:
-        """Rebuild a state from a stored frame (resuming); schemes with their own
-        representation override this to use ``params``."""
+        """Rebuild a state from a stored frame (a restart point, see the class docstring);
+        schemes with their own representation override this to use ``params``."""
         return self.init(policy, t0=t0)
+
+    # -- restart protocol -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Scheme state (beyond the :class:`FlowState`) that the next step depends on.
+
+        Returns a dict ``name -> float or ndarray``; shapes and dtypes stay fixed during a run
+        (they are stored with every frame of ``storage=``). The base class returns the adaptive
+        step control's last accepted step, ``{"dt_prev": dt}`` (``nan`` before the first step).
+        """
+        return {"dt_prev": np.nan if self._dt_prev is None else float(self._dt_prev)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (bit for bit)."""
+        dt = float(np.asarray(state.get("dt_prev", np.nan)))
+        self._dt_prev = None if np.isnan(dt) else dt
 
     def step(self, state: FlowState, dt: float, adaptive: bool = False) -> FlowState:
         """Advance by ``dt`` and return the new state with ``t`` advanced by the step taken.
@@ -177,12 +265,92 @@ class Scheme:
         return False
 
 
+def _check_option(where: str, name: str, value, param: inspect.Parameter):
+    """Type check of a scheme option from its annotation (or its default's type)."""
+    ann = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    ann = ann.replace(" ", "") if ann is not inspect.Parameter.empty else ""
+    parts = set(ann.split("|")) if ann else set()
+    default = param.default
+    if not parts and default is not inspect.Parameter.empty and default is not None:
+        parts = {type(default).__name__}
+    none = "None" in parts or default is None
+    parts.discard("None")
+    if value is None and none:
+        return
+    if parts == {"bool"}:
+        validation.boolean(value, f"option {name}", where)
+    elif parts == {"int"}:
+        validation.integer(value, f"option {name}", where, low=0 if name == "seed" else None)
+    elif parts <= {"float", "int"} and parts:
+        validation.real(value, f"option {name}", where)
+    elif parts == {"str"} and not isinstance(value, str):
+        raise ValidationError(f"{where}: option {name} must be a string, got {validation.describe(value)}")
+
+
+def _checked_init(init):
+    """Wrap a scheme's ``__init__`` so that every option is type-checked before it runs (from
+    its annotation), whatever scheme is added later."""
+    sig = inspect.signature(init)
+
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise ValidationError(f"scheme {type(self).name!r}: {exc}") from None
+        for name, value in bound.arguments.items():
+            p = sig.parameters[name]
+            if name in ("self", "mdp", "objective") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            _check_option(f"scheme {type(self).name!r}", name, value, p)
+        init(self, *args, **kwargs)
+
+    __init__.__wrapped__ = init
+    __init__.__doc__ = init.__doc__
+    return __init__
+
+
+def scheme_options(scheme, defaults: bool = False):
+    """The options a scheme takes (its constructor keywords, its base classes' included):
+    their names, or with ``defaults`` a dict of their default values."""
+    cls = get_scheme(scheme)
+    out = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or not issubclass(klass, Scheme):
+            continue
+        init = getattr(init, "__wrapped__", init)
+        for name, p in inspect.signature(init).parameters.items():
+            if name in ("self", "mdp", "objective") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            out[name] = None if p.default is inspect.Parameter.empty else p.default
+    return out if defaults else sorted(out)
+
+
+def rebuild_state(scheme: Scheme, t: float, masses: np.ndarray, params: dict,
+                  scheme_state: dict) -> FlowState:
+    """The state of a restart point: the one function both a running flow (at each stored frame)
+    and a resume (on the frame read back) call, so both continue from identical bits.
+
+    Restores ``scheme_state`` (:meth:`Scheme.state_dict`), restarts the evaluator (no reused
+    factorization) and rebuilds the state with :meth:`Scheme.init_from_frame`.
+    """
+    scheme.load_state_dict(scheme_state)
+    scheme.evaluate.restart()
+    pol = Policy(masses, scheme.mdp.actions, scheme.mdp.states, validate=False)
+    state = scheme.init_from_frame(pol, {k: np.array(v, copy=True) for k, v in params.items()},
+                                   float(t))
+    scheme.load_state_dict(scheme_state)   # init_from_frame may touch it; the frame's state wins
+    return state
+
+
 def get_scheme(name) -> type:
     """The scheme class registered as ``name`` (or ``name`` itself if it is a Scheme subclass)."""
     if isinstance(name, type) and issubclass(name, Scheme):
         return name
-    if name not in _REGISTRY:
-        raise ValidationError(f"unknown scheme {name!r}; registered schemes: {scheme_names()}")
+    if not isinstance(name, str):
+        raise ValidationError(f"flow: scheme must be a name ({', '.join(scheme_names())}) or a Scheme "
+                              f"subclass, got {validation.describe(name)}")
+    validation.choice(name, "scheme", scheme_names(), "flow")
     return _REGISTRY[name]
 
 

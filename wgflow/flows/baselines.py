@@ -24,18 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
-from ..policy import Policy, check_masses
 from .base import FlowState, Scheme
 
 __all__ = ["PMD", "PG", "pmd_update", "softmax_pg_gradient"]
 
 
 def _masses_of(scheme, policy):
-    if isinstance(policy, Policy):
-        m = policy.masses
-    else:
-        m = np.asarray(policy, dtype=float)
-    return check_masses(m, scheme.mdp.n_states, scheme.mdp.n_actions, f"{scheme.name}: initial policy masses")
+    return scheme.initial_masses(policy)
 
 
 def _vol(mdp) -> float:

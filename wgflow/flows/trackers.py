@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import validation
 from ..errors import ValidationError
 
 __all__ = ["Tracker", "ProgressTracker", "SteadyStateTracker", "GuardTracker", "StorageTracker",
@@ -23,7 +24,7 @@ class Tracker:
     """Base class: override :meth:`handle` (and optionally :meth:`start`, :meth:`finish`)."""
 
     def __init__(self, interval: float | None = None):
-        self.interval = interval
+        self.interval = validation.real(interval, "interval", type(self).__name__, low=0.0, none=True)
         self._next = 0.0
 
     def due(self, t: float, is_frame: bool) -> bool:
@@ -75,8 +76,13 @@ class SteadyStateTracker(Tracker):
 
     def __init__(self, atol: float = 1e-10, interval: float | None = 0.0):
         super().__init__(interval)
-        self.atol = atol
+        self.atol = validation.real(atol, "atol", "SteadyStateTracker", low=0.0, low_open=True)
         self._prev = None
+
+    def start(self, state, context):
+        # the start state is the reference of the first check, so that a resumed run stops
+        # where the uninterrupted one does
+        self._prev = (state.t, state.masses)
 
     def handle(self, state, context):
         if self._prev is not None and state.t > self._prev[0]:
@@ -114,25 +120,40 @@ class GuardTracker(Tracker):
 
 
 class StorageTracker(Tracker):
-    """Append every saved frame to an HDF5 file, flushed at once (interrupted runs keep them)."""
+    """Append every saved frame to an HDF5 file with a commit protocol (interrupted or killed
+    runs keep every committed frame; see :mod:`wgflow.flows.trajectory`).
 
-    def __init__(self, path, resume: bool = False):
+    ``overwrite=True`` replaces an existing file (once the new run's first frame is committed);
+    without it an existing file raises :class:`~wgflow.errors.ExistingFileError`. ``resume``
+    is handled by :func:`wgflow.flow`, which calls :meth:`reopen`.
+    """
+
+    def __init__(self, path, resume: bool = False, overwrite: bool = False):
         super().__init__(None)
         self.path = path
         self.resume = resume
+        self.overwrite = overwrite
         self.writer = None
 
-    def open(self, scheme, state, context):
+    def open(self, scheme, state, context, run: dict | None = None):
+        """Create the file for a new run (the header, no frame yet)."""
         from .trajectory import FrameWriter
         mdp = scheme.mdp
-        shapes = {k: np.shape(v) for k, v in state.params.items()}
-        dtypes = {k: np.asarray(v).dtype for k, v in state.params.items()}
-        self.writer = FrameWriter(self.path, state.masses.shape, mdp.actions, mdp.states, scheme.name,
-                                  scheme.objective.to_dict(), mdp.provenance, shapes, dtypes,
-                                  resume=self.resume)
+        specs = {k: (np.shape(v), np.asarray(v).dtype) for k, v in state.params.items()}
+        sd = scheme.state_dict()
+        sspecs = {k: (np.shape(v), np.asarray(v).dtype) for k, v in sd.items()}
+        self.writer = FrameWriter.create(self.path, state.masses.shape, mdp.actions, mdp.states,
+                                         scheme.name, scheme.objective.to_dict(), mdp.provenance,
+                                         specs, sspecs, run, overwrite=self.overwrite)
 
-    def write(self, state, grad_norm2):
-        self.writer.append(state.t, state.J, grad_norm2, state.masses, state.params)
+    def reopen(self, keep: int):
+        """Continue a stored run after its first ``keep`` frames."""
+        from .trajectory import FrameWriter
+        self.writer = FrameWriter.reopen(self.path, keep)
+
+    def write(self, state, grad_norm2, scheme_state: dict | None = None, restart: bool = True):
+        self.writer.append(state.t, state.J, grad_norm2, state.masses, state.params,
+                           scheme_state or {}, restart)
 
     def finish(self, state, context):
         if self.writer is not None:
@@ -160,6 +181,8 @@ def get_tracker(spec) -> Tracker:
     if callable(spec):
         return CallbackTracker(spec)
     table = {"progress": ProgressTracker, "steady_state": SteadyStateTracker, "guard": GuardTracker}
-    if spec in table:
+    if isinstance(spec, str):
+        validation.choice(spec, "tracker", sorted(table), "flow")
         return table[spec]()
-    raise ValidationError(f"unknown tracker {spec!r}; use a Tracker, a callable or one of {sorted(table)}")
+    raise ValidationError(f"flow: a tracker is a Tracker, a callable or one of {sorted(table)}, got "
+                          f"{validation.describe(spec)}")

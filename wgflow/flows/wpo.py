@@ -282,12 +282,9 @@ class WPO(Scheme):
         return st
 
     def init(self, policy, t0: float = 0.0) -> FlowState:
-        if isinstance(policy, np.ndarray):
-            policy = Policy.from_masses(self.mdp, policy)
-        if isinstance(policy, Policy):
-            if policy.n_states != self.mdp.n_states or policy.n_actions != self.mdp.n_actions:
-                raise ValidationError(f"wpo: policy is {policy.n_states} x {policy.n_actions}, the "
-                                      f"MDP {self.mdp.n_states} x {self.mdp.n_actions}")
+        if isinstance(policy, (np.ndarray, Policy)):
+            policy = Policy(self.initial_masses(policy), self.mdp.actions, self.mdp.states,
+                            validate=False)
             w, mu, sd = self._from_policy(policy)
         else:
             w, mu, sd = self._check_params(policy)

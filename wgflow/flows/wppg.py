@@ -175,7 +175,7 @@ class WPPG(Scheme):
             self.n_particles = X.shape[1]
             self.particle_form = True
             return self._particle_state(X, 0, t0)
-        masses = policy.masses if isinstance(policy, Policy) else np.asarray(policy, dtype=float)
+        masses = self.initial_masses(policy)
         if self.particle_form:
             pol = policy if isinstance(policy, Policy) else Policy(masses, A, self.mdp.states)
             X = np.array(ParticlePolicy.from_policy(pol, self.n_particles, "quantile").positions)

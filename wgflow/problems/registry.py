@@ -8,7 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ValidationError
+from .. import validation
+from ..errors import LookupFailure, ValidationError
 
 _REGISTRY: dict = {}
 
@@ -51,8 +52,10 @@ def names() -> list:
 
 
 def _lookup(name: str) -> Problem:
-    if name not in _REGISTRY:
-        raise ValidationError(f"unknown problem {name!r}; known problems: {', '.join(names())}")
+    if not isinstance(name, str):
+        raise LookupFailure(f"a problem name is a string, got {validation.describe(name)}; known "
+                            f"problems: {', '.join(names())}")
+    validation.choice(name, "problem", names())
     return _REGISTRY[name]
 
 
@@ -73,33 +76,86 @@ def _resolve(name: str, params: dict):
     p = _lookup(name)
     unknown = sorted(set(params) - set(p.defaults))
     if unknown:
-        raise ValidationError(f"problem {name!r} has no parameter(s) {unknown}; its parameters are "
-                              f"{list(p.defaults)}")
-    for k, v in params.items():
-        _check_type(name, k, v, p.defaults[k])
+        validation.options({unknown[0]: None}, {f"problem {name!r}": list(p.defaults)},
+                           what="parameter")
     full = {**p.defaults, **params}
+    for k, v in params.items():
+        full[k] = _check_value(name, k, v, p.defaults[k])
+    _check_size(name, full)
     return p, full
 
 
-def _check_type(problem, key, value, default):
-    """Parameters take the type of their default (ints for sizes, numbers, sequences, strings)."""
-    def fail(kind):
-        raise ValidationError(f"problem {problem!r}: parameter {key} must be {kind}, got {value!r}")
+# ---------------------------------------------------------------------------------------------
+# parameter rules: by name, for every problem that has a parameter of that name
+# ---------------------------------------------------------------------------------------------
+#: parameters that must be > 0 (lengths of boxes, time steps, physical constants, cutoffs)
+POSITIVE = frozenset({"dt", "x_max", "v_max", "a_max", "max_speed", "max_torque", "power", "m",
+                      "l", "noise_cutoff"})
+#: parameters that must be >= 0 (noise levels, cost weights)
+NON_NEGATIVE = frozenset({"noise", "q", "r", "q_x", "q_v"})
+
+
+def _is_size(key: str) -> bool:
+    """Cell counts: ``n_*`` and ``branching`` are integers >= 1 (or one per axis)."""
+    return key.startswith("n_") or key == "branching"
+
+
+def _check_value(problem: str, key: str, value, default):
+    """A parameter value, checked by its name's rule and its default's type and shape.
+
+    Sizes (``n_*``, ``branching``) are integers >= 1, or one per axis when the default is a
+    sequence; ``seed`` is an integer >= 0; names in :data:`POSITIVE` are > 0 and in
+    :data:`NON_NEGATIVE` >= 0; every other number is finite; sequences keep the shape of their
+    default (``noise`` may also be one value per state axis); strings and booleans keep their
+    type.
+    """
+    where = f"problem {problem!r}"
+    name = f"parameter {key}"
     if isinstance(default, bool):
-        if not isinstance(value, (bool, np.bool_)):
-            fail("True or False")
-    elif isinstance(default, (int, np.integer)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            fail("an integer")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            fail("a number")
-    elif isinstance(default, str):
+        return validation.boolean(value, name, where)
+    if isinstance(default, str):
         if not isinstance(value, str):
-            fail("a string")
-    elif isinstance(default, (tuple, list)):
-        if not isinstance(value, (tuple, list, np.ndarray, int, float)):
-            fail("a sequence")
+            raise ValidationError(f"{where}: parameter {key} must be a string, got "
+                                  f"{validation.describe(value)}")
+        return value
+    if key == "seed":
+        return validation.integer(value, name, where, low=0)
+    low, low_open = (0.0, True) if key in POSITIVE else (0.0, False) if key in NON_NEGATIVE else (None, False)
+    if _is_size(key):
+        if isinstance(default, (tuple, list)):
+            if isinstance(value, (tuple, list, np.ndarray)):
+                shape = np.shape(value)
+                if shape != np.shape(default):
+                    raise ValidationError(f"{where}: parameter {key} must be one integer or "
+                                          f"{len(default)} (one per axis), got {value!r}")
+                return tuple(validation.integer(v, f"{name}[{i}]", where, low=1)
+                             for i, v in enumerate(value))
+        return validation.integer(value, name, where, low=1)
+    if isinstance(default, (tuple, list)) or (key == "noise" and isinstance(value, (tuple, list, np.ndarray))):
+        a = validation.array(value, name, where)
+        if isinstance(default, (tuple, list)) and a.shape != np.shape(default):
+            raise ValidationError(f"{where}: parameter {key} must have shape {np.shape(default)}, "
+                                  f"got {a.shape}")
+        if low is not None and np.any(a < low if not low_open else a <= low):
+            raise ValidationError(f"{where}: parameter {key} must be {'>' if low_open else '>='} "
+                                  f"{low:g} everywhere, got {value!r}")
+        return a.tolist() if key == "noise" else tuple(map(tuple, a)) if a.ndim == 2 else tuple(a)
+    if isinstance(default, (int, float, np.integer, np.floating)):
+        if isinstance(default, (int, np.integer)) and not isinstance(default, bool) and \
+                key not in POSITIVE | NON_NEGATIVE:
+            return validation.integer(value, name, where)
+        return validation.real(value, name, where, low=low, low_open=low_open)
+    return value
+
+
+def _check_size(problem: str, params: dict) -> None:
+    """Refuse sizes whose ``P`` cannot fit in memory (estimated before anything is built)."""
+    pairs = 1.0
+    for k, v in params.items():
+        if k.startswith("n_"):
+            pairs *= float(np.prod(np.asarray(v, dtype=float)))
+    per_row = 12.0 * float(params.get("branching", 2)) + 8.0
+    validation.memory(pairs * per_row, f"problem {problem!r} with {pairs:.3g} state-action pairs")
 
 
 def _jsonable(v):

@@ -1,0 +1,383 @@
+"""Low-level HDF5 access shared by :mod:`wgflow.io` and the flows' storage.
+
+* **Atomic files** (:class:`atomic_h5`): a file is written under a temporary name in its
+  directory, flushed to disk and renamed over the target only when complete, so a crash
+  never leaves a half-written file where a good one was. Temporary files of writers that were
+  killed are removed by the next writer of the same path (:func:`clean_orphans`).
+* **Reads that trust nothing in the file**: :func:`dataset` and :func:`group` follow hard
+  links only (no soft or external links), refuse external raw storage and virtual datasets (a
+  crafted file could otherwise make a load return bytes of another file), check dtype and
+  shape, and estimate the memory before reading; :func:`attr` checks each attribute's type.
+  Every failure is a :class:`~wgflow.errors.FileFormatError` that names the file and the
+  dataset or attribute.
+* Helpers for JSON attributes, grids, and digests (fingerprints of arrays and per-frame
+  checksums).
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import validation
+from .errors import FileFormatError, MissingFileError, ValidationError
+from .grids import Grid
+from .version import __version__
+
+__all__ = ["FORMAT_VERSION", "atomic_h5", "clean_orphans", "open_checked", "dataset", "read",
+           "group", "attr", "grid_attr", "grid_from_attr", "jsonable", "digest", "checksum",
+           "file_error", "fsync_file"]
+
+#: layout version written by this wgflow (2: trajectories carry per-frame checksums, restart
+#: flags and scheme state); files of versions 1 and 2 are read
+FORMAT_VERSION = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # someone else's process
+        return True
+    except OSError:                  # pragma: no cover - not POSIX
+        return True
+    return True
+
+
+def temp_name(path: Path) -> Path:
+    """``.NAME.tmp-PID-RANDOM`` next to ``path`` (the writer's process id identifies orphans)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def clean_orphans(path) -> list:
+    """Remove the temporary files that killed writers of ``path`` left behind.
+
+    A temporary file is an orphan when the process id in its name no longer runs; files of live
+    processes (a concurrent writer) are kept. Returns the paths removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}.tmp-"
+    removed = []
+    for p in glob.glob(os.path.join(glob.escape(str(path.parent)), glob.escape(prefix) + "*")):
+        try:
+            pid = int(Path(p).name[len(prefix):].split("-")[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+            removed.append(Path(p))
+    return removed
+
+
+def fsync_file(path) -> None:
+    """Flush a closed file's data to disk."""
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path) -> None:
+    """Make a rename in directory ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class atomic_h5:
+    """Context manager: an ``h5py.File`` written to a temporary name, renamed on success.
+
+    The target's directory must exist (:class:`~wgflow.errors.MissingFileError` otherwise);
+    with ``overwrite=False`` an existing target raises
+    :class:`~wgflow.errors.ExistingFileError`. Orphaned temporary files of earlier, killed
+    writers of the same path are removed first. On success the file is fsync'ed, renamed over
+    the target, and the rename is made durable; on an exception the temporary file is removed
+    and the old target is untouched.
+    """
+
+    def __init__(self, path, overwrite: bool = True, where: str = "save"):
+        self.path = validation.output_path(path, "path", where, overwrite=overwrite)
+        self.tmp = temp_name(self.path)
+
+    def __enter__(self) -> h5py.File:
+        clean_orphans(self.path)
+        self.file = h5py.File(self.tmp, "w")
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.file.close()
+        finally:
+            if exc_type is None:
+                fsync_file(self.tmp)             # durable before it replaces a good file
+                os.replace(self.tmp, self.path)
+                fsync_dir(self.path.parent)
+            elif self.tmp.exists():
+                self.tmp.unlink()
+        return False
+
+
+def write_header(f: h5py.File, kind: str) -> None:
+    """Root attributes of every wgflow file."""
+    f.attrs["wgflow_type"] = kind
+    f.attrs["wgflow_version"] = __version__
+    f.attrs["format_version"] = FORMAT_VERSION
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def file_error(path, where: str, message: str) -> FileFormatError:
+    """A :class:`FileFormatError` saying which file and which dataset or attribute."""
+    return FileFormatError(f"{path}: {where}: {message}" if where else f"{path}: {message}")
+
+
+@contextlib.contextmanager
+def reading(path, where: str):
+    """Turn a validation failure of data read from ``path`` (at ``where``) into a
+    :class:`FileFormatError` naming both; errors of h5py become the same."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except (ValidationError, MissingFileError) as exc:
+        raise file_error(path, where, f"invalid content: {exc}") from exc
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise file_error(path, where, f"unreadable: {exc}") from exc
+
+
+def open_checked(path, kind: str | None = None) -> h5py.File:
+    """Open a wgflow HDF5 file for reading, or raise :class:`FileFormatError` saying why not.
+
+    Checks that the file is HDF5, was written by wgflow (``wgflow_type``), has a format version
+    this wgflow reads, and (with ``kind``) holds that type. Files are opened without HDF5 file
+    locking, so a file that a running flow appends to can be read.
+    """
+    path = validation.path(path, "path", "load")
+    if not path.exists():
+        raise MissingFileError(f"no such file: {path}")
+    if path.is_dir():
+        raise FileFormatError(f"{path} is a directory, not a wgflow file")
+    try:
+        try:
+            f = h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            if "locking" not in str(exc):
+                raise
+            f = h5py.File(path, "r")     # this process writes it (same locking flags needed)
+    except OSError as exc:
+        raise FileFormatError(f"{path} is not a readable HDF5 file (corrupted or another format): "
+                              f"{exc}") from exc
+    try:
+        found = attr(f, "wgflow_type", path, "str", missing="was not written by wgflow (no "
+                     "'wgflow_type' attribute)")
+        fmt = attr(f, "format_version", path, "int", default=1)
+        if fmt > FORMAT_VERSION:
+            raise FileFormatError(f"{path} has format version {fmt}, newer than this wgflow "
+                                  f"({__version__}) reads ({FORMAT_VERSION}); upgrade wgflow")
+        if fmt < 1:
+            raise file_error(path, "attribute format_version", f"must be >= 1, got {fmt}")
+        if kind is not None and found != kind:
+            raise FileFormatError(f"{path} holds a {found}, not a {kind}")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _checked_link(parent, name: str, path, what: str):
+    where = f"{what} {parent.name.rstrip('/')}/{name}"
+    try:
+        link = parent.get(name, getlink=True)
+    except (KeyError, OSError, RuntimeError) as exc:
+        raise file_error(path, where, f"unreadable: {exc}") from exc
+    if link is None:
+        raise file_error(path, where, "missing")
+    if not isinstance(link, h5py.HardLink):
+        raise file_error(path, where, f"is a {type(link).__name__}; wgflow files hold their data "
+                                      "directly (links to other objects or files are refused)")
+    try:
+        return parent[name], where
+    except (KeyError, OSError, RuntimeError) as exc:
+        raise file_error(path, where, f"unreadable: {exc}") from exc
+
+
+def group(parent, name: str, path) -> h5py.Group:
+    """The group ``name`` of ``parent`` (a hard link to a group, nothing else)."""
+    obj, where = _checked_link(parent, name, path, "group")
+    if not isinstance(obj, h5py.Group):
+        raise file_error(path, where, f"is a {type(obj).__name__}, not a group")
+    return obj
+
+
+def dataset(parent, name: str, path, *, kind: str = "f", ndim: int | None = None,
+            shape=None) -> h5py.Dataset:
+    """The dataset ``name`` of ``parent``, checked but not read.
+
+    A hard link to a dataset stored in this file (no external raw storage, not virtual), of a
+    dtype kind in ``kind`` (``"f"`` float, ``"iu"`` integer, ``"b"`` bool...), with ``ndim``
+    dimensions and the given ``shape`` (``None`` entries match any length), small enough for
+    this machine's memory.
+    """
+    ds, where = _checked_link(parent, name, path, "dataset")
+    if not isinstance(ds, h5py.Dataset):
+        raise file_error(path, where, f"is a {type(ds).__name__}, not a dataset")
+    if ds.is_virtual:
+        raise file_error(path, where, "is a virtual dataset (data mapped from other files); refused")
+    try:
+        n_ext = ds.id.get_create_plist().get_external_count()
+    except (OSError, RuntimeError) as exc:  # pragma: no cover
+        raise file_error(path, where, f"unreadable: {exc}") from exc
+    if n_ext:
+        raise file_error(path, where, "stores its data in external files; refused (a wgflow file "
+                                      "holds its data itself)")
+    if ds.dtype.kind not in kind:
+        raise file_error(path, where, f"has dtype {ds.dtype}, expected "
+                                      f"{ {'f': 'float', 'iu': 'integer', 'u': 'unsigned integer', 'b': 'bool'}.get(kind, kind) }")
+    if ndim is not None and ds.ndim != ndim:
+        raise file_error(path, where, f"must be {ndim}-D, has shape {ds.shape}")
+    if shape is not None:
+        shape = tuple(shape)
+        if ds.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, ds.shape)):
+            raise file_error(path, where, f"has shape {ds.shape}, expected "
+                                          f"{tuple('any' if s is None else s for s in shape)}")
+    with reading(path, where):
+        validation.memory(float(ds.size) * ds.dtype.itemsize, f"reading {where}")
+    return ds
+
+
+def read(parent, name: str, path, *, sel=(), **checks) -> np.ndarray:
+    """Read a :func:`dataset` (or the selection ``sel`` of it) into memory."""
+    ds = dataset(parent, name, path, **checks)
+    where = f"dataset {parent.name.rstrip('/')}/{name}"
+    with reading(path, where):
+        return ds[sel] if sel != () else ds[()]
+
+
+_NO_DEFAULT = object()
+
+
+def attr(obj, name: str, path, kind: str, *, default=_NO_DEFAULT, missing: str | None = None):
+    """Attribute ``name`` of ``obj`` as ``kind``: ``"str"``, ``"int"``, ``"float"``, ``"bool"``,
+    ``"json"`` (a JSON string, parsed) or ``"ints"`` (a 1-D integer array)."""
+    where = f"attribute {name} of {obj.name}"
+    try:
+        present = name in obj.attrs
+        val = obj.attrs[name] if present else None
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise file_error(path, where, f"unreadable: {exc}") from exc
+    if not present:
+        if default is not _NO_DEFAULT:
+            return default
+        raise (FileFormatError(f"{path} {missing}") if missing else file_error(path, where, "missing"))
+    if isinstance(val, bytes):
+        val = val.decode("utf-8", "replace")
+    if kind in ("str", "json"):
+        if not isinstance(val, str):
+            raise file_error(path, where, f"must be a string, got {validation.describe(val)}")
+        if kind == "str":
+            return val
+        try:
+            return json.loads(val)
+        except ValueError as exc:
+            raise file_error(path, where, f"is not valid JSON: {exc}") from exc
+    if kind == "int":
+        if isinstance(val, np.ndarray) and val.shape == ():
+            val = val[()]
+        if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)):
+            raise file_error(path, where, f"must be an integer, got {validation.describe(val)}")
+        return int(val)
+    if kind == "float":
+        if isinstance(val, np.ndarray) and val.shape == ():
+            val = val[()]
+        if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, float, np.integer, np.floating)):
+            raise file_error(path, where, f"must be a number, got {validation.describe(val)}")
+        return float(val)
+    if kind == "bool":
+        if isinstance(val, np.ndarray) and val.shape == ():
+            val = val[()]
+        if not isinstance(val, (bool, np.bool_)):
+            raise file_error(path, where, f"must be a boolean, got {validation.describe(val)}")
+        return bool(val)
+    if kind == "ints":
+        a = np.asarray(val)
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise file_error(path, where, f"must be a 1-D integer array, got {validation.describe(val)}")
+        return a
+    raise ValueError(f"unknown attribute kind {kind!r}")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+# ---------------------------------------------------------------------------------------------
+def jsonable(obj, max_array: int | None = None):
+    """JSON-ready copy; arrays become lists (or a placeholder above ``max_array`` elements)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, max_array) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, max_array) for v in obj]
+    if isinstance(obj, np.ndarray):
+        if max_array is not None and obj.size > max_array:
+            return f"<array shape={obj.shape}>"
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return repr(obj)          # JSON has no NaN/inf
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)
+
+
+def grid_attr(g) -> str:
+    return json.dumps(None if g is None else g.to_dict())
+
+
+def grid_from_attr(obj, name: str, path):
+    """The :class:`Grid` (or None) stored as JSON in attribute ``name``."""
+    d = attr(obj, name, path, "json")
+    if d is None:
+        return None
+    with reading(path, f"attribute {name} of {obj.name}"):
+        return Grid.from_dict(d)
+
+
+def digest(*parts) -> str:
+    """A hex fingerprint of arrays and strings (dtype, shape and bytes of each)."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        if isinstance(p, str):
+            h.update(b"s" + p.encode())
+        else:
+            a = np.ascontiguousarray(p)
+            h.update(f"a{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def checksum(arrays) -> np.uint64:
+    """64-bit checksum of a frame's values (each converted to its stored dtype beforehand)."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return np.frombuffer(h.digest(), dtype="<u8")[0]

@@ -102,12 +102,13 @@ def test_local_cluster_worker_killed_mid_sweep(tmp_path):
 
 
 def test_serial_sweep_summary_failures_and_resume(tmp_path):
-    """Rows carry each run's parameters (J* equals an independent wg.solve with them); a run whose
-    problem cannot be built is recorded with its error and the others go on; the summary reads back
-    with csv and h5py; a rerun retries only the failed run."""
-    spec = {"sweep": {"name": "noise", "base": "lqr1d"},
+    """Rows carry each run's parameters (J* equals an independent wg.solve with them); a run that
+    raises (here: the study refuses a scheme option when it builds the scheme) is recorded with its
+    error and the others go on; the summary reads back with csv and h5py; a rerun retries only the
+    failed runs."""
+    spec = {"sweep": {"name": "step", "base": "lqr1d"},
             "set": dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False}),
-            "grid": {"problem.params.noise": [0.5, -1.0], "objective.entropy": [0.5, 1.0]}}
+            "grid": {"flows.options.pmd.step": [2.0, -1.0], "objective.entropy": [0.5, 1.0]}}
     spec["sweep"]["metrics"] = ["study", "size"]       # a user-registered metric family
     SW.register_metric("size", lambda res: {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions})
     seen = []
@@ -118,13 +119,13 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
     assert res.counts == {"runs": 4, "computed": 4, "skipped": 0, "failed": 2}
     assert [r["index"] for r in seen] == [0, 1, 2, 3]
     for r in res.rows:
-        if r["problem.params.noise"] < 0:
-            assert r["status"] == "failed" and "noise must be finite and >= 0" in r["error"]
+        if r["flows.options.pmd.step"] < 0:
+            assert r["status"] == "failed" and "step must be > 0, got -1.0" in r["error"]
             assert (tmp_path / "runs" / f"{r['run_id']}.error.txt").exists() and r["file"] == ""
         else:
             assert r["status"] == "ok" and r["error"] == ""
             assert (r["n_states"], r["n_actions"]) == (9, 7)
-            mdp = wg.problems.get("lqr1d", n_states=9, n_actions=7, noise=0.5)
+            mdp = wg.problems.get("lqr1d", n_states=9, n_actions=7)
             J = wg.solve(mdp, wg.Discounted(0.9, entropy=r["objective.entropy"])).J
             # two exact solves of the same problem: rounding of J, a few ulps times kappa = 10
             assert abs(r["J_star"] - J) <= 1e-12 * abs(J)

@@ -492,12 +492,27 @@ def _slug(params, index) -> str:
 def config_hash(cfg: dict) -> str:
     """SHA-256 of what determines a run's results: the configuration without ``study.name`` and
     the ``output`` section."""
-    from .io import _jsonable
     c = copy.deepcopy(cfg)
     c.pop("output", None)
     c.get("study", {}).pop("name", None)
-    text = json.dumps([_SALT, _jsonable(c)], sort_keys=True, separators=(",", ":"))
+    text = json.dumps([_SALT, _plain(c)], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(obj):
+    """Plain Python values for ``json.dumps`` (numpy scalars and arrays converted); NaN and inf
+    stay floats, written as ``NaN``/``Infinity`` tokens that ``json.loads`` reads back exactly."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)
 
 
 def _resolve_base(base, source):
@@ -743,9 +758,8 @@ def execute_run(task: RunTask, restore_threads: bool = True) -> dict:
             path = Path(d) / task.filename
             res.to_hdf5(path)
             import h5py
-            from .io import _jsonable
             with h5py.File(path, "a") as f:
-                f.attrs["sweep_run"] = json.dumps(_jsonable(info))
+                f.attrs["sweep_run"] = json.dumps(_plain(info))
             data = path.read_bytes()
         out.update(status=info["status"], error=info["error"], row=row, data=data, wall=wall)
     except Exception as exc:  # a failing run is recorded, whatever it raised
@@ -768,14 +782,17 @@ def _execute_on_worker(task: RunTask) -> dict:
 # files
 # =============================================================================================
 def _write_atomic(path: Path, data: bytes):
-    import uuid
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """Write ``data`` under a temporary name, fsync, rename over ``path`` (as :class:`wgflow.h5.atomic_h5`)."""
+    from .h5 import clean_orphans, fsync_dir, temp_name
+    clean_orphans(path)
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -961,8 +978,8 @@ def _write_summary(rows, outdir: Path) -> tuple:
         for i in range(len(rows)):
             w.writerow([_csv_cell(t[c][i]) for c in cols])
     os.replace(tmp, csv_path)
-    from .io import atomic_h5
-    with atomic_h5(h5_path) as f:
+    from .h5 import atomic_h5
+    with atomic_h5(h5_path, where="sweep summary") as f:
         f.attrs["wgflow_type"] = "SweepSummary"
         f.attrs["wgflow_version"] = __version__
         g = f.create_group("summary")

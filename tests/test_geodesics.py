@@ -290,3 +290,78 @@ def test_iteration_limit_raises_with_partial_result_and_progress_callback():
     assert partial.energy < partial.mccann_energy
     assert [it for it, _ in seen] == [1, 2, 3]
     assert all(np.isfinite(E) for _, E in seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# negligible tail masses (Gibbs tails at small entropy)
+# ---------------------------------------------------------------------------------------------
+def test_negligible_tail_mass_is_not_spread_across_the_box():
+    """m0 = [1e-13, .5, .5, 0] and m1 = [0, 0, .5, .5]: a shift by one cell (W2 = h = 0.25).
+    Merging the knot level 1e-13 into 0 used to interpolate the quantile function from the box
+    edge across cell 0 (W2 = 0.3227)."""
+    import ot
+    A = wg.Grid([(0.0, 1.0)], [4])
+    m0 = np.array([[1e-13, 0.5, 0.5, 0.0]])
+    m0 /= m0.sum()
+    m1 = np.array([[0.0, 0.0, 0.5, 0.5]])
+    x = A.centers[:, 0]
+    pot = np.sqrt(ot.wasserstein_1d(x, x, m0[0], m1[0], p=2))
+    # the 1e-13 tail moves W2 by at most sqrt(1e-13 * 1) ~ 3e-7 (it is dropped, never spread)
+    assert G.wasserstein_1d(m0, m1, A)[0] == pytest.approx(0.25, abs=1e-6)
+    assert wg.geometry.distance(wg.Policy(m0, A), wg.Policy(m1, A), [1.0]) == pytest.approx(0.25, abs=1e-6)
+    assert pot == pytest.approx(0.25, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sharp_optimum():
+    """lqr1d's soft optimum at entropy 0.05: Gibbs tails from 1 down to underflow, and a shifted,
+    stretched copy of it."""
+    mdp = wg.problems.get("lqr1d", n_states=15, n_actions=11)
+    obj = wg.Average(entropy=0.05)
+    p0 = wg.solve(mdp, obj).policy
+    A = mdp.actions
+    u = (2 * A.centers[:, 0] - A.bounds[0].sum()) / (A.bounds[0, 1] - A.bounds[0, 0])
+    rng = np.random.default_rng(0)
+    v = (rng.uniform(-0.15, 0.15, (mdp.n_states, 1)) + rng.uniform(-0.2, 0.2, (mdp.n_states, 1)) * u / 2) * 8
+    return mdp, obj, p0, wg.geometry.exp(p0, v)
+
+
+def test_quantile_knots_agree_with_the_geometry_kernel_on_gibbs_tails(sharp_optimum):
+    """Two independent exact 1-D W2 computations (geodesics' merged knots, geometry's two-pointer
+    kernel) agree on policies with masses from 1 to 1e-300; POT on the atoms is within the
+    atoms-vs-density gap (at most h, since both quantile functions agree at every cell edge)."""
+    import ot
+    mdp, obj, p0, p1 = sharp_optimum
+    A = mdp.actions
+    w_knots = G.wasserstein_1d(p0.masses, p1.masses, A)
+    w_kernel = np.sqrt(wg.geometry.w2sq(p0, p1))
+    # both exact: rounding of sums over ~2 nA segments of size <= box^2
+    np.testing.assert_allclose(w_knots, w_kernel, rtol=1e-9, atol=1e-9)
+    x = A.centers[:, 0]
+    pot = np.array([np.sqrt(ot.wasserstein_1d(x, x, a, b, p=2)) for a, b in zip(p0.masses, p1.masses)])
+    assert np.max(np.abs(pot - w_kernel)) <= A.spacing[0]
+    pe = G.path_energy(mdp, obj, [p0, p1])
+    np.testing.assert_allclose(pe.squared_displacements[0], w_kernel ** 2, rtol=1e-9, atol=1e-12)
+
+
+def test_metric_geodesic_endpoints_are_the_input_policies(sharp_optimum):
+    """The geodesic's end nodes are the inputs exactly; the deposition of the end knots (what the
+    convexity rows evaluate) is within h/sqrt(3) of them in W2 per state -- not spread across the
+    box. (Couple each point x to a neighbouring centre c with the linear weights, then uniformly
+    in c's cell: E|x - c|^2 <= h^2/4, plus h^2/12 inside the cell.)"""
+    mdp, obj, p0, p1 = sharp_optimum
+    res = G.metric_geodesic(mdp, obj, p0, p1, n_nodes=5, n_quantiles=8, tol=1e-7, max_iter=100,
+                            progress=False)
+    np.testing.assert_array_equal(res.policies[0].masses, p0.masses)
+    np.testing.assert_array_equal(res.policies[-1].masses, p1.masses)
+    import dataclasses
+    q = dataclasses.replace(res.quantiles, end_masses=None)
+    h = mdp.actions.spacing[0]
+    for k, p in ((0, p0), (q.n_nodes - 1, p1)):
+        dep = wg.Policy(G._clean_masses(q.masses(k)), mdp.actions)
+        d = np.sqrt(wg.geometry.w2sq(dep, p))
+        assert np.max(d) <= h / np.sqrt(3) * (1 + 1e-9)
+    # path_energy of the two-node path is the weighted squared distance at both ends' weights
+    pe = G.path_energy(mdp, obj, [p0, p1])
+    wbar = 0.5 * (wg.evaluate(mdp, p0, obj).weights + wg.evaluate(mdp, p1, obj).weights)
+    assert pe.energy == pytest.approx(float(wbar @ wg.geometry.w2sq(p0, p1)), rel=1e-12)

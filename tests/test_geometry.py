@@ -532,3 +532,23 @@ def test_projection_periodic_axis(rng):
     x = A.centers[:, 0]
     g = G.gradient(np.sin(x)[None, :], A)[0, :, 0]
     np.testing.assert_allclose(g, np.cos(x) * np.sin(A.spacing[0]) / A.spacing[0], atol=1e-12)
+
+
+def test_geodesic_with_subnormal_masses_is_exact_and_silent():
+    """Gibbs tails with subnormal cell masses (1/m overflows): no floating-point warning (the
+    suite turns them into errors) and the interpolant keeps constant W2 speed to the grid bound h
+    (it used to lose states to NaN)."""
+    A = wg.Grid([(-2.0, 2.0)], [21])
+    a = A.centers[:, 0]
+    m0 = np.exp(-((a + 0.5) ** 2) / 0.02)
+    m0[m0 < 1e-300] = 0.0
+    m0[np.nonzero(m0)[0][[0, -1]]] = [3e-320, 2e-310]       # subnormal tail cells
+    m0 /= m0.sum()
+    assert np.any((m0 > 0) & (m0 < np.finfo(float).tiny))         # subnormal masses present
+    m1 = np.roll(m0, 5)
+    p0, p1 = wg.Policy(m0[None], A), wg.Policy(m1[None], A)
+    d01 = np.sqrt(wg.geometry.w2sq(p0, p1))[0]
+    assert d01 == pytest.approx(5 * A.spacing[0], rel=1e-9)         # a translation by 5 cells
+    for t, g in zip((0.25, 0.5, 0.75), wg.geometry.geodesic(p0, p1, [0.25, 0.5, 0.75])):
+        assert np.all(np.isfinite(g.masses))
+        assert np.sqrt(wg.geometry.w2sq(p0, g))[0] == pytest.approx(t * d01, abs=A.spacing[0])

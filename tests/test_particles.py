@@ -160,3 +160,25 @@ def test_to_policy_needs_grid_and_clamps(mdp1):
     x = np.random.default_rng(0).uniform(-3.5, 3.5, size=(4, 30))
     r = ParticlePolicy(x, mdp1.actions).to_policy()
     np.testing.assert_allclose(r.mean()[:, 0], x.mean(axis=1), atol=1e-12)
+
+
+def test_import_graph_of_policies_particles_geometry_points_down():
+    """transport <- policy <- particles <- geometry: no module imports one above it (the
+    geometry/particles/policy cycle is gone)."""
+    import ast
+    import pathlib
+    import wgflow
+    root = pathlib.Path(wgflow.__file__).parent
+    order = ["transport", "policy", "particles", "geometry"]
+
+    def imported(name):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        out = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                out.add(node.module.split(".")[0])
+        return out
+
+    for i, name in enumerate(order):
+        above = set(order[i + 1:])
+        assert not (imported(name) & above), (name, imported(name) & above)

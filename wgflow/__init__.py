@@ -11,7 +11,8 @@ from .errors import (WgflowError, ValidationError, NotUnichainError, Convergence
                      AccuracyWarning)
 from .grids import Grid
 from .mdp import MDP
-from .policy import Policy, ParticlePolicy
+from .policy import Policy
+from .particles import ParticlePolicy
 from .objectives import Discounted, Average
 from .evaluation import evaluate, solve, Evaluation, Solution
 from .linalg import LinearSolveCache

@@ -16,7 +16,8 @@ declares its arguments and a function that runs it, so a package can add its own
 
 Built in: ``run`` (the main job: a whole study from a TOML config), ``sweep`` (many studies,
 on dask.distributed or serially), ``flow`` (one flow),
-``plot`` (redraw a results file's figures), ``problems``, ``solve``, ``verify``, ``info``.
+``plot`` (redraw a results file's figures), ``problems``, ``solve``, ``verify``, ``info``, and
+``train``, ``gym-eval`` from :mod:`wgflow.nn.cli`.
 Progress bars are on unless ``--quiet``.
 """
 from __future__ import annotations
@@ -408,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
         cmd.setup(sp)
         sp.set_defaults(func=cmd.run)
+    from .nn.cli import register as _register_nn   # train, gym-eval (torch imported only when run)
+    _register_nn(sub)
     return p
 
 

@@ -267,7 +267,9 @@ def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: 
             raise NotUnichainError(
                 f"average-cost evaluation needs a unichain policy chain, but P_pi has {len(classes)} "
                 f"recurrent classes (sizes {sizes}): {examples}. The average cost then depends on the "
-                "initial state; use Discounted(...) or change the policy/MDP.", classes)
+                "initial state. Ways out: use Discounted(...); give absorbing terminal states a reset law "
+                "(mountain_car: goal='reset'); start from a unichain policy (solve(..., policy0=...)).",
+                classes)
         ref = int(classes[0][0])
         # M = (I - P_pi) with column ref replaced by ones: M [h; J at ref] = c_pi, M^T rho = e_ref
         M = (I - P_pi).tocsc()
@@ -537,6 +539,11 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
         # greedy for V = 0: a deterministic start keeps P_pi (and its LU factors) as sparse as a
         # deterministic policy's; the uniform policy mixes every action's row
         masses = _greedy(mdp.C, 0.0)
+        if isinstance(objective, Average) and len(recurrent_classes(_assembler(mdp)(masses))) != 1:
+            # the cheapest actions leave several recurrent classes (e.g. states they keep in
+            # place): start from the discounted-optimal policy at gamma = 0.999 instead, which
+            # steers every state where the average-optimal policy does
+            masses = _policy_iteration(mdp, Discounted(0.999), tol, max_iter, None, reuse, False)[0]
     else:
         masses = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)
     # exact PI switches whole rows of P_pi from one iteration to the next, which defeats the old

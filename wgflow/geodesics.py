@@ -255,18 +255,29 @@ def _common_knots(m0: np.ndarray, m1: np.ndarray, edges: np.ndarray, n_quantiles
     rows = []
     for s in range(nS):
         lv = np.unique(np.concatenate([F0[s], F1[s], uni]))
-        keep = np.concatenate([[True], np.diff(lv) > _LEVEL_TOL])
-        lv = lv[keep]
+        # levels closer than _LEVEL_TOL form one knot; the quantile functions may still move
+        # across the merged gap (a negligible mass, e.g. a 1e-13 tail cell), so the knot takes
+        # the left limit at the gap's lower end and the right limit at its upper end: a jump
+        # pair when they differ (the negligible mass is dropped, never spread across the box)
+        start = np.concatenate([[True], np.diff(lv) > _LEVEL_TOL])
+        first = np.nonzero(start)[0]
+        last = np.concatenate([first[1:] - 1, [lv.size - 1]])
+        u_lo, u_hi = lv[first], lv[last]
+        lv = u_lo.copy()
         lv[0], lv[-1] = 0.0, 1.0
         if lv.size < 2:
             lv = np.array([0.0, 1.0])
-        inner = lv[1:-1]
-        L0 = np.concatenate([[_quantile(F0[s], edges, 0.0, "right")], _quantile(F0[s], edges, inner, "left"),
-                             [_quantile(F0[s], edges, 1.0, "left")]])
-        R0 = np.concatenate([[L0[0]], _quantile(F0[s], edges, inner, "right"), [L0[-1]]])
-        L1 = np.concatenate([[_quantile(F1[s], edges, 0.0, "right")], _quantile(F1[s], edges, inner, "left"),
-                             [_quantile(F1[s], edges, 1.0, "left")]])
-        R1 = np.concatenate([[L1[0]], _quantile(F1[s], edges, inner, "right"), [L1[-1]]])
+            u_lo, u_hi = np.array([0.0, 1.0]), np.array([u_hi[0], 1.0])
+        u_hi[-1] = 1.0
+        inner_lo, inner_hi = u_lo[1:-1], u_hi[1:-1]
+        L0 = np.concatenate([[_quantile(F0[s], edges, 0.0, "right")], _quantile(F0[s], edges, inner_lo, "left"),
+                             [_quantile(F0[s], edges, max(u_lo[-1], 1e-300), "left")]])
+        R0 = np.concatenate([[_quantile(F0[s], edges, min(u_hi[0], 1.0 - 1e-16), "right")],
+                             _quantile(F0[s], edges, inner_hi, "right"), [_quantile(F0[s], edges, 1.0, "left")]])
+        L1 = np.concatenate([[_quantile(F1[s], edges, 0.0, "right")], _quantile(F1[s], edges, inner_lo, "left"),
+                             [_quantile(F1[s], edges, max(u_lo[-1], 1e-300), "left")]])
+        R1 = np.concatenate([[_quantile(F1[s], edges, min(u_hi[0], 1.0 - 1e-16), "right")],
+                             _quantile(F1[s], edges, inner_hi, "right"), [_quantile(F1[s], edges, 1.0, "left")]])
         jump = (np.abs(R0 - L0) > xtol) | (np.abs(R1 - L1) > xtol)
         U, X0, X1, side = [], [], [], []
         for i in range(lv.size):

@@ -38,65 +38,20 @@ from scipy.sparse.linalg import spsolve
 
 from .errors import ConvergenceError, ValidationError, WgflowError
 from .grids import Grid
-from .kernels.config import jit
-from .policy import Policy, check_masses
+from .particles import ParticlePolicy, particle_distance
+from .policy import Policy, _policy_parts, check_masses
+from .transport import (SUM_TOL, _count_le, _emd_state, _knots, _local, _merge, _quantile_pc, _ratio01,
+                        _w2sq_1d, _w2sq_1d_body, _w2sq_1d_numpy, check_weights, make_w2sq_1d_kernel)
 
 __all__ = ["metric", "norm", "gradient", "face_gradient", "face_average", "face_metric",
            "tangent_projection", "TangentProjection", "distance", "w2sq", "geodesic", "exp",
            "log", "check_weights", "transport_plan"]
 
-#: tolerance on the total of a probability vector (same as the row-sum tolerance of masses)
-SUM_TOL = 1e-10
 
 
 # =============================================================================================
 # input checking
 # =============================================================================================
-def check_weights(weights, n_states: int, name: str = "weights") -> np.ndarray:
-    """Validate metric weights: a probability vector ``(nS,)`` (or an ``Evaluation``).
-
-    Accepts an object with a ``weights`` attribute (e.g. :class:`~wgflow.Evaluation`) or an
-    array. Raises :class:`~wgflow.ValidationError` naming the problem: wrong shape, NaN/inf, a
-    negative entry (and where), or a total differing from 1 by more than ``1e-10``. Nothing is
-    renormalized.
-    """
-    if weights is None:
-        raise ValidationError(f"{name} are required: give a probability vector ({n_states},) over "
-                              "states, or an Evaluation (its ev.weights are used)")
-    if hasattr(weights, "weights") and not isinstance(weights, np.ndarray):
-        weights = weights.weights
-    w = np.asarray(weights, dtype=float)
-    if w.shape != (n_states,):
-        raise ValidationError(f"{name} must have shape ({n_states},) (one per state), got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        s = int(np.nonzero(~np.isfinite(w))[0][0])
-        raise ValidationError(f"{name} contain NaN or inf (first at state {s})")
-    if np.any(w < 0):
-        s = int(np.nonzero(w < 0)[0][0])
-        raise ValidationError(f"{name} must be >= 0; state {s} has weight {w[s]:g}")
-    tot = float(w.sum())
-    if abs(tot - 1.0) > SUM_TOL:
-        raise ValidationError(f"{name} must sum to 1 (a probability vector over states) within "
-                              f"{SUM_TOL:g}; they sum to {tot:.17g}. Nothing is renormalized.")
-    return w
-
-
-def _policy_parts(pi, name: str = "policy"):
-    """``(masses, actions)`` of a Policy, re-validated (negative masses etc. raise)."""
-    if not isinstance(pi, Policy):
-        raise ValidationError(f"{name} must be a wgflow Policy, got {type(pi).__name__}")
-    if pi.actions is None:
-        raise ValidationError(f"{name} has no action grid; the geometry needs one "
-                              "(build the MDP with actions=Grid(...))")
-    m = pi.masses
-    # fast path (two passes); anything suspicious goes through check_masses for the message
-    sums = m.sum(axis=1) if m.ndim == 2 else None
-    if (sums is None or m.shape[1] != pi.actions.size or not np.all(np.isfinite(sums))
-            or m.min() < 0 or np.any(np.abs(sums - 1.0) > SUM_TOL)):
-        m = check_masses(m, n_actions=pi.actions.size, name=f"{name}.masses")
-    return np.asarray(m, dtype=float), pi.actions
-
-
 def _check_pair(pi0, pi1, what: str):
     m0, A0 = _policy_parts(pi0, "pi0")
     m1, A1 = _policy_parts(pi1, "pi1")
@@ -416,166 +371,6 @@ def _graph_solve(m, pairs, theta, vf, h):
 
 
 # =============================================================================================
-# 1-D quantile machinery (vectorized over states)
-# =============================================================================================
-def _knots(m: np.ndarray) -> np.ndarray:
-    """Cumulative masses ``c_0 = 0, ..., c_n = 1`` per state ``(nS, n+1)`` (normalized by the total)."""
-    nS, n = m.shape
-    c = np.zeros((nS, n + 1))
-    np.cumsum(m, axis=1, out=c[:, 1:])
-    c /= c[:, -1:]
-    c[:, -1] = 1.0
-    return c
-
-
-def _count_le(a: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Row-wise ``searchsorted(a[r], v[r], side="right")``: how many ``a[r, :] <= v[r, k]``.
-
-    ``a`` is ``(nS, p)`` sorted per row, ``v`` is ``(nS, q)`` (any order). One stable argsort of
-    the concatenation (a's entries first, so ties count as ``<=``); no loop over rows.
-    """
-    nS, p = a.shape
-    q = v.shape[1]
-    Z = np.concatenate([a, v], axis=1)
-    o = np.argsort(Z, axis=1, kind="stable")
-    isa = o < p
-    cnt = np.cumsum(isa, axis=1)
-    r, pos = np.nonzero(~isa)
-    out = np.empty((nS, q), dtype=np.int64)
-    out[r, o[r, pos] - p] = cnt[r, pos]
-    return out
-
-
-def _quantile_pc(c: np.ndarray, u: np.ndarray, lo: float, h: float) -> np.ndarray:
-    """Quantile function of the piecewise-constant law with knots ``c`` at levels ``u`` ``(nS, q)``.
-
-    On ``u in [c_j, c_{j+1}]`` (a cell of positive mass) ``Q(u) = lo + h (j + (u - c_j)/m_j)``.
-    """
-    n = c.shape[1] - 1
-    j = np.clip(_count_le(c, u) - 1, 0, n - 1)
-    cj = np.take_along_axis(c, j, axis=1)
-    mj = np.take_along_axis(c, j + 1, axis=1) - cj
-    r = np.where(mj > 0, (u - cj) / np.where(mj > 0, mj, 1.0), 0.0)
-    return lo + h * (j + np.clip(r, 0.0, 1.0))
-
-
-def _merge(c0: np.ndarray, c1: np.ndarray):
-    """Merge two knot sets per state.
-
-    Returns ``ua, ub`` (ends of the ``2n+1`` sub-intervals, ``(nS, 2n+1)``) and the cells
-    ``j0, j1`` of each law on each sub-interval. On a sub-interval of positive length both
-    quantile functions are linear (affine in u) and ``c_{j} <= ua < ub <= c_{j+1}``.
-    """
-    nS, n1 = c0.shape
-    n = n1 - 1
-    U = np.concatenate([c0, c1], axis=1)
-    o = np.argsort(U, axis=1, kind="stable")
-    u = np.take_along_axis(U, o, axis=1)
-    k0 = np.cumsum(o < n1, axis=1)[:, :-1]            # c0 knots at or before each position
-    j0 = k0 - 1
-    j1 = np.arange(2 * n + 1)[None, :] - k0          # (p + 1 - k0) - 1
-    np.clip(j0, 0, n - 1, out=j0)
-    np.clip(j1, 0, n - 1, out=j1)
-    return u[:, :-1], u[:, 1:], j0, j1
-
-
-def _local(c, j, ua, ub):
-    """Relative positions ``(u - c_j)/m_j`` of both ends of each sub-interval within cell ``j``."""
-    cj = np.take_along_axis(c, j, axis=1)
-    mj = np.take_along_axis(c, j + 1, axis=1) - cj
-    pos = mj > 0
-    inv = np.where(pos, 1.0 / np.where(pos, mj, 1.0), 0.0)
-    ra = np.clip((ua - cj) * inv, 0.0, 1.0)
-    rb = np.clip((ub - cj) * inv, 0.0, 1.0)
-    return ra, rb
-
-
-def _w2sq_1d_numpy(m0, m1, h, atoms):
-    """Plain-numpy twin of the 1-D kernel (vectorized over states): exact ``W_2^2`` per state."""
-    c0, c1 = _knots(m0), _knots(m1)
-    ua, ub, j0, j1 = _merge(c0, c1)
-    L = ub - ua
-    dj = (j0 - j1).astype(float)
-    if atoms:
-        return np.sum(L * (h * dj) ** 2, axis=1)
-    r0a, r0b = _local(c0, j0, ua, ub)
-    r1a, r1b = _local(c1, j1, ua, ub)
-    Da = h * (dj + r0a - r1a)
-    Db = h * (dj + r0b - r1b)
-    return np.sum(L * (Da * Da + Da * Db + Db * Db), axis=1) / 3.0
-
-
-def _w2sq_1d_body(m0, m1, h, atoms, out):
-    nS, n = m0.shape
-    for s in range(nS):
-        t0 = 0.0
-        t1 = 0.0
-        for a in range(n):
-            t0 += m0[s, a]
-            t1 += m1[s, a]
-        i = 0
-        j = 0
-        cum0 = m0[s, 0]
-        cum1 = m1[s, 0]
-        lo0 = 0.0
-        lo1 = 0.0
-        hi0 = cum0 / t0 if i < n - 1 else 1.0
-        hi1 = cum1 / t1 if j < n - 1 else 1.0
-        u = 0.0
-        acc = 0.0
-        while True:
-            while hi0 <= u and i < n - 1:
-                i += 1
-                lo0 = hi0
-                cum0 += m0[s, i]
-                hi0 = cum0 / t0 if i < n - 1 else 1.0
-            while hi1 <= u and j < n - 1:
-                j += 1
-                lo1 = hi1
-                cum1 += m1[s, j]
-                hi1 = cum1 / t1 if j < n - 1 else 1.0
-            ub = hi0 if hi0 < hi1 else hi1
-            if ub <= u:
-                break
-            L = ub - u
-            dj = float(i - j)
-            if atoms:
-                d = h * dj
-                acc += L * d * d
-            else:
-                w0 = hi0 - lo0
-                w1 = hi1 - lo1
-                da = h * (dj + (u - lo0) / w0 - (u - lo1) / w1)
-                db = h * (dj + (ub - lo0) / w0 - (ub - lo1) / w1)
-                acc += L * (da * da + da * db + db * db) / 3.0
-            u = ub
-        out[s] = acc
-
-
-_KERNELS: dict = {}
-
-
-def make_w2sq_1d_kernel():
-    """Factory of the jitted 1-D kernel ``kernel(m0, m1, h, atoms, out)`` (two-pointer merge).
-
-    Per state, one pass over the merged knots of the two quantile functions (O(nA) per state,
-    no sort, no temporaries); equals :func:`_w2sq_1d_numpy` to rounding.
-    """
-    if "w2sq_1d" not in _KERNELS:
-        _KERNELS["w2sq_1d"] = jit(_w2sq_1d_body)
-    return _KERNELS["w2sq_1d"]
-
-
-def _w2sq_1d(m0, m1, h, atoms, backend="numba"):
-    if backend == "numpy":
-        return _w2sq_1d_numpy(m0, m1, h, atoms)
-    out = np.empty(m0.shape[0])
-    make_w2sq_1d_kernel()(np.ascontiguousarray(m0), np.ascontiguousarray(m1), float(h),
-                          bool(atoms), out)
-    return out
-
-
-# =============================================================================================
 # multi-D: exact network simplex (POT) and Sinkhorn
 # =============================================================================================
 def _sub_atoms(A: Grid, refine: int):
@@ -583,42 +378,6 @@ def _sub_atoms(A: Grid, refine: int):
     g = [((np.arange(refine) + 0.5) / refine - 0.5) * h for h in A.spacing]
     mesh = np.meshgrid(*g, indexing="ij")
     return np.stack([x.ravel() for x in mesh], axis=1)
-
-
-def _emd_state(a, b, X, Y, s, want_plan=False):
-    """Exact OT between atoms ``(a, X)`` and ``(b, Y)`` by POT's network simplex, checked.
-
-    Marginals are checked in float64 (each sums to 1 within 1e-10); the solver status must be
-    OPTIMAL (POT returns a silent zero plan with only a warning otherwise) -- else a
-    WgflowError is raised.
-    """
-    import ot
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    for nm, x in (("pi0", a), ("pi1", b)):
-        if abs(x.sum() - 1.0) > SUM_TOL:
-            raise ValidationError(f"{nm} masses of state {s} sum to {x.sum():.17g}, not 1 within "
-                                  f"{SUM_TOL:g}; refusing to call ot.emd on unbalanced marginals")
-    a = a / a.sum()
-    b = b / b.sum()
-    M = np.ascontiguousarray(((X[:, None, :] - Y[None, :, :]) ** 2).sum(axis=2))
-    nmax = max(100000, 50 * (a.size + b.size) ** 2)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if want_plan:
-            G, log = ot.emd(a, b, M, numItermax=nmax, log=True)
-            cost = float(log["cost"])
-        else:
-            cost, log = ot.emd2(a, b, M, numItermax=nmax, log=True)
-            G = None
-    code = int(log.get("result_code", -1))
-    solver_warnings = [w for w in caught
-                       if any(k in str(w.message).lower() for k in ("optimal", "infeasible", "unbounded"))]
-    if code != 1 or solver_warnings:
-        msgs = "; ".join(str(w.message) for w in solver_warnings) or str(log.get("warning"))
-        raise WgflowError(f"ot.emd did not reach an optimal transport plan for state {s} "
-                          f"(result_code={code}: {msgs}); not accepting its result")
-    return float(cost), G
 
 
 def _support_atoms(m_row, X, offsets):
@@ -723,7 +482,6 @@ def distance(pi0, pi1, weights, atoms: bool = False, method: str = "exact",
     >>> round(wg.geometry.distance(p0, p1, np.full(3, 1 / 3)), 4)     # a translate by 1
     1.0
     """
-    from .particles import ParticlePolicy, particle_distance
     if isinstance(pi0, ParticlePolicy) or isinstance(pi1, ParticlePolicy):
         return particle_distance(pi0, pi1, weights)
     n0 = pi0.n_states if isinstance(pi0, Policy) else None
@@ -806,8 +564,8 @@ def _geodesic_1d_pc(m0, m1, A, ts):
         u_i = np.take_along_axis(us, i, 1)
         u_j = np.take_along_axis(us, i + 1, 1)
         dx = x_j - x_i
-        frac = np.where(dx > 0, (edges[None, :] - x_i) / np.where(dx > 0, dx, 1.0), 1.0)
-        F = u_i + np.clip(frac, 0.0, 1.0) * (u_j - u_i)
+        frac = np.where(dx > 0, _ratio01(edges[None, :] - x_i, dx), 1.0)
+        F = u_i + frac * (u_j - u_i)
         F = np.where(k == 0, 0.0, np.where(k >= K, 1.0, F))
         F = np.concatenate([np.zeros((nS, 1)), np.clip(F, 0.0, 1.0), np.ones((nS, 1))], axis=1)
         F = np.maximum.accumulate(F, axis=1)

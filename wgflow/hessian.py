@@ -34,37 +34,120 @@ import scipy.sparse.linalg as spla
 
 from .errors import ValidationError
 from .evaluation import Evaluation, _check_objective, _check_policy, _evaluate_masses, _cell_volume
+from .kernels.config import jit
 from .linalg import LinearSolveCache
 from .objectives import Discounted
 from .policy import Policy
 
-__all__ = ["hessian", "Hessian", "continuity_curve", "mobility", "laplacian_apply",
+__all__ = ["hessian", "Hessian", "continuity_curve", "mobility", "laplacian_apply", "MASS_FLOOR",
            "predicted_rate", "measured_rate", "energy_gradient"]
 
 MOBILITIES = ("sg", "logmean", "arithmetic")
+
+#: masses below this (the smallest normal float64, 2.2e-308) are empty cells for the Hessian:
+#: zero, or subnormal (an underflowed Gibbs tail: a handful of significant bits, 1/m overflows)
+MASS_FLOOR = float(np.finfo(float).tiny)
 
 
 # ---------------------------------------------------------------------------------------------
 # face mobilities
 # ---------------------------------------------------------------------------------------------
-def _ratio_functions(r, kind):
-    """``f(r)`` and ``f'(r)`` with ``theta = m_j f(m_i / m_j)`` (series near ``r = 1``)."""
-    x = r - 1.0
+def _small_ratio_functions(rho, kind):
+    """``f(rho)``, ``f'(rho)`` for ``rho = min/max`` in ``(0, 1]``: ``theta = M f(rho)``.
+
+    Computed on the ratio of the smaller to the larger mass, so nothing overflows however far
+    apart the masses are (``f`` and ``f'`` stay finite for every positive ``rho``); a series is
+    used near ``rho = 1``.
+    """
+    x = rho - 1.0
     near = np.abs(x) < 1e-4
-    xs = np.where(near, 0.5, x)                    # harmless value where the series is used
-    lr = np.log(np.where(near, 1.5, r))
+    xs = np.where(near, -0.5, x)                   # harmless value where the series is used
+    lr = np.log(np.where(near, 0.5, rho))
     if kind == "sg":           # f = r log r / (r - 1)
-        f = np.where(near, 1 + x / 2 - x ** 2 / 6 + x ** 3 / 12, r * lr / xs)
+        f = np.where(near, 1 + x / 2 - x ** 2 / 6 + x ** 3 / 12, rho * lr / xs)
         fp = np.where(near, 0.5 - x / 3 + x ** 2 / 4, (xs - lr) / xs ** 2)
     elif kind == "logmean":    # f = (r - 1) / log r
-        f = np.where(near, 1 + x / 2 - x ** 2 / 12 + x ** 3 / 24, xs / np.where(near, 1.0, lr))
-        fp = np.where(near, 0.5 - x / 6 + x ** 2 / 8,
-                      (lr - xs / np.where(near, 1.5, r)) / np.where(near, 1.0, lr) ** 2)
+        f = np.where(near, 1 + x / 2 - x ** 2 / 12 + x ** 3 / 24, xs / lr)
+        # f' = (log r - (r - 1)/r) / log(r)^2; (r - 1)/r written as 1 - 1/r with r >= 1e-300
+        # (the derivative grows like 1/(r log^2 r) for vanishing r: capped, not overflowed)
+        rr = np.maximum(np.where(near, 0.5, rho), 1e-300)
+        fp = np.where(near, 0.5 - x / 6 + x ** 2 / 8, (lr - (1.0 - 1.0 / rr)) / lr ** 2)
     elif kind == "arithmetic":  # f = (r + 1) / 2
-        f, fp = (r + 1) / 2, np.full_like(r, 0.5)
+        f, fp = (rho + 1) / 2, np.full_like(rho, 0.5)
     else:
         raise ValidationError(f"unknown mobility {kind!r}; choose from {MOBILITIES}")
     return f, fp
+
+
+def mobility_numpy(mi, mj, kind="sg"):
+    """Plain-numpy twin of :func:`mobility` (same formulas, vectorized with ``np.where``)."""
+    mi = np.asarray(mi, dtype=float)
+    mj = np.asarray(mj, dtype=float)
+    live = (mi >= MASS_FLOOR) & (mj >= MASS_FLOOR)
+    big = np.where(live, np.maximum(mi, mj), 1.0)
+    small = np.where(live, np.minimum(mi, mj), 1.0)
+    rho = small / big
+    f, fp = _small_ratio_functions(rho, kind)
+    theta = np.where(live, big * f, 0.0)
+    d_small = np.where(live, fp, 0.0)
+    d_big = np.where(live, f - rho * fp, 0.0)
+    i_small = mi <= mj
+    return theta, np.where(i_small, d_small, d_big), np.where(i_small, d_big, d_small)
+
+
+def _mobility_body(kind, mi, mj, floor, theta, di, dj):
+    for k in range(mi.size):
+        a = mi[k]
+        b = mj[k]
+        if a < floor or b < floor:
+            theta[k] = 0.0
+            di[k] = 0.0
+            dj[k] = 0.0
+            continue
+        if a <= b:
+            small, big = a, b
+        else:
+            small, big = b, a
+        rho = small / big
+        x = rho - 1.0
+        if kind == 0:                                   # sg: f = r log r / (r - 1)
+            if abs(x) < 1e-4:
+                f = 1.0 + x / 2 - x * x / 6 + x * x * x / 12
+                fp = 0.5 - x / 3 + x * x / 4
+            else:
+                lr = np.log(rho)
+                f = rho * lr / x
+                fp = (x - lr) / (x * x)
+        elif kind == 1:                                 # logmean: f = (r - 1) / log r
+            if abs(x) < 1e-4:
+                f = 1.0 + x / 2 - x * x / 12 + x * x * x / 24
+                fp = 0.5 - x / 6 + x * x / 8
+            else:
+                lr = np.log(rho)
+                f = x / lr
+                rr = rho if rho > 1e-300 else 1e-300
+                fp = (lr - (1.0 - 1.0 / rr)) / (lr * lr)
+        else:                                           # arithmetic
+            f = (rho + 1.0) / 2.0
+            fp = 0.5
+        theta[k] = big * f
+        if a <= b:
+            di[k] = fp
+            dj[k] = f - rho * fp
+        else:
+            di[k] = f - rho * fp
+            dj[k] = fp
+
+
+_MOBILITY_KERNEL: dict = {}
+
+
+def make_mobility_kernel():
+    """Factory of the jitted face-mobility kernel ``kernel(kind, mi, mj, floor, theta, di, dj)``
+    (flat arrays; ``kind`` 0 = sg, 1 = logmean, 2 = arithmetic): one pass, no temporaries."""
+    if "mobility" not in _MOBILITY_KERNEL:
+        _MOBILITY_KERNEL["mobility"] = jit(_mobility_body)
+    return _MOBILITY_KERNEL["mobility"]
 
 
 def mobility(mi, mj, kind="sg"):
@@ -72,12 +155,22 @@ def mobility(mi, mj, kind="sg"):
 
     ``"sg"``: ``m_i m_j / logmean(m_i, m_j)`` (the equilibrium mobility of the SG flux);
     ``"logmean"``: the logarithmic mean (Maas); ``"arithmetic"``: ``(m_i + m_j) / 2``.
-    Masses must be positive.
+    A face with an empty cell on either side is not part of the policy's support: its mobility
+    and derivatives are 0 for every kind (docs/hessian.md §1). A cell is empty when its mass is
+    below :data:`MASS_FLOOR` (0, or subnormal: an underflowed Gibbs tail, whose few significant
+    bits carry no information). Evaluated through the ratio of the smaller to the larger mass:
+    nothing overflows however far apart the masses are (a numba kernel; :func:`mobility_numpy`
+    is its numpy twin).
     """
-    r = mi / mj
-    f, fp = _ratio_functions(r, kind)
-    theta = mj * f
-    return theta, fp, f - r * fp
+    if kind not in MOBILITIES:
+        raise ValidationError(f"unknown mobility {kind!r}; choose from {MOBILITIES}")
+    mi, mj = np.broadcast_arrays(np.asarray(mi, dtype=float), np.asarray(mj, dtype=float))
+    shape = mi.shape
+    a = np.ascontiguousarray(mi).ravel()
+    b = np.ascontiguousarray(mj).ravel()
+    theta, di, dj = np.empty(a.size), np.empty(a.size), np.empty(a.size)
+    make_mobility_kernel()(MOBILITIES.index(kind), a, b, MASS_FLOOR, theta, di, dj)
+    return theta.reshape(shape), di.reshape(shape), dj.reshape(shape)
 
 
 def _faces(shape_a, d):
@@ -88,19 +181,24 @@ def _faces(shape_a, d):
 
 
 def _axis_arrays(a, actions, d):
+    """View of ``a`` ``(nS, nA)`` or ``(nS, nA, b)`` as ``(nS*outer, n, inner, b)`` (faces along axis 1)."""
     nS = a.shape[0]
+    b = a.shape[2] if a.ndim == 3 else 1
     o, n, i, _ = _faces(tuple(actions.shape), d)
-    return a.reshape(nS * o, n, i)
+    return a.reshape(nS * o, n, i, b)
 
 
 def face_mobilities(masses, actions, kind="sg"):
-    """Per action axis, ``(theta, d theta/d m_i, d theta/d m_j)`` on the faces (None for 1-cell axes)."""
+    """Per action axis, ``(theta, d theta/d m_i, d theta/d m_j)`` on the faces (None for 1-cell axes).
+
+    Faces touching an empty cell have mobility and derivatives 0 (they are not in the support).
+    """
     out = []
     for d in range(actions.ndim):
         if actions.shape[d] < 2:
             out.append(None)
             continue
-        m3 = _axis_arrays(masses, actions, d)
+        m3 = _axis_arrays(masses, actions, d)[..., 0]
         out.append(mobility(m3[:, :-1, :], m3[:, 1:, :], kind))
     return out
 
@@ -108,49 +206,50 @@ def face_mobilities(masses, actions, kind="sg"):
 def laplacian_apply(masses, phi, actions, kind="sg", faces=None):
     """``L_theta(m) phi`` per state: ``(L phi)_i = sum_faces theta (phi_i - phi_j) / h^2``.
 
-    ``faces`` (from :func:`face_mobilities`) avoids recomputing the mobilities.
+    ``phi`` is ``(nS, nA)`` or a block ``(nS, nA, b)``; ``faces`` (from :func:`face_mobilities`)
+    avoids recomputing the mobilities.
     """
     faces = face_mobilities(masses, actions, kind) if faces is None else faces
-    out = np.zeros_like(phi)
+    out = np.zeros_like(phi, dtype=float)
     for d in range(actions.ndim):
         if faces[d] is None:
             continue
         p3 = _axis_arrays(phi, actions, d)
         o3 = _axis_arrays(out, actions, d)
-        th = faces[d][0]
-        q = th * (p3[:, :-1, :] - p3[:, 1:, :]) / actions.spacing[d] ** 2
-        o3[:, :-1, :] += q
-        o3[:, 1:, :] -= q
+        th = faces[d][0][..., None]
+        q = th * (p3[:, :-1] - p3[:, 1:]) / actions.spacing[d] ** 2
+        o3[:, :-1] += q
+        o3[:, 1:] -= q
     return out
 
 
 def _dtheta_apply(faces, dm, g, actions):
-    """``L'(m)[dm] g``: the Laplacian with face weights ``d theta[dm]`` applied to ``g``."""
-    out = np.zeros_like(g)
+    """``L'(m)[dm] g``: the Laplacian with face weights ``d theta[dm]`` applied to ``g`` ``(nS, nA)``."""
+    out = np.zeros_like(dm, dtype=float)
     for d in range(actions.ndim):
         if faces[d] is None:
             continue
         dm3 = _axis_arrays(dm, actions, d)
         g3, o3 = _axis_arrays(g, actions, d), _axis_arrays(out, actions, d)
         _, di, dj = faces[d]
-        dth = di * dm3[:, :-1, :] + dj * dm3[:, 1:, :]
-        q = dth * (g3[:, :-1, :] - g3[:, 1:, :]) / actions.spacing[d] ** 2
-        o3[:, :-1, :] += q
-        o3[:, 1:, :] -= q
+        dth = di[..., None] * dm3[:, :-1] + dj[..., None] * dm3[:, 1:]
+        q = dth * (g3[:, :-1] - g3[:, 1:]) / actions.spacing[d] ** 2
+        o3[:, :-1] += q
+        o3[:, 1:] -= q
     return out
 
 
 def _dtheta_transpose(faces, g, phi, actions):
     """Gradient in ``m`` of ``g^T L(m) phi = sum_faces theta (g_i - g_j)(phi_i - phi_j) / h^2``."""
-    out = np.zeros_like(g)
+    out = np.zeros_like(phi, dtype=float)
     for d in range(actions.ndim):
         if faces[d] is None:
             continue
         g3, p3, o3 = _axis_arrays(g, actions, d), _axis_arrays(phi, actions, d), _axis_arrays(out, actions, d)
         _, di, dj = faces[d]
-        prod = (g3[:, :-1, :] - g3[:, 1:, :]) * (p3[:, :-1, :] - p3[:, 1:, :]) / actions.spacing[d] ** 2
-        o3[:, :-1, :] += di * prod
-        o3[:, 1:, :] += dj * prod
+        prod = (g3[:, :-1] - g3[:, 1:]) * (p3[:, :-1] - p3[:, 1:]) / actions.spacing[d] ** 2
+        o3[:, :-1] += di[..., None] * prod
+        o3[:, 1:] += dj[..., None] * prod
     return out
 
 
@@ -158,17 +257,20 @@ def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", su
     """Masses ``m(eps)`` solving ``dm/d eps = L_theta(m) phi`` from ``m(0) = policy.masses`` (RK4).
 
     The smooth discrete counterpart of the exponential curve ``(id + eps grad phi)_# pi``: the
-    Hessian is the second derivative of ``J`` along these curves.
+    Hessian is the second derivative of ``J`` along these curves. Cells that are empty at
+    ``eps = 0`` stay empty (no face of the support touches them); every other cell must stay
+    positive.
     """
     A = mdp.require_actions("continuity_curve")
     m = (policy.masses if isinstance(policy, Policy) else np.asarray(policy, dtype=float)).copy()
     phi = np.asarray(phi, dtype=float).reshape(m.shape)
     if eps == 0:
         return m
+    support = m >= MASS_FLOOR
     h = eps / substeps
 
     def f(x):
-        if not np.all(x > 0):      # also catches NaN
+        if not np.all(x[support] > 0):      # also catches NaN
             raise ValidationError(f"continuity_curve: eps = {eps:g} empties a cell (a Runge-Kutta "
                                   "stage left the positive orthant); use a smaller eps")
         return laplacian_apply(x, phi, A, mobility_kind)
@@ -179,7 +281,7 @@ def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", su
         k3 = f(m + 0.5 * h * k2)
         k4 = f(m + h * k3)
         m = m + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    if not np.all(m > 0):
+    if not np.all(m[support] > 0):
         raise ValidationError(f"continuity_curve: eps = {eps:g} empties a cell; use a smaller eps")
     return m
 
@@ -188,7 +290,11 @@ def continuity_curve(mdp, policy, phi, eps: float, mobility_kind: str = "sg", su
 # exact derivatives of J in the masses
 # ---------------------------------------------------------------------------------------------
 class _MassDerivatives:
-    """Gradient and Hessian-vector products of ``J(m)`` w.r.t. the masses (exact)."""
+    """Gradient and Hessian-vector products of ``J(m)`` w.r.t. the masses (exact).
+
+    With empty cells (``m = 0``) everything is restricted to the support: ``psi`` is set to ``Q``
+    there (a finite placeholder no support face sees) and directions never move mass into them.
+    """
 
     def __init__(self, mdp, objective, masses):
         self.mdp, self.objective, self.m = mdp, objective, masses
@@ -198,40 +304,69 @@ class _MassDerivatives:
         self.J, self.w, self.V, self.Q = J, w, V, Q
         nS = mdp.n_states
         vol = _cell_volume(mdp)
-        self.psi = Q + (self.tau * (np.log(masses / vol) + 1.0) if self.tau > 0 else 0.0)
+        self.support = masses >= MASS_FLOOR
+        if self.tau > 0:
+            with np.errstate(divide="ignore"):
+                logm = np.where(self.support, np.log(np.where(self.support, masses, 1.0) / vol), 0.0)
+            self.psi = Q + self.tau * (logm + 1.0)
+        else:
+            self.psi = Q.copy()
         if isinstance(objective, Discounted):
             self.x = w / (1.0 - objective.gamma)        # unnormalized occupancy mu0^T (I - g P)^-1
         else:
             self.x = w
         self.grad = self.x[:, None] * self.psi
+        # psi minus its policy mean per state: the same potential up to a per-state constant
+        # (which no zero-sum direction sees), with much smaller rounding where psi is nearly
+        # constant (at a critical point it is constant)
+        self.psi_c = self.psi - np.sum(masses * self.psi, axis=1, keepdims=True)
+        self.grad_c = self.x[:, None] * self.psi_c
+        with np.errstate(divide="ignore"):
+            self.inv_m = np.where(self.support, 1.0 / np.where(self.support, masses, 1.0), 0.0)
         self.nS, self.nA = nS, mdp.n_actions
 
+    def local_part(self, dm, x=None):
+        """``tau x dm / m``: the entropic local part of ``Hess_m J . dm`` (``dm`` ``(nS, nA[, b])``)."""
+        x = self.x if x is None else x
+        if self.tau <= 0:
+            return np.zeros_like(dm)
+        xs = x[:, None] if dm.ndim == 2 else x[:, None, None]
+        im = self.inv_m if dm.ndim == 2 else self.inv_m[:, :, None]
+        return self.tau * xs * dm * im
+
     def hvp_parts(self, dm):
-        """``(local, transport)`` parts of ``Hess_m J . dm`` (``dm`` with zero sum per state)."""
-        mdp, obj, tau = self.mdp, self.objective, self.tau
+        """``(local, transport)`` parts of ``Hess_m J . dm`` (``dm`` ``(nS, nA)`` or ``(nS, nA, b)``,
+        zero sum per state)."""
+        mdp, obj = self.mdp, self.objective
         nS, nA = self.nS, self.nA
-        local = self.x[:, None] * (tau * dm / self.m) if tau > 0 else np.zeros_like(dm)
-        r = np.sum(dm * self.psi, axis=1)
-        xdm = (self.x[:, None] * dm).ravel()
+        single = dm.ndim == 2
+        D = dm[:, :, None] if single else dm
+        b = D.shape[2]
+        local = self.local_part(D)
+        r = np.einsum("sab,sa->sb", D, self.psi_c)
+        xdm = (self.x[:, None, None] * D).reshape(nS * nA, b)
         if isinstance(obj, Discounted):
             g = obj.gamma
             q = g * (mdp.P.T @ xdm)
             # the factorization of I - gamma P_pi from the evaluation is still in the cache
-            dV, dx = self._solve([r, q])
-            dQ = g * (mdp.P @ dV).reshape(nS, nA)
+            dV = self.cache.lu_solve(r)
+            dx = self.cache.lu_solve(q, trans=True)
+            dQ = g * (mdp.P @ dV).reshape(nS, nA, b)
         else:
             q = mdp.P.T @ xdm
-            sol, drho = self._solve_average(r, q)
+            q[self._ref] = 0.0
+            sol = self.cache.lu_solve(r)
+            dx = self.cache.lu_solve(q, trans=True)
             dJ = sol[self._ref]
             dh = sol.copy()
             dh[self._ref] = 0.0
-            dQ = -dJ + (mdp.P @ dh).reshape(nS, nA)
-            dx = drho
-        transport = dx[:, None] * self.psi + self.x[:, None] * dQ
+            dQ = -dJ[None, None, :] + (mdp.P @ dh).reshape(nS, nA, b)
+        dx = np.asarray(dx).reshape(nS, b)
+        transport = dx[:, None, :] * self.psi_c[:, :, None] + self.x[:, None, None] * dQ
+        transport = np.where(self.support[:, :, None], transport, 0.0)
+        if single:
+            return local[:, :, 0], transport[:, :, 0]
         return local, transport
-
-    def _solve(self, rhs):
-        return [self.cache.lu_solve(rhs[0]), self.cache.lu_solve(rhs[1], trans=True)]
 
     @property
     def _ref(self):
@@ -242,20 +377,21 @@ class _MassDerivatives:
             self._ref_cached = int(recurrent_classes(policy_matrix(self.mdp.P, self.m))[0][0])
         return self._ref_cached
 
-    def _solve_average(self, r, q):
-        b = q.copy()
-        b[self._ref] = 0.0
-        return self.cache.lu_solve(r), self.cache.lu_solve(b, trans=True)
-
     def hvp(self, dm):
         loc, tr = self.hvp_parts(dm)
         return loc + tr
 
 
 def energy_gradient(mdp, objective, policy) -> np.ndarray:
-    """Exact ``dJ / dm(s, a) = kappa w(s) (Q + tau log(m/vol) + tau)``, array ``(nS, nA)``."""
+    """Exact ``dJ / dm(s, a) = kappa w(s) (Q + tau log(m/vol) + tau)``, array ``(nS, nA)``.
+
+    On empty cells (``m = 0``, ``tau > 0``) the derivative is ``-inf`` (the entropy pulls mass in).
+    """
     masses = _check_policy(mdp, policy)
-    return _MassDerivatives(mdp, objective, masses).grad
+    d = _MassDerivatives(mdp, objective, masses)
+    if objective.entropy > 0 and not np.all(d.support):
+        return np.where(d.support, d.grad, -np.inf)
+    return d.grad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +409,11 @@ class Hessian(spla.LinearOperator):
     evaluation : Evaluation of the policy
     kappa : float
         ``1/(1-gamma)`` (discounted) or 1: ``otto`` is the gradient flow of ``J / kappa``.
+    support : ndarray of bool ``(nS, nA)``
+        The cells with positive mass: the operator acts on potentials of the support (empty
+        cells stay empty; docs/hessian.md §1).
+    diagnostics : dict
+        Setup time, ``empty_cells``, ``zero_weight_states``, and what :meth:`spectrum` did.
     """
 
     def __init__(self, mdp, objective, masses, mobility_kind, deriv, diagnostics):
@@ -283,17 +424,22 @@ class Hessian(spla.LinearOperator):
         self._d = deriv
         self.kappa = 1.0 / (1.0 - objective.gamma) if isinstance(objective, Discounted) else 1.0
         self.diagnostics = diagnostics
+        self.support = deriv.support
         A = mdp.actions
-        sh = masses.shape
         self._faces = face_mobilities(masses, A, mobility_kind)      # computed once
-        self._L = lambda phi: laplacian_apply(masses, phi.reshape(sh), A, mobility_kind, self._faces)
         self._spectrum_cache = {}
-        self.local = spla.LinearOperator((n, n), matvec=lambda v: self._apply(v, "local"), dtype=np.float64)
+        self._coords = None
+        self.local = spla.LinearOperator((n, n), matvec=lambda v: self._apply(v, "local"),
+                                         matmat=lambda V: self._apply_block(V, "local"), dtype=np.float64)
         self.transport = spla.LinearOperator((n, n), matvec=lambda v: self._apply(v, "transport"),
+                                             matmat=lambda V: self._apply_block(V, "transport"),
                                              dtype=np.float64)
         self.metric = spla.LinearOperator((n, n), matvec=self._metric_apply, dtype=np.float64)
         self.evaluation = Evaluation(deriv.J, deriv.w, deriv.V, deriv.Q, None, objective,
                                      Policy(masses, mdp.actions, mdp.states, validate=False))
+        w = deriv.w
+        self.diagnostics.setdefault("empty_cells", int(np.count_nonzero(~self.support)))
+        self.diagnostics.setdefault("zero_weight_states", int(np.count_nonzero(~(w > 0))))
 
     def __repr__(self) -> str:
         nS, nA = self.masses.shape
@@ -310,32 +456,58 @@ class Hessian(spla.LinearOperator):
     @property
     def gradient(self) -> np.ndarray:
         """Potential ``Q + tau log(m/vol) + tau`` ``(nS, nA)`` (``psi`` up to a per-state constant):
-        the Riemannian gradient is ``grad_a`` of it."""
+        the Riemannian gradient is ``grad_a`` of it (``Q + tau`` on empty cells, where no face of
+        the support sees it)."""
         return self._d.psi
 
+    def _L(self, phi):
+        return laplacian_apply(self.masses, phi, self.mdp.actions, self.mobility, self._faces)
+
     def _metric_apply(self, v):
-        phi = v.reshape(self.masses.shape)
+        phi = np.asarray(v, dtype=float).reshape(self.masses.shape)
         return (self._d.w[:, None] * self._L(phi)).ravel()
 
-    def _apply(self, v, part="all"):
-        sh = self.masses.shape
-        phi = v.reshape(sh)
+    def _apply_cells(self, phi, part="all", x_local=None, transport_states=None):
+        """``H phi`` for potentials ``phi`` ``(nS, nA[, b])`` (cell form).
+
+        ``x_local`` replaces the weights of the local part and ``transport_states`` (bool per
+        state) restricts the transport part to those states (both used by the spectrum for
+        states of zero weight; default: the operator itself).
+        """
         A, d = self.mdp.actions, self._d
         m1 = self._L(phi)
-        loc, tr = d.hvp_parts(m1)
-        out = np.zeros(sh)
+        out = np.zeros_like(phi, dtype=float)
         if part in ("all", "transport"):
+            dm = m1 if transport_states is None else m1 * _bcast(transport_states, m1)
+            _, tr = d.hvp_parts(dm)
+            if transport_states is not None:
+                tr = tr * _bcast(transport_states, tr)
             out += self._L(tr)
         if part in ("all", "local"):
-            out += self._L(loc)
+            x = d.x if x_local is None else x_local
+            g = d.grad_c if x_local is None else x_local[:, None] * d.psi_c
+            out += self._L(d.local_part(m1, x))
             # 1/2 [ grad J . L'(m)[L psi] phi + grad J . L'(m)[L phi] psi ], differentiated in psi
-            b1 = _dtheta_transpose(self._faces, d.grad, phi, A)
-            b2 = _dtheta_apply(self._faces, m1, d.grad, A)
+            b1 = _dtheta_transpose(self._faces, g, phi, A)
+            b2 = _dtheta_apply(self._faces, m1, g, A)
             out += 0.5 * (self._L(b1) + b2)
-        return out.ravel()
+        return out
+
+    def _apply(self, v, part="all"):
+        phi = np.asarray(v, dtype=float).reshape(self.masses.shape)
+        return self._apply_cells(phi, part).ravel()
+
+    def _apply_block(self, V, part="all"):
+        V = np.asarray(V, dtype=float)
+        nS, nA = self.masses.shape
+        out = self._apply_cells(V.reshape(nS, nA, -1), part)
+        return out.reshape(nS * nA, -1)
 
     def _matvec(self, v):
         return self._apply(np.asarray(v, dtype=float).ravel(), "all")
+
+    def _matmat(self, V):
+        return self._apply_block(V, "all")
 
     def quadratic_form(self, phi, psi=None) -> float:
         """``H(phi, psi)`` (``psi`` defaults to ``phi``)."""
@@ -343,193 +515,482 @@ class Hessian(spla.LinearOperator):
         psi = phi if psi is None else np.asarray(psi, dtype=float).ravel()
         return float(psi @ self.matvec(phi))
 
+    # ------------------------------------------------------------------------------ spectrum
+    def _coordinates(self):
+        if self._coords is None:
+            t0 = time.perf_counter()
+            self._coords = _TreeCoordinates(self)
+            self.diagnostics["time_spectral_coordinates"] = time.perf_counter() - t0
+        return self._coords
+
     def spectrum(self, k: int = 5, return_vectors: bool = False, method: str = "auto",
-                 min_weight: float = 1e-8, tol: float = 1e-8, maxiter: int = 500):
-        r"""The ``k`` smallest eigenvalues of ``H`` relative to the metric ``G``.
+                 tol: float = 1e-8, maxiter: int = 200):
+        r"""The ``k`` smallest eigenvalues of ``H`` relative to the metric ``G``: ``H phi = lambda G phi``.
 
-        Potentials are defined up to a constant per state (``H`` and ``G`` both vanish on them),
-        so the problem is posed in a basis of potentials modulo constants: for 1-D actions the
-        step functions ``1[a > f]``, one per face, in which ``G`` is diagonal
-        (``w(s) theta_f / h^2``) however small the tail masses are; for multi-D actions
-        ``e_a - e_pin`` with the pin at each state's most likely action.
+        Posed on the tangent space of the policy's support: potentials modulo a constant per
+        connected piece of each state's support, in coordinates where ``G`` is the identity
+        (1-D actions: the face differences of the potential scaled by ``sqrt(w theta / h^2)``;
+        multi-D: ``e_a - e_pin`` orthonormalized per state). Nothing else is left out: every
+        state and every face of the support is a direction, however small its weight or mass
+        (docs/hessian.md §4). States of zero weight (transient states of an average-cost chain,
+        states ``mu0`` never reaches) are seen by neither ``H`` nor ``G``; they enter through the
+        limit ``w -> 0`` of ``G^{-1} H``, their local operator (exact at a critical point of
+        ``J``, where the transport part vanishes).
 
-        Directions the metric barely sees are left out (their potentials held fixed): states
-        whose weight is below ``min_weight * max(w)`` and faces (cells in multi-D) whose weighted
-        mobility is below ``min_weight`` times the largest. Absolute rounding errors of order
-        ``1e-16 |H|`` would otherwise dominate their Rayleigh quotients (Gibbs tails carry masses
-        like 1e-60). This is a Galerkin restriction: the eigenvalues returned are upper bounds of
-        the exact ones, equal to them when the slow modes live where the policy has mass.
+        ``method``:
 
-        ``method``: ``"dense"`` (``scipy.linalg.eigh`` on the reduced matrices, one matvec per
-        basis vector), ``"lobpcg"`` (1-D actions: LOBPCG on ``G^{-1/2} Z^T H Z G^{-1/2}`` with the
-        entropic local part as preconditioner), or ``"auto"`` (1-D actions: LOBPCG above 800
-        directions; otherwise dense, up to 2500 directions).
-        Eigenvectors ``(k, nS, nA)`` are potentials normalized to ``G(phi, phi) = 1``; ``grad_a phi``
-        is the velocity field to plot. ``diagnostics`` records the method, the number of
-        directions kept and, for LOBPCG, the iterations and residuals.
+        * ``"auto"`` (default): the local part of ``H`` is block diagonal (one block per state,
+          assembled exactly); its eigenvectors for the smallest ``p = max(2k, k + 8)``
+          eigenvalues over all states span a subspace on which ``H`` is Rayleigh--Ritz
+          projected (``p`` products). The Ritz pairs are returned when their residuals are below
+          ``tol`` (relative to ``|lambda|``) and the transport part, estimated by a few power
+          steps, is smaller than the gap to the first local eigenvalue left out (Weyl: no
+          eigenvalue can then be missed). At a critical point of ``J`` (``wg.solve``'s policy) the
+          transport part vanishes and this is exact. Otherwise LOBPCG refines the Ritz vectors,
+          preconditioned by the inverse of the local part.
+        * ``"lobpcg"``: the same start, always refined by LOBPCG.
+        * ``"dense"``: the full matrix in the same coordinates (one product per direction) and
+          ``scipy.linalg.eigh``: the independent reference for small problems (at most 6000
+          directions).
+
+        Returns ``k`` values, or raises: :class:`~wgflow.ValidationError` when the tangent space
+        has fewer than ``k`` directions, :class:`~wgflow.ConvergenceError` when LOBPCG stops with
+        residuals above ``tol``. Eigenvectors ``(k, nS, nA)`` are potentials normalized to
+        ``G(phi, phi) = 1`` (to the ``w = 1`` metric on zero-weight states) and to zero mean per
+        state; ``grad_a phi`` is the velocity field to plot. ``diagnostics`` records the method
+        used, the products, the residuals and the transport estimate.
         """
-        # a cached result with at least k values (same method, restriction and tolerances) serves
-        for (kk, meth, mw, tl, mi), (v, vec) in self._spectrum_cache.items():
-            if kk >= k and meth == method and mw == min_weight and tl == tol and mi == maxiter:
-                return (v[:k].copy(), vec[:k].copy()) if return_vectors else v[:k].copy()
-        key = (k, method, min_weight, tol, maxiter)
         if int(k) < 1:
             raise ValidationError(f"spectrum needs k >= 1 eigenvalues, got {k}")
-        nS, nA = self.masses.shape
-        w = self._d.w
-        active = w >= min_weight * np.max(w)
-        self.diagnostics["states_in_spectrum"] = int(np.count_nonzero(active))
-        Z = self._reduced_basis(active, min_weight)
-        k = int(min(k, Z.shape[1]))
-        self.diagnostics["directions_in_spectrum"] = int(Z.shape[1])
-        if method == "auto":
-            # LOBPCG costs a few hundred products; dense costs one per direction plus an eigh
-            if self.mdp.actions.ndim == 1 and Z.shape[1] > 800:
-                method = "lobpcg"
-            elif Z.shape[1] <= 2500:
-                method = "dense"
-            else:
-                raise ValidationError(f"spectrum: {Z.shape[1]} directions on a multi-D action grid; "
-                                      "LOBPCG supports 1-D actions only and method='auto' keeps the "
-                                      "dense method to 2500 directions (ask for method='dense' "
-                                      "explicitly, or raise min_weight)")
+        if method not in ("auto", "lobpcg", "dense"):
+            raise ValidationError(f"unknown spectrum method {method!r}; use 'auto', 'lobpcg' or 'dense'")
+        k = int(k)
+        for (kk, meth, tl, mi), (v, vec) in self._spectrum_cache.items():
+            if kk >= k and meth == method and tl == tol and mi == maxiter:
+                return (v[:k].copy(), vec[:k].copy()) if return_vectors else v[:k].copy()
+        C = self._coordinates()
+        if k > C.n:
+            raise ValidationError(f"spectrum: k = {k} eigenvalues asked for, but the policy's tangent "
+                                  f"space has {C.n} directions (support faces)")
         t0 = time.perf_counter()
+        products = [0]
+
+        def apply(Y, part="all"):
+            products[0] += Y.shape[1] if part != "local" else 0
+            return C.apply(Y, part)
+
         if method == "dense":
-            cols = np.arange(Z.shape[1])
-            HZ = np.column_stack([self.matvec(Z[:, j].toarray().ravel()) for j in cols])
-            GZ = np.column_stack([self._metric_apply(Z[:, j].toarray().ravel()) for j in cols])
-            Hr, Gr = np.asarray(Z.T @ HZ), np.asarray(Z.T @ GZ)
-            Hr, Gr = 0.5 * (Hr + Hr.T), 0.5 * (Gr + Gr.T)
-            # scale G to unit diagonal so its Cholesky factorization sees a well-scaled matrix
-            D = 1.0 / np.sqrt(np.diag(Gr))
-            vals, y = sla.eigh(D[:, None] * Hr * D[None, :], D[:, None] * Gr * D[None, :],
-                               subset_by_index=[0, k - 1])
-            vecs = Z @ (D[:, None] * y)
-        elif method == "lobpcg":
-            vals, vecs = self._lobpcg(Z, k, tol, maxiter)
+            if C.n > 6000:
+                raise ValidationError(f"spectrum(method='dense'): {C.n} directions (at most 6000); use "
+                                      "method='auto'")
+            M = np.empty((C.n, C.n))
+            step = 256
+            for j in range(0, C.n, step):
+                E = np.zeros((C.n, min(step, C.n - j)))
+                E[np.arange(j, j + E.shape[1]), np.arange(E.shape[1])] = 1.0
+                M[:, j:j + E.shape[1]] = apply(E)
+            M = 0.5 * (M + M.T)
+            vals, Y = sla.eigh(M, subset_by_index=[0, k - 1])
+            info = {"spectrum_method": "dense"}
         else:
-            raise ValidationError(f"unknown spectrum method {method!r}; use 'auto', 'dense' or 'lobpcg'")
-        self.diagnostics["time_spectrum"] = time.perf_counter() - t0
-        self.diagnostics["spectrum_method"] = method
-        vecs = vecs.T.reshape(k, nS, nA)
-        vecs = vecs - vecs.mean(axis=2, keepdims=True)     # canonical representative
-        for j in range(k):
-            nrm = np.sqrt(max(self._metric_apply(vecs[j].ravel()) @ vecs[j].ravel(), 1e-300))
-            vecs[j] /= nrm
-        self._spectrum_cache[key] = (vals.copy(), vecs.copy())
+            vals, Y, info = self._spectrum_iterative(C, k, method, tol, maxiter, apply)
+        info["spectrum_products"] = products[0]
+        info["directions"] = C.n
+        # the state carrying most of each mode (its share of the unit G-norm)
+        info["mode_states"] = [int(np.argmax(np.bincount(C.ks, weights=Y[:, j] ** 2, minlength=C.nS)))
+                               for j in range(Y.shape[1])]
+        info["time_spectrum"] = time.perf_counter() - t0
+        self.diagnostics.update(info)
+        # coordinates at the eigen-solver's rounding level carry no information; in Gibbs tails
+        # 1/sqrt(w theta) would turn them into large face differences: they are set to 0
+        Yc = np.where(np.abs(Y) > 1e-12 * np.max(np.abs(Y), axis=0, keepdims=True), Y, 0.0)
+        vecs = C.to_potentials(Yc)                            # (k, nS, nA)
+        vecs = vecs - vecs.mean(axis=2, keepdims=True)         # canonical representative
+        self._spectrum_cache[(k, method, tol, maxiter)] = (vals.copy(), vecs.copy())
         return (vals, vecs) if return_vectors else vals
 
-    def _lobpcg(self, Z, k, tol, maxiter):
-        """LOBPCG in the step-function basis (1-D actions), where ``G`` is diagonal."""
-        A = self.mdp.actions
-        if A.ndim != 1:
-            raise ValidationError("spectrum(method='lobpcg') supports 1-D action grids; multi-D "
-                                  "problems use the dense method (at most 2500 directions)")
-        nS, nA = self.masses.shape
-        d, m = self._d, self.masses
-        th = self._faces[0][0].reshape(nS, nA - 1) / A.spacing[0] ** 2
-        g = (d.w[:, None] * th).ravel()
-        cols = Z.tocsc()
-        # the kept faces, in the order of Z's columns: the first (smallest) cell index of each
-        # column minus one is the face, per state
-        first = cols.indices[cols.indptr[:-1]]
-        ks = (first // nA) * (nA - 1) + (first % nA) - 1
-        nk = ks.size
-        sc = 1.0 / np.sqrt(g[ks])                                     # G^{-1/2} on the kept faces
-
-        def to_potentials(Y):
-            Y = np.asarray(Y).reshape(nk, -1)
-            full = np.zeros((nS * (nA - 1), Y.shape[1]))
-            full[ks] = Y * sc[:, None]
-            phi = np.zeros((nS, nA, Y.shape[1]))
-            phi[:, 1:] = np.cumsum(full.reshape(nS, nA - 1, -1), axis=1)
-            return phi.reshape(nS * nA, -1)
-
-        def from_potentials(V):                                       # adjoint of to_potentials
-            b = V.shape[1]
-            r = np.cumsum(V.reshape(nS, nA, b)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-            return r.reshape(nS * (nA - 1), b)[ks] * sc[:, None]
-
-        def apply(Y):
-            P = to_potentials(Y)
-            return from_potentials(np.column_stack([self.matvec(P[:, j]) for j in range(P.shape[1])]))
-
-        # preconditioner: the entropic local part x tau / m, tridiagonal in face coordinates
-        c = d.x[:, None] * max(d.tau, 1e-300) / m
-        diag = th ** 2 * (c[:, :-1] + c[:, 1:])
-        off = np.zeros((nS, nA - 1))
-        off[:, :-1] = -th[:, :-1] * th[:, 1:] * c[:, 1:-1]
-        nF = nS * (nA - 1)
-        offd = off.ravel()[:-1]
-        K = sp.diags([offd, diag.ravel(), offd], [-1, 0, 1], shape=(nF, nF), format="csr")[ks][:, ks]
-        S = sp.diags(sc)
-        lu = spla.splu((S @ K @ S + sp.identity(nk)).tocsc())
-        T = spla.LinearOperator((nk, nk), matvec=lambda v: lu.solve(np.asarray(v).reshape(nk, -1)).reshape(np.shape(v)),
-                                matmat=lambda X: lu.solve(np.asarray(X)), dtype=float)
-        Aop = spla.LinearOperator((nk, nk), matvec=apply, matmat=apply, dtype=float)
-        X = np.random.default_rng(0).standard_normal((nk, k + 3))
+    def _spectrum_iterative(self, C, k, method, tol, maxiter, apply):
+        mu, embed = C.local_eigenpairs()
+        n = C.n
+        p = int(min(n, max(2 * k, k + 8)))
+        order = np.argsort(mu, kind="stable")
+        X = embed(order[:p])                        # (n, p), orthonormal columns
+        HX = apply(X)
+        Ar = X.T @ HX
+        Ar = 0.5 * (Ar + Ar.T)
+        theta, Cr = sla.eigh(Ar)
+        V, HV = X @ Cr, HX @ Cr
+        R = HV - V * theta[None, :]
+        # residuals relative to |lambda|, with a floor at the rounding of the local blocks
+        # (1000 eps |K|): an eigenvalue far below the operator's norm (a slow or metastable
+        # mode) is resolved only to that absolute accuracy
+        floor = 1e3 * np.finfo(float).eps * C._local["norm"] / tol
+        scale = np.maximum(np.abs(theta), floor) + 1e-300
+        res = np.linalg.norm(R, axis=0) / scale
+        # the transport part's size: a few power steps on (H - local) from the residual block
+        left_out = float(mu[order[p]]) if p < n else np.inf
+        info = {"spectrum_method": "rayleigh-ritz", "local_subspace": p}
+        ok = method == "auto" and bool(np.all(res[:k] <= tol))
+        if ok and np.isfinite(left_out):
+            Z = np.random.default_rng(0).standard_normal((n, 3))
+            nu = 0.0
+            for _ in range(3):
+                Z /= np.maximum(np.linalg.norm(Z, axis=0), 1e-300)
+                Z = apply(Z, "transport")
+                nu = max(nu, float(np.max(np.linalg.norm(Z, axis=0))))
+                if nu == 0.0:
+                    break
+            info["transport_norm_estimate"] = nu
+            info["local_gap"] = left_out - float(theta[k - 1])
+            ok = 10.0 * nu < left_out - float(theta[k - 1])
+        if ok:
+            info["spectrum_residuals"] = res[:k]
+            info["spectrum_abs_error"] = float(np.max(np.linalg.norm(R[:, :k], axis=0))
+                                               + info.get("transport_norm_estimate", 0.0))
+            return theta[:k], V[:, :k], info
+        # LOBPCG from the Ritz vectors, preconditioned by the inverse of the local part
+        m = int(min(n, max(k + 3, min(p, 2 * k))))
+        if n < 5 * m:                               # too small for LOBPCG: dense in these coordinates
+            M = apply(np.eye(n))
+            M = 0.5 * (M + M.T)
+            vals, Y = sla.eigh(M, subset_by_index=[0, k - 1])
+            info.update(spectrum_method="dense (small)", spectrum_residuals=np.zeros(k))
+            return vals, Y, info
+        shift = max(float(np.max(np.abs(theta[:k]))), 1e-300)
+        prec = C.local_inverse(shift)
+        Aop = spla.LinearOperator((n, n), matvec=lambda y: apply(np.asarray(y).reshape(n, -1)).ravel(),
+                                  matmat=lambda Yb: apply(np.asarray(Yb)), dtype=float)
+        Mop = spla.LinearOperator((n, n), matvec=lambda y: prec(np.asarray(y).reshape(n, -1)).ravel(),
+                                  matmat=lambda Yb: prec(np.asarray(Yb)), dtype=float)
         import warnings
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)     # reported below instead
-            vals, Y, hist = spla.lobpcg(Aop, X, M=T, largest=False, tol=tol, maxiter=maxiter,
-                                        retResidualNormsHistory=True)
-        order = np.argsort(vals)[:k]
-        res = np.asarray(hist[-1])[order] if len(hist) else np.full(k, np.nan)
-        self.diagnostics["lobpcg_iterations"] = len(hist)
-        self.diagnostics["lobpcg_residuals"] = res
-        scale = np.maximum(1.0, np.abs(vals[order]))
-        if np.any(res > 1e-3 * scale) or not np.all(np.isfinite(vals[order])):
-            # the Ritz values are not trustworthy: a numerical failure, not a result
+            warnings.simplefilter("ignore", UserWarning)        # convergence is judged below
+            vals, Y, hist = spla.lobpcg(Aop, V[:, :m].copy(), M=Mop, largest=False, tol=tol * shift,
+                                        maxiter=maxiter, retResidualNormsHistory=True)
+        o = np.argsort(vals)[:k]
+        vals, Y = vals[o], Y[:, o]
+        R = apply(Y) - Y * vals[None, :]
+        res = np.linalg.norm(R, axis=0) / np.maximum(np.abs(vals), 1e-300)
+        info.update(spectrum_method="lobpcg", lobpcg_iterations=len(hist), spectrum_residuals=res)
+        if not (np.all(np.isfinite(vals)) and np.all(res <= max(tol, 1e-6))):
             from .errors import ConvergenceError
-            raise ConvergenceError(f"LOBPCG did not converge in {len(hist)} iterations (residuals {res}); "
-                                   "raise maxiter or use method='dense'",
-                                   {"values": vals[order], "residuals": res, "iterations": len(hist)})
-        if np.any(res > 100 * tol * scale):
-            # eigenvalues are accurate to about residual^2 / gap: usable, but say so
-            import warnings as _w
-            _w.warn(f"LOBPCG stopped after {len(hist)} iterations with residuals {res} (eigenvalues "
-                    "are accurate to about residual^2/gap; eigenvectors of a cluster are mixed)",
-                    RuntimeWarning, stacklevel=3)
-        return vals[order], to_potentials(Y[:, order])
-
-    def _reduced_basis(self, active=None, min_weight=0.0):
-        """Sparse basis ``Z`` of potentials modulo per-state constants.
-
-        1-D actions: step functions ``1[a > f]`` (one per face), in which the metric is diagonal
-        (``G = diag(w theta_f / h^2)``) however small the tail masses are. Multi-D: ``e_a - e_pin``
-        with the pin at the most likely action of each state.
-        """
-        nS, nA = self.masses.shape
-        n = nS * nA
-        A = self.mdp.actions
-        active = np.ones(nS, dtype=bool) if active is None else active
-        w = self._d.w
-        if A.ndim == 1:
-            th = mobility(self.masses[:, :-1], self.masses[:, 1:], self.mobility)[0]
-            face_w = w[:, None] * th
-            # faces the metric barely sees (Gibbs tails) are left out, like low-weight states
-            use = (face_w >= min_weight * face_w.max()) & active[:, None]
-            # column j = step function of face (s, f): ones on the cells a > f of state s
-            ss, ff = np.nonzero(use)
-            step = np.arange(nA)[None, :] > ff[:, None]                  # (n_faces, nA)
-            j, a = np.nonzero(step)
-            rows = ss[j] * nA + a
-            return sp.csr_matrix((np.ones(rows.size), (rows, j)), shape=(n, ss.size))
-        pin = np.argmax(self.masses, axis=1)
-        idx = np.arange(n).reshape(nS, nA)
-        cell_w = w[:, None] * self.masses
-        sel = ((np.arange(nA)[None, :] != pin[:, None]) & active[:, None]
-               & (cell_w >= min_weight * cell_w.max()))
-        keep = idx[sel]
-        last = (np.arange(nS) * nA + pin)[np.nonzero(sel)[0]]
-        c = np.arange(keep.size)
-        return sp.csr_matrix((np.concatenate([np.ones(keep.size), -np.ones(keep.size)]),
-                              (np.concatenate([keep, last]), np.concatenate([c, c]))), shape=(n, keep.size))
+            raise ConvergenceError(f"spectrum: LOBPCG stopped after {len(hist)} iterations with relative "
+                                   f"residuals {res} (tolerance {max(tol, 1e-6):g}); raise maxiter or use "
+                                   "method='dense' on a small problem", {"values": vals, "residuals": res})
+        return vals, Y, info
 
     def predicted_rate(self) -> float:
         """Rate ``r`` with ``J - J* ~ exp(-r t)`` under ``otto`` near this (optimal) policy:
-        ``r = 2 lambda_min / kappa``."""
+        ``r = 2 lambda_min / kappa``, twice the slowest decay rate of the linearized flow."""
         return predicted_rate(self)
+
+
+def _bcast(mask_states, arr):
+    return mask_states.reshape((-1,) + (1,) * (arr.ndim - 1))
+
+
+class _TreeCoordinates:
+    r"""Coordinates of the tangent space of the support in which ``G`` is the identity.
+
+    Per state, the support graph (cells of positive mass, faces whose two cells have mass) gets a
+    maximum spanning forest for the face mobilities, rooted at the most likely cell of each
+    connected piece. A potential modulo constants is given by its differences
+    ``t_e = phi_right - phi_left`` on the tree faces; the difference on any other face is the
+    signed sum along the tree path (a path matrix ``A`` with entries 0, +-1), so the potential is
+    never formed and no cumulative sum mixes tail and bulk values. ``G = A^T diag(w theta / h^2) A``
+    per state is Jacobi-scaled and Cholesky-factorized, ``t = T y``, ``T^T G T = I``. In 1-D
+    every support face is a tree face: ``A = I`` and ``T = diag((w theta / h^2)^{-1/2})``. The
+    maximum spanning tree keeps ``G`` well conditioned however small the tail mobilities are
+    (every non-tree face is weaker than each tree face on its cycle). States of zero weight
+    use ``w = 1`` and keep only their local operator.
+    """
+
+    def __init__(self, H):
+        from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
+        self.H = H
+        d, A = H._d, H.mdp.actions
+        nS, nA = H.masses.shape
+        self.nS, self.nA = nS, nA
+        # flat face list (same for every state): left/right cells, h^2, mobilities (nS, nF)
+        lefts, rights, h2, th, di, dj = [], [], [], [], [], []
+        cells = np.arange(nA).reshape(tuple(A.shape))
+        for ax in range(A.ndim):
+            if H._faces[ax] is None:
+                continue
+            lefts.append(np.take(cells, np.arange(A.shape[ax] - 1), axis=ax).ravel())
+            rights.append(np.take(cells, np.arange(1, A.shape[ax]), axis=ax).ravel())
+            h2.append(np.full(lefts[-1].size, float(A.spacing[ax]) ** 2))
+            t, a_, b_ = (np.moveaxis(x.reshape((nS,) + tuple(A.shape[:ax]) + (A.shape[ax] - 1,)
+                                               + tuple(A.shape[ax + 1:])), 1 + ax, 1 + ax).reshape(nS, -1)
+                         for x in H._faces[ax])
+            th.append(t), di.append(a_), dj.append(b_)
+        if lefts:
+            self.left, self.right = np.concatenate(lefts), np.concatenate(rights)
+            self.h2 = np.concatenate(h2)
+            self.th, self.di, self.dj = (np.concatenate(x, axis=1) for x in (th, di, dj))
+        else:
+            self.left = self.right = np.zeros(0, int)
+            self.h2 = np.zeros(0)
+            self.th = self.di = self.dj = np.zeros((nS, 0))
+        nF = self.left.size
+        self.nF = nF
+        self.Dm = np.zeros((nF, nA))                    # face differences: (D v)_f = v_right - v_left
+        self.Dm[np.arange(nF), self.right] = 1.0
+        self.Dm[np.arange(nF), self.left] = -1.0
+        self.Lm = np.zeros((nF, nA))
+        self.Lm[np.arange(nF), self.left] = 1.0
+        self.Rm = np.zeros((nF, nA))
+        self.Rm[np.arange(nF), self.right] = 1.0
+        w = d.w
+        self.zero_w = ~(w > 0)
+        w_eff = np.where(self.zero_w, 1.0, w)
+        if isinstance(H.objective, Discounted):
+            self.x_eff = np.where(self.zero_w, H.kappa, d.x)
+        else:
+            self.x_eff = np.where(self.zero_w, 1.0, d.x)
+        self.g = self.x_eff[:, None] * d.psi_c
+        self.dg = self.g @ self.Dm.T                    # (nS, nF)
+        self.tr_states = ~self.zero_w
+        # the weight is a per-state factor, kept out of the products (w theta / h^2 can underflow)
+        g_face = self.th / self.h2[None, :]
+        rw = 1.0 / np.sqrt(w_eff)
+        self.one_d = A.ndim == 1
+        if self.one_d:
+            kept = self.th > 0
+            self.kept = kept
+            self.ks, self.kf = np.nonzero(kept)
+            self.Dmax = nF
+            self.sc = np.zeros((nS, nF))
+            self.sc[kept] = 1.0 / np.sqrt(g_face[kept]) * rw[self.ks]
+        else:
+            trees = []
+            for s in range(nS):
+                live = self.th[s] > 0
+                f_live = np.nonzero(live)[0]
+                lt = np.log(self.th[s, f_live])
+                wgt = 1.0 + (lt.max() - lt) if f_live.size else lt
+                Gr = sp.csr_matrix((wgt, (self.left[f_live], self.right[f_live])), shape=(nA, nA))
+                mst = minimum_spanning_tree(Gr)
+                mst = (mst + mst.T).tocsr()
+                ncomp, lab = connected_components(mst, directed=False)
+                sup = H.support[s]
+                B = np.zeros((nA, 0))
+                edges = []
+                face_of = {}
+                for f in f_live:
+                    face_of[(self.left[f], self.right[f])] = f
+                coef = np.zeros((nA, nA))        # row a: coefficients of the tree differences in phi_a
+                col = 0
+                tree_faces = []
+                for c in range(ncomp):
+                    members = np.nonzero((lab == c) & sup)[0]
+                    if members.size < 2:
+                        continue
+                    root = members[np.argmax(H.masses[s, members])]
+                    order, pred = breadth_first_order(mst, root, directed=False)
+                    for a in order[1:]:
+                        p = pred[a]
+                        if (p, a) in face_of:       # child on the right: phi_a = phi_p + t
+                            f, sign = face_of[(p, a)], 1.0
+                        else:
+                            f, sign = face_of[(a, p)], -1.0
+                        coef[a] = coef[p]
+                        coef[a, col] += sign
+                        tree_faces.append(f)
+                        col += 1
+                trees.append((coef[:, :col], np.array(tree_faces, dtype=int)))
+            self.Dmax = max((t[0].shape[1] for t in trees), default=0)
+            Dmax = self.Dmax
+            self.kept = np.zeros((nS, Dmax), dtype=bool)
+            self.Bpot = np.zeros((nS, nA, Dmax))
+            for s, (coef, tf) in enumerate(trees):
+                self.kept[s, :coef.shape[1]] = True
+                self.Bpot[s, :, :coef.shape[1]] = coef
+            self.ks, self.kf = np.nonzero(self.kept)
+            self.Apath = np.einsum("fa,sae->sfe", self.Dm, self.Bpot)      # (nS, nF, Dmax), entries 0, +-1
+            G = np.einsum("sfe,sf,sfk->sek", self.Apath, g_face, self.Apath)
+            pad = ~self.kept
+            G = G + pad[:, :, None] * np.eye(Dmax)[None]
+            dgn = np.sqrt(np.einsum("sii->si", G))
+            Cm = G / dgn[:, :, None] / dgn[:, None, :]
+            try:
+                Lc = np.linalg.cholesky(Cm)
+            except np.linalg.LinAlgError as exc:
+                from .errors import ConvergenceError
+                raise ConvergenceError("spectrum: the metric of a state's support is numerically singular "
+                                       f"(Cholesky failed: {exc})") from exc
+            # T^T (w G0) T = I
+            self.T = np.transpose(np.linalg.inv(Lc), (0, 2, 1)) / dgn[:, :, None] * rw[:, None, None]
+        self.n = self.ks.size
+
+    # coordinates y (n, b) <-> padded per-state arrays (nS, Dmax, b)
+    def _pad(self, Y):
+        P = np.zeros((self.nS, self.Dmax, Y.shape[1]))
+        P[self.ks, self.kf] = Y
+        return P
+
+    def _face_differences(self, Y):
+        """``(D phi)_f`` on every face, ``(nS, nF, b)``, from coordinates ``Y`` ``(n, b)``."""
+        P = self._pad(Y)
+        if self.one_d:
+            return P * self.sc[:, :, None]
+        t = np.einsum("sij,sjb->sib", self.T, P)
+        return np.einsum("sfe,seb->sfb", self.Apath, t)
+
+    def _from_faces(self, out):
+        """Coordinates of the functional ``phi -> sum_f out_f (D phi)_f`` (the adjoint)."""
+        if self.one_d:
+            return (out * self.sc[:, :, None])[self.ks, self.kf]
+        u = np.einsum("sfe,sfb->seb", self.Apath, out)
+        return np.einsum("sji,sjb->sib", self.T, u)[self.ks, self.kf]
+
+    # face <-> cell maps by gathers and scatters (no dense products)
+    def _div(self, q):
+        """``D^T q``: cells ``(nS, nA, b)`` from face values ``q`` ``(nS, nF, b)`` (left -q, right +q)."""
+        if self.one_d:
+            out = np.zeros((self.nS, self.nA, q.shape[2]))
+            out[:, :-1] -= q
+            out[:, 1:] += q
+            return out
+        return self._scatter(q, self.right) - self._scatter(q, self.left)
+
+    def _scatter(self, q, cells):
+        """``sum over faces f with cells[f] = a of q_f`` per cell ``(nS, nA, b)``."""
+        out = np.zeros((self.nS, self.nA, q.shape[2]))
+        for c in range(self.nA):       # faces per cell: at most two per axis
+            sel = self._faces_of[id(cells)][c]
+            if sel.size:
+                out[:, c] = q[:, sel].sum(axis=1)
+        return out
+
+    def _ensure_face_lists(self):
+        if not hasattr(self, "_faces_of"):
+            self._faces_of = {id(arr): [np.nonzero(arr == c)[0] for c in range(self.nA)]
+                              for arr in (self.left, self.right)}
+
+    def apply(self, Y, part="all"):
+        dv = self.H._d
+        if not self.one_d:
+            self._ensure_face_lists()
+        Y = np.asarray(Y, dtype=float).reshape(self.n, -1)
+        Dphi = self._face_differences(Y)
+        th = (self.th / self.h2[None, :])[:, :, None]
+        dm = self._div(th * Dphi)                                   # L phi, cells
+        t = np.zeros_like(dm)
+        out = np.zeros_like(Dphi)
+        if part in ("all", "transport"):
+            dmt = dm * self.tr_states[:, None, None]
+            _, tr = dv.hvp_parts(dmt)
+            t += tr * self.tr_states[:, None, None]
+        if part in ("all", "local"):
+            t += dv.local_part(dm, self.x_eff)
+            dg = self.dg[:, :, None]
+            prod = dg * Dphi / self.h2[None, :, None]
+            if self.one_d:
+                t[:, :-1] += 0.5 * self.di[:, :, None] * prod
+                t[:, 1:] += 0.5 * self.dj[:, :, None] * prod
+            else:
+                t += 0.5 * (self._scatter(self.di[:, :, None] * prod, self.left)
+                            + self._scatter(self.dj[:, :, None] * prod, self.right))
+            dth = self.di[:, :, None] * dm[:, self.left] + self.dj[:, :, None] * dm[:, self.right]
+            out += 0.5 * dth * dg / self.h2[None, :, None]
+        out += th * (t[:, self.right] - t[:, self.left])
+        return self._from_faces(out)
+
+    def local_eigenpairs(self):
+        probes = np.zeros((self.n, self.Dmax))
+        probes[np.arange(self.n), self.kf] = 1.0
+        out = self.apply(probes, "local")                 # column j: probe j of every state
+        K = np.zeros((self.nS, self.Dmax, self.Dmax))
+        K[self.ks, self.kf, :] = out
+        return _block_eigenpairs(self, K, self.ks, self.kf, self.kept)
+
+    def local_inverse(self, shift):
+        return _block_inverse(self, shift)
+
+    def to_potentials(self, Y):
+        """Potentials ``(b, nS, nA)`` (0 at each root; constant across faces outside the support)."""
+        Y = np.asarray(Y, dtype=float).reshape(self.n, -1)
+        P = self._pad(Y)
+        if self.one_d:
+            D = P * self.sc[:, :, None]
+            phi = np.zeros((self.nS, self.nA, Y.shape[1]))
+            phi[:, 1:] = np.cumsum(D, axis=1)
+        else:
+            t = np.einsum("sij,sjb->sib", self.T, P)
+            phi = np.einsum("sae,seb->sab", self.Bpot, t)
+        return np.moveaxis(phi, 2, 0)
+
+
+def _block_eigenpairs(C, K, ks, kf, kept):
+    """Eigen-decomposition of per-state local blocks ``K`` ``(nS, D, D)`` (padded slots decoupled).
+
+    Returns ``mu`` ``(n,)`` (the eigenvalues, one per coordinate) and ``embed(sel)``, which
+    returns the eigenvectors ``sel`` as columns ``(n, len(sel))`` in the coordinates
+    (orthonormal). Only the eigenvalues of every block are computed up front; eigenvectors are
+    computed for the blocks ``embed`` needs (and all of them for :func:`_block_inverse`).
+    """
+    nS, D, _ = K.shape
+    K = 0.5 * (K + np.transpose(K, (0, 2, 1)))
+    if getattr(C, "one_d", False) and D > 2:
+        # the 1-D local operator is tridiagonal in face coordinates: drop the rounding outside
+        K = np.triu(np.tril(K, 1), -1)
+    norm = float(np.max(np.sum(np.abs(K), axis=2), initial=0.0))
+    big = 2.0 * norm + 1.0
+    pad = ~kept
+    K = np.where(pad[:, :, None] | pad[:, None, :], 0.0, K) + (big * pad)[:, :, None] * np.eye(D)[None]
+    vals = np.linalg.eigvalsh(K)                       # ascending; padded ones (= big) last
+    n_s = kept.sum(axis=1)
+    C._local = {"K": K, "vals": vals, "vecs": {}, "norm": norm}
+    js = np.concatenate([np.arange(c) for c in n_s]) if nS else np.zeros(0, int)
+    ss = np.repeat(np.arange(nS), n_s)
+    mu = vals[ss, js]
+    assert mu.size == ks.size
+
+    tridiagonal = bool(getattr(C, "one_d", False))
+
+    def vectors(states):
+        need = [s for s in np.unique(states) if s not in C._local["vecs"]]
+        if need and tridiagonal:
+            # 1-D: the local operator couples neighbouring faces only (tridiagonal blocks);
+            # LAPACK's tridiagonal solver needs no level-3 BLAS (whose threads cost more than
+            # the work on blocks this small)
+            for s in need:
+                C._local["vecs"][int(s)] = sla.eigh_tridiagonal(np.diagonal(K[s]).copy(),
+                                                                np.diagonal(K[s], 1).copy())[1]
+        elif need:
+            w, v = np.linalg.eigh(K[need])
+            for s, vs in zip(need, v):
+                C._local["vecs"][int(s)] = vs
+        return np.stack([C._local["vecs"][int(s)] for s in states]) if len(states) else np.zeros((0, D, D))
+
+    def embed(sel):
+        sel = np.asarray(sel, dtype=int)
+        V = vectors(ss[sel])
+        out = np.zeros((nS, D, sel.size))
+        out[ss[sel], :, np.arange(sel.size)] = V[np.arange(sel.size), :, js[sel]]
+        return out[ks, kf]
+
+    C._local["all_vectors"] = lambda: vectors(np.arange(nS))
+    return mu, embed
+
+
+def _block_inverse(C, shift):
+    """Preconditioner ``y -> (|K_local| + shift)^{-1} y`` block by block (needs local_eigenpairs)."""
+    vals = C._local["vals"]
+    vecs = C._local["all_vectors"]()
+    nS, D = vals.shape
+    inv = 1.0 / (np.abs(vals) + shift)
+    ks, kf = C.ks, C.kf
+
+    def prec(Y):
+        Y = np.asarray(Y, dtype=float).reshape(ks.size, -1)
+        Yp = np.zeros((nS, D, Y.shape[1]))
+        Yp[ks, kf] = Y
+        Z = np.einsum("sji,sjb->sib", vecs, Yp) * inv[:, :, None]
+        return np.einsum("sij,sjb->sib", vecs, Z)[ks, kf]
+
+    return prec
 
 
 def hessian(mdp, objective, policy, mobility: str = "sg") -> Hessian:
@@ -539,7 +1000,11 @@ def hessian(mdp, objective, policy, mobility: str = "sg") -> Hessian:
     ----------
     mdp : MDP (with an action grid)
     objective : Discounted or Average
-    policy : Policy with strictly positive masses (entropy-regularized policies are)
+    policy : Policy
+        Masses may be zero (e.g. Gibbs tails that underflow at small entropies): the Hessian is
+        then that of ``J`` restricted to policies with the same support -- tangent directions
+        move mass only between cells of positive mass, through faces whose both cells have
+        mass (docs/hessian.md §1, "empty cells").
     mobility : {"sg", "logmean", "arithmetic"}
         Face mobility of the metric and of the continuity curves (default ``"sg"``, consistent
         with the ``otto`` scheme's linearization at equilibrium).
@@ -560,10 +1025,6 @@ def hessian(mdp, objective, policy, mobility: str = "sg") -> Hessian:
     _check_objective(objective)
     mdp.require_actions("hessian")
     masses = _check_policy(mdp, policy)
-    if np.any(masses <= 0):
-        s, a = np.argwhere(masses <= 0)[0]
-        raise ValidationError(f"hessian needs strictly positive masses (entropy > 0 keeps them so); "
-                              f"state {s}, action {a} has mass {masses[s, a]:g}")
     if mobility not in MOBILITIES:
         raise ValidationError(f"unknown mobility {mobility!r}; choose from {MOBILITIES}")
     t0 = time.perf_counter()
@@ -573,7 +1034,9 @@ def hessian(mdp, objective, policy, mobility: str = "sg") -> Hessian:
 
 
 def predicted_rate(H: Hessian) -> float:
-    """``2 lambda_min / kappa``: the decay rate of ``J - J*`` under ``otto`` near the optimum."""
+    """``2 lambda_min / kappa``: the decay rate of ``J - J*`` (and of any squared distance to the
+    optimum) under ``otto`` near the optimum; ``lambda_min / kappa`` is the slowest decay rate of
+    the flow linearized there."""
     lam = H.spectrum(1)[0]
     return 2.0 * lam / H.kappa
 

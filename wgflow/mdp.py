@@ -69,7 +69,10 @@ class DynamicsModel:
     means the Gaussian density evaluated at the cell centres and normalized over the grid
     (truncated beyond ``noise_cutoff`` standard deviations). ``terminal(s) -> bool`` marks states
     whose next-state law is ``reset`` (a probability vector over states) or, when ``reset`` is
-    None, themselves (absorbing); terminal states cost 0.
+    None, themselves (absorbing); terminal states cost 0. ``entry_cost`` is charged once per unit
+    of probability that a transition from a non-terminal state deposits on terminal states
+    (e.g. ``-100`` for reaching a goal): the cost follows the deposited mass, so a goal reached
+    by a fraction of the mass is charged for that fraction only, and exactly once.
     """
 
     states: Grid
@@ -82,6 +85,7 @@ class DynamicsModel:
     cost_da: Callable | None = None
     terminal: Callable | None = None
     reset: np.ndarray | None = None
+    entry_cost: float = 0.0
     _terminal_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -96,6 +100,9 @@ class DynamicsModel:
             raise ValidationError(f"noise_cutoff must be > 0, got {self.noise_cutoff}")
         if self.reset is not None:
             self.reset = _check_prob_vector(self.reset, self.states.size, "reset")
+        self.entry_cost = float(self.entry_cost)
+        if not np.isfinite(self.entry_cost):
+            raise ValidationError(f"entry_cost must be finite, got {self.entry_cost}")
 
     @property
     def terminal_mask(self) -> np.ndarray:
@@ -129,6 +136,16 @@ class DynamicsModel:
             raise ValidationError(f"cost returned NaN/inf at state {s[bad]}, action {a[bad]}")
         return c
 
+    def _add_entry_cost(self, idx, w, dw, cost, dcost=None):
+        """Add ``entry_cost * P(next state terminal)`` (and its action gradient) to the cost."""
+        if self.entry_cost == 0.0 or not np.any(self.terminal_mask):
+            return cost, dcost
+        into = self.terminal_mask[idx]
+        cost = cost + self.entry_cost * np.sum(w * into, axis=1)
+        if dcost is not None and dw is not None:
+            dcost = dcost + self.entry_cost * np.einsum("nk,nkd->nd", into.astype(float), dw)
+        return cost, dcost
+
     def stencil(self, s, a, derivatives: bool = False):
         """Next-state stencil at state points ``s`` and action points ``a``: ``(idx, w, dw_ds')``."""
         m = self.states.wrap(self._drift(s, a))
@@ -154,6 +171,7 @@ class DynamicsModel:
         dcost = (self.cost_da(s, a) if self.cost_da is not None
                  else _fd_jacobian(self._cost, s, a, 1, self.actions.spacing * self.actions.shape)[:, 0, :])
         dcost = np.asarray(dcost, dtype=float).reshape(s.shape[0], self.actions.ndim)
+        cost, dcost = self._add_entry_cost(idx, w, dw, cost, dcost)
         term = self.terminal_mask[state_index]
         if np.any(term):
             idx, w, dw, cost, dcost = _apply_terminal(self, state_index, term, idx, w, dw, cost, dcost)
@@ -341,7 +359,7 @@ class MDP:
     def from_dynamics(cls, states: Grid, actions: Grid, drift: Callable, cost: Callable,
                       noise=0.0, noise_cutoff: float = 6.0, drift_da: Callable | None = None,
                       cost_da: Callable | None = None, terminal: Callable | None = None,
-                      reset=None, provenance: dict | None = None) -> "MDP":
+                      reset=None, entry_cost: float = 0.0, provenance: dict | None = None) -> "MDP":
         r"""Discretize ``s' = drift(s, a) + noise * xi`` (xi standard Gaussian per state axis).
 
         Parameters
@@ -364,6 +382,10 @@ class MDP:
         terminal : callable ``s -> bool``, optional
             Terminal states: cost 0, next state drawn from ``reset`` (probability vector over the
             states) or, if ``reset`` is None, absorbing.
+        entry_cost : float
+            Charged once per unit of next-state probability landing on terminal states:
+            ``C(s, a) = cost(s, a) + entry_cost * sum_{s' terminal} P(s'|s, a)`` for non-terminal
+            ``s`` -- a goal reward that follows the deposited mass (``-100`` for mountain car).
 
         Examples
         --------
@@ -385,7 +407,7 @@ class MDP:
         noise_cutoff = validation.real(noise_cutoff, "noise_cutoff", "MDP.from_dynamics", low=0,
                                        low_open=True)
         model = DynamicsModel(states, actions, drift, cost, noise, noise_cutoff, drift_da, cost_da,
-                              terminal, reset)
+                              terminal, reset, entry_cost)
         nS, nA = states.size, actions.size
         K = _stencil_width(states, model.noise, noise_cutoff)
         # P (values + indices), costs, and one chunk of stencil temporaries
@@ -397,7 +419,7 @@ class MDP:
             s_idx, a_idx = pairs // nA, pairs % nA
             s, a = states.centers[s_idx], actions.centers[a_idx]
             idx, w, _ = model.stencil(s, a)
-            c = model._cost(s, a)
+            c, _ = model._add_entry_cost(idx, w, None, model._cost(s, a))
             term = model.terminal_mask[s_idx]
             if np.any(term):
                 dummy = np.zeros(w.shape + (1,))

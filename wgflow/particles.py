@@ -25,6 +25,8 @@ import numpy as np
 
 from .errors import ValidationError
 from .grids import Grid
+from .policy import Policy, _policy_parts
+from .transport import _count_le, _emd_state, _knots, _quantile_pc, check_weights
 
 __all__ = ["ParticlePolicy", "particle_distance", "particle_w2sq"]
 
@@ -127,7 +129,6 @@ class ParticlePolicy:
             ``"random"``: i.i.d. samples of the piecewise-constant law.
         rng : int or numpy Generator, optional (``"random"`` only)
         """
-        from .geometry import _knots, _count_le, _quantile_pc, _policy_parts
         m, A = _policy_parts(policy, "policy")
         N = int(n_particles)
         if N < 1 or N != n_particles:
@@ -167,7 +168,6 @@ class ParticlePolicy:
         outermost cell). ``rule="nearest"``: all mass on the cell containing the particle
         (clamped to the box).
         """
-        from .policy import Policy
         A = actions if actions is not None else self.actions
         if A is None:
             raise ValidationError("to_policy needs an action grid: pass actions=Grid(...)")
@@ -228,7 +228,6 @@ def particle_w2sq(p0: ParticlePolicy, p1: ParticlePolicy) -> np.ndarray:
         x = np.sort(p0.positions[:, :, 0], axis=1)
         y = np.sort(p1.positions[:, :, 0], axis=1)
         return np.mean((x - y) ** 2, axis=1)
-    from .geometry import _emd_state
     N = p0.n_particles
     a = np.full(N, 1.0 / N)
     return np.array([_emd_state(a, a, p0.positions[s], p1.positions[s], s)[0]
@@ -248,7 +247,6 @@ def particle_distance(p0: ParticlePolicy, p1: ParticlePolicy, weights) -> float:
     >>> particle_distance(p, q, [1.0])
     2.0
     """
-    from .geometry import check_weights
     d2 = particle_w2sq(p0, p1)
     om = check_weights(weights, p0.n_states)
     return float(np.sqrt(max(float(om @ d2), 0.0)))

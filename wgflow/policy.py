@@ -233,4 +233,17 @@ class Policy:
     __hash__ = None
 
 
-from .particles import ParticlePolicy  # noqa: E402,F401  (public name wgflow.policy.ParticlePolicy)
+def _policy_parts(pi, name: str = "policy"):
+    """``(masses, actions)`` of a Policy, re-validated (negative masses etc. raise)."""
+    if not isinstance(pi, Policy):
+        raise ValidationError(f"{name} must be a wgflow Policy, got {type(pi).__name__}")
+    if pi.actions is None:
+        raise ValidationError(f"{name} has no action grid; the geometry needs one "
+                              "(build the MDP with actions=Grid(...))")
+    m = pi.masses
+    # fast path (two passes); anything suspicious goes through check_masses for the message
+    sums = m.sum(axis=1) if m.ndim == 2 else None
+    if (sums is None or m.shape[1] != pi.actions.size or not np.all(np.isfinite(sums))
+            or m.min() < 0 or np.any(np.abs(sums - 1.0) > ROW_SUM_TOL)):
+        m = check_masses(m, n_actions=pi.actions.size, name=f"{name}.masses")
+    return np.asarray(m, dtype=float), pi.actions

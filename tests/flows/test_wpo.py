@@ -230,7 +230,8 @@ def test_mixture_weights_mirror_step_selects_the_better_optimum():
                  components=2, t_end=12.0, save_every=2.0, progress=False)
     w = tr.params["weights"][:, 0, 0]
     assert w[-1] > 1 - 1e-9
-    assert np.all(np.diff(w) >= 0)
+    # non-decreasing up to the rounding of a weight next to 1 (two ulps of 1.0)
+    assert np.all(np.diff(w) >= -2 * np.finfo(float).eps)
     assert tr.params["mean"][-1, 0, 0, 0] == pytest.approx(-7.118, abs=1e-2)
 
 

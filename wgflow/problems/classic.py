@@ -84,12 +84,18 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
                  goal_position=0.45, goal_velocity=0.0, goal="absorbing"):
     """MountainCarContinuous-v0 physics: v' = clip(v + power u - 0.0025 cos(3x), +-0.07), x' = x + v'.
 
-    State (x, v) on [-1.2, 0.6] x [-0.07, 0.07], force u on [-1, 1]. Cost 0.1 u^2 - 100 when the
-    step reaches the goal (x' >= goal_position and v' >= goal_velocity), i.e. minus gymnasium's
-    reward. At x' = -1.2 the velocity is reset to 0 if negative. States whose cell centre is in
-    the goal are terminal (cost 0): ``goal="absorbing"`` keeps them there (episodic, use a
-    discounted objective); ``goal="reset"`` restarts from gymnasium's initial law (x uniform in
-    [-0.6, -0.4], v = 0), which makes the long-run average cost meaningful.
+    State (x, v) on [-1.2, 0.6] x [-0.07, 0.07], force u on [-1, 1]; at x' = -1.2 the velocity
+    is reset to 0 if negative. Cost: minus gymnasium's reward, 0.1 u^2 per step and -100 once
+    when the goal (x >= goal_position and v >= goal_velocity) is reached. The goal set of the
+    grid is the cells whose centre is in the goal (terminal, cost 0), and the -100 is charged by
+    the probability the step deposits on those cells (``entry_cost``): the next state is
+    deposited bilinearly, so a step ending just inside the goal puts part of its mass on the
+    cells below ``goal_position``, which reach the goal -- and are charged -- a step later. The
+    goal is thus charged exactly once per episode, and every value is at least -100 (a discount
+    only lowers it). ``goal="absorbing"`` keeps terminal cells there (episodic: a discounted
+    objective; each goal cell is its own recurrent class, so no average cost); ``goal="reset"``
+    restarts from gymnasium's initial law (x uniform in [-0.6, -0.4], v = 0) one step after the
+    goal, which makes the long-run average cost meaningful.
     """
     S = Grid([(-1.2, 0.6), (-0.07, 0.07)], [n_position, n_velocity],
              names=["position", "velocity"], units=["m", "m/s"])
@@ -108,8 +114,7 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
         return np.stack(step(s, a), axis=1)
 
     def cost(s, a):
-        x2, v2 = step(s, a)
-        return 0.1 * a[:, 0] ** 2 - 100.0 * ((x2 >= goal_position) & (v2 >= goal_velocity))
+        return 0.1 * a[:, 0] ** 2
 
     def terminal(s):
         return (s[:, 0] >= goal_position) & (s[:, 1] >= goal_velocity)
@@ -117,7 +122,11 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
     reset = None
     if goal == "reset":
         xs = S.axes[0][(S.axes[0] >= -0.6) & (S.axes[0] <= -0.4)]
+        if xs.size == 0:
+            # a grid too coarse to have a cell centre in [-0.6, -0.4]: deposit the uniform law
+            # on the interval by the midpoint rule instead
+            xs = -0.6 + 0.2 * (np.arange(64) + 0.5) / 64
         pts = np.stack([xs, np.zeros_like(xs)], axis=1)
         reset = S.deposit(pts) / len(xs)
     return dict(states=S, actions=Ac, noise=noise, drift=drift, cost=cost, terminal=terminal,
-                reset=reset, cost_da=lambda s, a: 0.2 * a)
+                reset=reset, entry_cost=-100.0, cost_da=lambda s, a: 0.2 * a)

@@ -197,7 +197,8 @@ def model(name: str, **params):
         return None
     return DynamicsModel(out["states"], out["actions"], out["drift"], out["cost"],
                          out.get("noise", 0.0), out.get("noise_cutoff", 6.0), out.get("drift_da"),
-                         out.get("cost_da"), out.get("terminal"), out.get("reset"))
+                         out.get("cost_da"), out.get("terminal"), out.get("reset"),
+                         out.get("entry_cost", 0.0))
 
 
 def dynamics(f):

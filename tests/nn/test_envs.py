@@ -1,0 +1,96 @@
+"""Environments: the model sampler follows the continuous model; gymnasium observations map to the
+problem's states; an exact grid solution runs in gymnasium as a reference agent."""
+import numpy as np
+import pytest
+
+import wgflow as wg
+from wgflow.nn.envs import ModelEnv, SolutionAgent, make_env
+
+
+def test_model_env_follows_the_pendulum_model(rng):
+    model = wg.problems.model("pendulum")
+    env = ModelEnv(model, horizon=3, n_envs=5, seed=0)
+    s = env.reset()
+    assert np.all((s[:, 0] >= -np.pi) & (s[:, 0] < np.pi) & (np.abs(s[:, 1]) <= 8))
+    a = rng.uniform(-2, 2, (5, 1))
+    s2, c, term, trunc = env.step(a)
+    np.testing.assert_array_equal(s2, model.states.wrap(model.drift(s, a)))     # noise 0: exact
+    np.testing.assert_array_equal(c, model.cost(s, a))
+    assert not term.any() and not trunc.any()
+    env.step(a)
+    _, _, _, trunc = env.step(a)
+    assert trunc.all()                                       # horizon 3
+    s3 = env.reset_done(trunc)
+    assert np.all(env.t == 0) and not np.array_equal(s3, s2)
+    # actions outside the box are clipped, as the grid's action box
+    env.step(np.full((5, 1), 10.0))
+
+
+def test_model_env_terminal_states_follow_the_grid_rules():
+    absorbing = ModelEnv(wg.problems.model("mountain_car"), n_envs=2, seed=1)
+    absorbing.reset()
+    absorbing.state[:] = [[0.5, 0.01], [-0.5, 0.0]]          # the first is in the goal
+    s2, c, term, _ = absorbing.step(np.zeros((2, 1)))
+    assert term.tolist() == [True, False] and c[0] == 0.0
+    np.testing.assert_array_equal(s2[0], [0.5, 0.01])
+    reset = ModelEnv(wg.problems.model("mountain_car", goal="reset"), objective="average", seed=2)
+    reset.reset()
+    reset.state[:] = [[0.5, 0.01]]
+    s2, c, term, trunc = reset.step(np.zeros((1, 1)))
+    assert not term[0] and not trunc[0] and c[0] == 0.0
+    assert -0.6 <= s2[0, 0] <= -0.4 and s2[0, 1] == pytest.approx(0.0, abs=0.07 / 61)
+
+
+def test_model_env_noise_has_the_model_standard_deviation():
+    model = wg.problems.model("lqr1d")                      # x' = 0.9 x + a + 0.5 xi
+    env = ModelEnv(model, n_envs=20000, seed=3)
+    env.reset()
+    env.state[:] = 0.0
+    s2, *_ = env.step(np.zeros((20000, 1)))
+    # 5 standard errors of the sample standard deviation (0.5 / sqrt(2 n))
+    assert abs(s2.std() - 0.5) < 5 * 0.5 / np.sqrt(2 * 20000)
+
+
+def test_make_env_rejects_tabular_problems_and_bad_options():
+    with pytest.raises(ValueError, match="tabular"):
+        make_env("garnet")
+    with pytest.raises(ValueError):
+        ModelEnv(wg.problems.model("pendulum"), objective="total")
+
+
+@pytest.fixture(scope="module")
+def gym():
+    return pytest.importorskip("gymnasium")
+
+
+def test_gym_env_maps_pendulum_observations_to_states(gym):
+    from wgflow.nn.envs import GymEnv
+    env = GymEnv("Pendulum-v1", seed=4)
+    s = env.reset()
+    th, om = env.env.unwrapped.state
+    np.testing.assert_allclose(s[0], [np.arctan2(np.sin(th), np.cos(th)), om], rtol=0, atol=1e-6)
+    s2, c, term, trunc = env.step(np.array([[0.5]]))
+    model = wg.problems.model("pendulum")
+    # gymnasium computes in float32 observations: agreement to float32 rounding of |state| <= 8
+    np.testing.assert_allclose(s2, model.states.wrap(model.drift(s, np.array([[0.5]]))), rtol=0, atol=1e-5)
+    assert c[0] == pytest.approx(model.cost(s, np.array([[0.5]]))[0], rel=1e-5)
+
+
+def test_solution_agent_reproduces_the_grid_policy_and_the_model_value(gym):
+    from wgflow.nn.envs import gym_evaluate
+    mdp = wg.problems.get("pendulum", n_theta=51, n_omega=51, n_actions=21)
+    sol = wg.solve(mdp, wg.Discounted(gamma=0.99), progress=False)
+    agent = SolutionAgent(sol)
+    np.testing.assert_array_equal(agent(mdp.states.centers), sol.policy.mean())
+    r = gym_evaluate(agent, "Pendulum-v1", episodes=8, seed=0, gamma=0.99)
+    assert r.returns.shape == (8,) and np.all(r.returns < 0)
+    # the model's value at the episodes' start states predicts the real discounted return: the
+    # grid error at 51 x 51 is about 1 % (docs/nn.md); the 200-step truncation drops at most
+    # 0.99^200 * (cost of the upright state ~ 0); tolerance 5 %
+    env = gym.make("Pendulum-v1")
+    starts = []
+    for i in range(8):
+        env.reset(seed=i)
+        starts.append(np.array(env.unwrapped.state, dtype=float))
+    V = mdp.states.interpolate(sol.V, mdp.states.wrap(np.array(starts)))
+    assert -r.discounted.mean() == pytest.approx(V.mean(), rel=0.05)

@@ -1,0 +1,24 @@
+"""The learning-curve figure: both panels, the optimum drawn, early returns kept off the range."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from wgflow.nn.plot import plot_learning_curves  # noqa: E402
+
+
+def test_learning_curves_figure(tmp_path):
+    import matplotlib.pyplot as plt
+    c = {"step": [1, 2, 3], "J_exact": [700.0, 120.0, 105.0], "return_mean": [-1500.0, -150.0, -135.0]}
+    runs = {"A": SimpleNamespace(curve=c),
+            "B": [SimpleNamespace(curve=c), SimpleNamespace(curve={**c, "J_exact": [650.0, 110.0, 104.0]})]}
+    fig = plot_learning_curves(runs, J_star=102.8, reference_return=-130.0, env_id="Pendulum-v1",
+                               path=tmp_path / "f.png")
+    ax0, ax1 = fig.axes
+    assert ax0.get_yscale() == "log" and ax0.get_xlabel() and ax1.get_ylabel()
+    assert any(np.allclose(line.get_ydata(), 102.8) for line in ax0.lines)     # J* line
+    assert ax1.get_ylim()[0] == pytest.approx(-390.0)
+    assert (tmp_path / "f.png").stat().st_size > 0
+    plt.close(fig)

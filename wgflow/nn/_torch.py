@@ -1,0 +1,29 @@
+"""The one place that imports torch, with a clear message when the ``nn`` extra is missing."""
+from __future__ import annotations
+
+
+def require_torch():
+    """Return the ``torch`` module or raise ImportError saying how to install it."""
+    try:
+        import torch
+    except ImportError as exc:       # pragma: no cover - depends on the environment
+        raise ImportError("wgflow.nn needs PyTorch: pip install 'wgflow[nn]' "
+                          "(or pip install torch)") from exc
+    return torch
+
+
+def require_gymnasium():
+    """Return the ``gymnasium`` module or raise ImportError saying how to install it."""
+    try:
+        import gymnasium
+    except ImportError as exc:       # pragma: no cover
+        raise ImportError("this needs gymnasium: pip install 'wgflow[gym]'") from exc
+    return gymnasium
+
+
+def resolve_device(device: str | None = "auto"):
+    """``"auto"``: CUDA when torch sees a GPU, else CPU; otherwise ``torch.device(device)``."""
+    torch = require_torch()
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -66,7 +66,7 @@ DEFAULTS = {
               "max_seconds": 15.0, "stop_gap": 1e-11, "steady_state": 1e-10, "frames": 40,
               "options": {}},
     "hessian": {"enabled": True, "k": 6, "mobility": "sg", "method": "auto"},
-    "verify": {"enabled": True, "checks": ["gradient", "riesz", "dissipation", "gibbs", "hessian",
+    "verify": {"enabled": True, "checks": ["gradient", "dissipation", "gibbs", "hessian",
                                            "symmetry", "rate", "convexity"],
                "rates": True, "geodesics": False},
     "output": {"dir": "wgflow-study", "figures": True, "dpi": 110, "animation": True,

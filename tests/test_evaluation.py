@@ -150,7 +150,7 @@ def _random_masses(rng, nS, nA, zero_frac=0.3):
 def test_discounted_optimum_matches_quantecon_and_mdptoolbox(name, gamma):
     mdp, P_tb, R_tb, R_sa = _problem(name)
     S, A = mdp.n_states, mdp.n_actions
-    sol = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    sol = wg.solve(mdp, wg.Discounted(gamma=gamma), method="policy_iteration")   # exact to rounding
     assert sol.converged and sol.method == "policy_iteration"
     m = sol.policy.masses
     assert set(np.unique(m)) <= {0.0, 1.0}
@@ -188,6 +188,15 @@ def test_discounted_optimum_matches_quantecon_and_mdptoolbox(name, gamma):
     d = (1 - gamma) * np.linalg.solve((np.eye(S) - gamma * P_pi).T, np.full(S, 1.0 / S))
     np.testing.assert_allclose(sol.weights, d, rtol=0, atol=1e-12)
     assert sol.residual <= 1e-12 * scale / (1 - gamma)
+
+    # the default (modified policy iteration) meets its stated accuracy against the exact solve:
+    # |V - V*| <= tol max|V| with the bound |TV - V| / (1 - gamma) it reports
+    fast = wg.solve(mdp, wg.Discounted(gamma=gamma))
+    assert fast.method == "modified_policy_iteration" and fast.converged
+    assert fast.diagnostics["error_bound"] <= 1e-10 * np.max(np.abs(fast.V))
+    np.testing.assert_allclose(fast.V, sol.V, rtol=0, atol=1e-10 * np.max(np.abs(sol.V)))
+    np.testing.assert_array_equal(fast.policy.greedy(), ours)     # unique optimal actions (gap > 1e-8)
+    np.testing.assert_allclose(fast.weights, sol.weights, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)
@@ -318,7 +327,8 @@ def test_soft_solvers_agree_and_satisfy_soft_bellman(kind, grid):
     spi = wg.solve(mdp, obj, method="soft_policy_iteration", tol=1e-12)
     auto = wg.solve(mdp, obj, tol=1e-12)
     vi = wg.solve(mdp, obj, method="value_iteration", tol=1e-11)
-    assert spi.method == auto.method == "soft_policy_iteration"
+    assert spi.method == "soft_policy_iteration"
+    assert auto.method == ("modified_policy_iteration" if kind == "discounted" else "soft_policy_iteration")
     assert vi.method == ("value_iteration" if kind == "discounted" else "relative_value_iteration")
     for s in (spi, auto, vi):
         assert s.converged
@@ -460,7 +470,7 @@ def test_evaluation_invariants(data, nS, nA, seed, tau, kind, gamma, zero_frac, 
 def test_solution_invariants(kind, tau):
     mdp = wg.problems.get("garnet", n_states=60, n_actions=6, branching=4, seed=21)
     obj = wg.Discounted(gamma=0.97, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
-    sol = wg.solve(mdp, obj)
+    sol = wg.solve(mdp, obj, method="policy_iteration")     # (soft) PI: exact evaluations
     _assert_simplex(sol.policy.masses)
     assert np.all(sol.weights >= 0) and abs(sol.weights.sum() - 1) <= 1e-12
     scale = 1.0 + np.max(np.abs(sol.V)) + abs(sol.J)
@@ -565,8 +575,8 @@ def test_recurrent_classes_ignores_stored_zeros():
 def test_reuse_factorization_gives_same_answer(tau, kind):
     mdp = wg.problems.get("garnet", n_states=150, n_actions=6, branching=5, seed=4)
     obj = wg.Discounted(gamma=0.99, entropy=tau) if kind == "discounted" else wg.Average(entropy=tau)
-    a = wg.solve(mdp, obj, reuse_factorization=True)
-    b = wg.solve(mdp, obj, reuse_factorization=False)
+    a = wg.solve(mdp, obj, method="policy_iteration", reuse_factorization=True)
+    b = wg.solve(mdp, obj, method="policy_iteration", reuse_factorization=False)
     assert a.iterations == b.iterations
     if tau == 0:
         np.testing.assert_array_equal(a.policy.masses, b.policy.masses)
@@ -715,3 +725,118 @@ def test_policy_iteration_max_iter_raises_convergence_error():
     assert exc.value.diagnostics["solution"].iterations == 1
     # the same call with enough iterations converges
     assert wg.solve(mdp, wg.Discounted(gamma=0.9), max_iter=50).converged
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. the default discounted solver (modified policy iteration) against the exact option
+# ---------------------------------------------------------------------------------------------
+def _realistic(name, small=False):
+    n = 15 if small else 21
+    if name == "pendulum":
+        return wg.problems.get("pendulum", n_theta=n, n_omega=n, n_actions=9 if small else 11), 0.99
+    if name == "mountain_car":
+        return wg.problems.get("mountain_car", n_position=n, n_velocity=n, n_actions=7), 0.99
+    return wg.problems.get("garnet", n_states=200, n_actions=8, branching=5, seed=7), 0.95
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.1, 1e-3])
+@pytest.mark.parametrize("name", ["pendulum", "mountain_car", "garnet"])
+def test_default_meets_stated_accuracy_against_exact(name, tau):
+    # tau = 1e-3 on the pendulum: Gibbs tails underflow to exact zeros
+    mdp, gamma = _realistic(name, small=tau > 0)    # (soft PI, the reference, is slow)
+    obj = wg.Discounted(gamma, entropy=tau)
+    tol = 1e-10
+    fast = wg.solve(mdp, obj, tol=tol)
+    exact = wg.solve(mdp, obj, method="policy_iteration")
+    assert fast.method == "modified_policy_iteration" and fast.converged
+    scale = np.max(np.abs(fast.V))
+    # the stated guarantee: |V - V*| <= tol max|V| and V is the value of the returned policy to
+    # tol max|V| (the reference is exact to rounding, a few ulps of |V| / (1 - gamma))
+    assert fast.diagnostics["error_bound"] <= tol * scale
+    ref_err = 1e-13 * scale / (1 - gamma)
+    np.testing.assert_allclose(fast.V, exact.V, rtol=0, atol=tol * scale + ref_err)
+    ev = wg.evaluate(mdp, fast.policy, obj)
+    np.testing.assert_allclose(fast.V, ev.V, rtol=0, atol=tol * scale + ref_err)
+    assert fast.J == pytest.approx(exact.J, abs=tol * scale + ref_err)
+    # Q is the soft Q of the returned V (one sweep: C + gamma P V), the policy greedy / Gibbs in it
+    np.testing.assert_allclose(fast.Q, mdp.C + gamma * (mdp.P @ fast.V).reshape(fast.Q.shape),
+                               rtol=0, atol=1e-13 * (1 + scale))
+    if tau > 0:
+        np.testing.assert_allclose(fast.policy.masses, _gibbs(fast.Q, tau), rtol=0, atol=1e-12)
+    else:
+        q = fast.Q[np.arange(mdp.n_states), fast.policy.greedy()]
+        np.testing.assert_allclose(q, fast.Q.min(axis=1), rtol=0, atol=1e-12 * (1 + scale))
+    assert fast.residual == pytest.approx(fast.diagnostics["error_bound"] * (1 - gamma), rel=1e-12)
+    # the occupancy, computed on first access, is the returned policy's
+    np.testing.assert_allclose(fast.weights, ev.weights, rtol=0, atol=1e-12)
+
+
+def test_mpi_stopping_rule_bounds_the_true_error():
+    # a loose tolerance: the reported bound is an upper bound of the true error, and the true
+    # error respects the tolerance
+    mdp, gamma = _realistic("pendulum")
+    exact = wg.solve(mdp, wg.Discounted(gamma), method="policy_iteration")
+    scale = np.max(np.abs(exact.V))
+    for tol in (1e-3, 1e-6):
+        s = wg.solve(mdp, wg.Discounted(gamma), tol=tol)
+        err = np.max(np.abs(s.V - exact.V))
+        assert err <= s.diagnostics["error_bound"] * (1 + 1e-9) + 1e-12 * scale
+        assert err <= tol * np.max(np.abs(s.V)) * (1 + 1e-9)
+
+
+def test_mpi_options_and_errors():
+    mdp, gamma = _realistic("garnet")
+    obj = wg.Discounted(gamma)
+    exact = wg.solve(mdp, obj, method="policy_iteration")
+    # a starting policy (the optimum): converges at once to the same values
+    s = wg.solve(mdp, obj, policy0=exact.policy)
+    assert s.iterations == 1
+    np.testing.assert_allclose(s.V, exact.V, rtol=0, atol=1e-10 * np.max(np.abs(exact.V)))
+    with pytest.raises(wg.ConvergenceError) as exc:
+        wg.solve(mdp, obj, max_iter=1)
+    assert exc.value.diagnostics["solution"].iterations == 1
+    assert "did not converge" in str(exc.value)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="tol"):
+            wg.solve(mdp, obj, tol=bad)
+    with pytest.raises(ValueError, match="Discounted"):
+        wg.solve(mdp, wg.Average(), method="modified_policy_iteration")
+    from wgflow.evaluation import METHODS
+    assert METHODS[0] == "auto" and "modified_policy_iteration" in METHODS
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.1])
+def test_average_default_on_mountain_car(tau):
+    # average cost (reset at the goal makes the chain unichain): the default is (soft) policy
+    # iteration with direct evaluations; check the average-cost optimality equation and the
+    # gain against the vanishing-discount limit
+    mdp = wg.problems.get("mountain_car", n_position=21, n_velocity=21, n_actions=7, goal="reset")
+    sol = wg.solve(mdp, wg.Average(entropy=tau), tol=1e-12)
+    scale = 1 + np.max(np.abs(sol.h)) + abs(sol.J)
+    if tau == 0:
+        TV = sol.Q.min(axis=1)
+    else:
+        TV = _soft_value(sol.Q, tau, mdp.actions.cell_volume)
+    np.testing.assert_allclose(TV, sol.h, rtol=0, atol=1e-9 * scale)
+    assert abs(sol.weights @ sol.h) <= 1e-11 * scale
+    disc = wg.solve(mdp, wg.Discounted(1 - 1e-5, entropy=tau))
+    assert 1e-5 * disc.J == pytest.approx(sol.J, abs=1e-3 * (1 + abs(sol.J)))
+
+
+def test_linear_solve_cache_orders_nearly_acyclic_chains():
+    # the double integrator's optimal chain has small components (the largest of 60 states):
+    # the block-ordered factorization is used and agrees with COLAMD to rounding
+    mdp, gamma = wg.problems.get("double_integrator"), 0.99
+    sol = wg.solve(mdp, wg.Discounted(gamma), method="policy_iteration")
+    P_pi = policy_matrix(mdp.P, sol.policy.masses)
+    A = (sp.identity(mdp.n_states) - gamma * P_pi).tocsr()
+    b = np.random.default_rng(0).random(mdp.n_states)
+    auto, colamd = wg.LinearSolveCache(reuse=False), wg.LinearSolveCache(reuse=False, ordering="colamd")
+    x1, y1 = auto.solve(A, [b, b], [False, True])
+    x2, y2 = colamd.solve(A, [b, b], [False, True])
+    assert auto.stats["block_ordered_factorizations"] == 1
+    assert colamd.stats["block_ordered_factorizations"] == 0
+    tol = 1e-13 / (1 - gamma) * np.max(np.abs(x2))
+    np.testing.assert_allclose(x1, x2, rtol=0, atol=tol)
+    np.testing.assert_allclose(y1, y2, rtol=0, atol=1e-13 / (1 - gamma) * np.max(np.abs(y2)))
+    assert np.linalg.norm(A @ x1 - b) <= 1e-12 * np.linalg.norm(b)

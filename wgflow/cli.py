@@ -103,12 +103,13 @@ def cmd_problems(args) -> int:
 
 
 def _setup_solve(p):
-    from .evaluation import _METHODS
+    from .evaluation import METHODS
     p.add_argument("problem")
     _objective_args(p)
-    p.add_argument("--method", default="auto", metavar="{" + ",".join(("auto",) + tuple(_METHODS)) + "}",
-                   help="solver: " + ", ".join(("auto",) + tuple(_METHODS)) + " (default auto: policy "
-                        "iteration, soft when entropy > 0)")
+    p.add_argument("--method", default="auto", metavar="{" + ",".join(METHODS) + "}",
+                   help="solver: " + ", ".join(METHODS) + " (default auto: modified policy iteration "
+                        "with a certified stopping rule for discounted costs, policy iteration for "
+                        "average costs)")
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
     p.add_argument("--plot", metavar="PNG", help="draw the solution (V, mean action, spread, occupancy)")

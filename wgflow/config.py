@@ -66,8 +66,8 @@ DEFAULTS = {
               "max_seconds": 15.0, "stop_gap": 1e-11, "steady_state": 1e-10, "frames": 40,
               "options": {}},
     "hessian": {"enabled": True, "k": 6, "mobility": "sg", "method": "auto"},
-    "verify": {"enabled": True, "checks": ["gradient", "dissipation", "gibbs", "hessian",
-                                           "symmetry", "rate", "convexity"],
+    "verify": {"enabled": True, "checks": ["gradient", "dissipation", "gibbs", "hessian", "symmetry",
+                                           "rate", "convexity"],   # = wgflow.verify.CHECKS
                "rates": True, "geodesics": False},
     "output": {"dir": "wgflow-study", "figures": True, "dpi": 110, "animation": True,
                "animation_scheme": "otto", "animation_frames": 40, "mp4": True},

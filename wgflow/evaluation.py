@@ -2,8 +2,9 @@ r"""Exact policy evaluation and exact solvers.
 
 :func:`evaluate` returns the objective ``J``, the metric weights (discounted occupancy or
 stationary law), ``V`` (or the bias ``h``) and the soft ``Q``; :func:`solve` finds the optimal
-policy by policy iteration (soft policy iteration when ``entropy > 0``), value iteration or
-relative value iteration.
+policy by modified policy iteration with a certified stopping rule (the default for discounted
+objectives), policy iteration (soft policy iteration when ``entropy > 0``; exact to rounding),
+value iteration or relative value iteration.
 
 Formulas (costs minimized, ``tau`` the entropy weight, ``vol`` the action-cell volume, 1 when
 there is no action grid)::
@@ -30,13 +31,15 @@ from scipy.special import logsumexp, xlogy
 from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
+from .kernels.bellman import make_bellman_sweep, policy_sweep, select_rows
 from .kernels.config import compile_seconds
-from .linalg import LinearSolveCache
+from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache
 from .mdp import MDP
 from .objectives import Average, Discounted, Objective
 from .policy import Policy, check_masses, gibbs_masses
 
-__all__ = ["evaluate", "solve", "Evaluation", "Solution", "recurrent_classes", "bellman_operator"]
+__all__ = ["evaluate", "solve", "Evaluation", "Solution", "recurrent_classes", "bellman_operator",
+           "METHODS"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +107,38 @@ class Evaluation:
         return (q, ev.dcost + de) if grad else q
 
 
+class _DeferredWeights:
+    """A not yet computed ``weights`` array: ``compute()`` is called on first access."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute):
+        self.compute = compute
+
+
+class _LazyWeights:
+    """Descriptor for :attr:`Solution.weights`: computed on first access when deferred.
+
+    The fast solvers never need the occupancy measure (one transpose solve); it is computed when
+    asked for, exactly (a direct sparse solve for the returned policy), and then kept.
+    """
+
+    def __set_name__(self, owner, name):
+        self._slot = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            raise AttributeError("weights")          # a required dataclass field (no default)
+        val = obj.__dict__[self._slot]
+        if isinstance(val, _DeferredWeights):
+            val = val.compute()
+            obj.__dict__[self._slot] = val
+        return val
+
+    def __set__(self, obj, value):
+        obj.__dict__[self._slot] = value
+
+
 @dataclass
 class Solution:
     """Result of :func:`solve`.
@@ -129,7 +164,7 @@ class Solution:
     J: float
     V: np.ndarray
     Q: np.ndarray
-    weights: np.ndarray
+    weights: np.ndarray = _LazyWeights()
     iterations: int
     converged: bool
     residual: float
@@ -274,7 +309,9 @@ def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: 
         # M = (I - P_pi) with column ref replaced by ones: M [h; J at ref] = c_pi, M^T rho = e_ref
         M = (I - P_pi).tocsc()
         M.data[M.indptr[ref]:M.indptr[ref + 1]] = 0.0
-        M = (M + sp.csc_matrix((np.ones(nS), (np.arange(nS), np.full(nS, ref))), shape=(nS, nS))).tocsr()
+        # kept in CSC: the column of ones is dense, and COLAMD orders a dense column last
+        # (factoring the transpose instead would make it a dense row and fill every factor row)
+        M = (M + sp.csc_matrix((np.ones(nS), (np.arange(nS), np.full(nS, ref))), shape=(nS, nS))).tocsc()
         e = np.zeros(nS)
         e[ref] = 1.0
         x, rho = cache.solve(M, [c_pi, e], [False, True])
@@ -428,7 +465,10 @@ def _residual(mdp, objective, V, J):
 # ---------------------------------------------------------------------------------------------
 # solvers
 # ---------------------------------------------------------------------------------------------
-_METHODS = ("policy_iteration", "soft_policy_iteration", "value_iteration", "relative_value_iteration")
+_METHODS = ("modified_policy_iteration", "policy_iteration", "soft_policy_iteration",
+            "value_iteration", "relative_value_iteration")
+#: the values of ``solve(..., method=...)`` (the command line reads this tuple)
+METHODS = ("auto",) + _METHODS
 
 
 def _progress(enabled, total, desc):
@@ -447,11 +487,20 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     ----------
     mdp : MDP
     objective : Discounted or Average
-    method : {"auto", "policy_iteration", "soft_policy_iteration", "value_iteration",
-              "relative_value_iteration"}
-        ``"auto"``: policy iteration (soft when ``entropy > 0``). ``"value_iteration"`` on an
+    method : {"auto", "modified_policy_iteration", "policy_iteration", "soft_policy_iteration",
+              "value_iteration", "relative_value_iteration"} (the tuple ``METHODS``)
+        ``"auto"``: modified policy iteration for a Discounted objective (hard and soft), (soft)
+        policy iteration for Average. ``"policy_iteration"`` keeps every evaluation exact (a
+        direct sparse solve): the answer is exact to rounding. ``"value_iteration"`` on an
         Average objective means relative value iteration.
     tol : float
+        Modified policy iteration (relative accuracy): stops when
+        ``|T V - V|_inf <= (1 - gamma) tol |V|_inf`` for the soft (``tau > 0``) or hard Bellman
+        operator ``T``. Since ``T`` is a ``gamma``-contraction, this guarantees
+        ``|V - V*|_inf <= tol |V|_inf``, and, the returned policy being greedy (Gibbs) in
+        ``Q = C + gamma P V``, also ``|V - V_pi|_inf <= tol |V|_inf``: ``V`` is the value of
+        the returned policy to ``tol``. ``Q`` is exactly ``C + gamma P V`` and
+        ``diagnostics["error_bound"]`` the bound ``|T V - V|_inf / (1 - gamma)``.
         Soft policy iteration: stop when the policy masses change by at most ``tol`` (sup-norm)
         and return the last improved (Gibbs) policy; exact policy iteration stops when the policy
         repeats.
@@ -459,7 +508,8 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
         is within ``tol`` of the fixed point). Relative VI: stop when the span of
         ``T h - h`` is below ``tol``.
     max_iter : int, optional
-        Default 1000 (policy iteration) or 10^6 (value iteration).
+        Default 10^4 (modified policy iteration: Bellman sweeps), 1000 (policy iteration) or
+        10^6 (value iteration).
     policy0 : Policy, optional
         Starting policy for policy iteration (default uniform).
     reuse_factorization : bool
@@ -473,7 +523,18 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     Returns
     -------
     Solution
-        The returned ``J, V, Q, weights`` are an exact evaluation of the returned policy.
+        Policy iteration: ``J, V, Q, weights`` are an exact evaluation of the returned policy.
+        Modified policy iteration: ``V`` as guaranteed by ``tol``, ``J = mu0 . V``,
+        ``Q = C + gamma P V``; ``weights`` (the occupancy of the returned policy, a direct
+        transpose solve) is computed when first accessed.
+
+    Notes
+    -----
+    Modified policy iteration alternates one Bellman sweep (numba, one pass over ``P``) with an
+    evaluation of the greedy (Gibbs) policy: Jacobi sweeps with MacQueen's span extrapolation,
+    or, for a deterministic policy whose chain splits into small strongly connected components,
+    block substitution in Tarjan's order (exact; Gauss-Seidel sweeps inside larger blocks). See
+    docs/solvers.md.
 
     Examples
     --------
@@ -487,19 +548,25 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     _check_objective(objective)
     tol, max_iter, aperiodicity = validation.solve_arguments(tol, max_iter, aperiodicity)
     if method == "auto":
-        method = "policy_iteration"
+        method = ("modified_policy_iteration" if isinstance(objective, Discounted)
+                  else "policy_iteration")
     if method == "value_iteration" and isinstance(objective, Average):
         method = "relative_value_iteration"
     if method == "relative_value_iteration" and isinstance(objective, Discounted):
         method = "value_iteration"
     if method not in _METHODS:
-        raise ValidationError(f"unknown method {method!r}; choose from {('auto',) + _METHODS}")
+        raise ValidationError(f"unknown method {method!r}; choose from {METHODS}")
+    if method == "modified_policy_iteration" and isinstance(objective, Average):
+        raise ValidationError("modified_policy_iteration needs a Discounted objective; use "
+                              "'policy_iteration' (or 'auto') for Average")
     if method == "soft_policy_iteration":
         if objective.entropy <= 0:
             raise ValidationError("soft_policy_iteration needs entropy > 0")
         method = "policy_iteration"
     t0, c0 = time.perf_counter(), compile_seconds()
     from .kernels import config
+    if method == "modified_policy_iteration":
+        return _solve_mpi(mdp, objective, tol, max_iter or 10000, policy0, progress, t0, c0)
     if method == "policy_iteration":
         out = _policy_iteration(mdp, objective, tol, max_iter or 1000, policy0, reuse_factorization, progress)
     else:
@@ -634,3 +701,259 @@ def _value_iteration(mdp, objective, tol, max_iter, aperiodicity, progress):
         if bar is not None:
             bar.close()
     return _greedy(Q, tau), it, converged, history, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# modified policy iteration: the default for discounted objectives
+# ---------------------------------------------------------------------------------------------
+class _PolicyEvaluator:
+    """Evaluates the successive policies of modified policy iteration.
+
+    Jacobi sweeps ``v <- c + g P_pi v`` run from the warm start; after each sweep the span bound
+    ``g/(1-g) span(T v - v)/2`` bounds the error of the midpoint-corrected iterate (MacQueen).
+    They stop at the target, or early when the contraction measured over the first sweeps
+    predicts more than ``k_max`` sweeps (about one Bellman sweep's worth of work). Then:
+
+    - a deterministic policy whose chain has no large strongly connected component is evaluated
+      exactly by block substitution (:class:`~wgflow.linalg.BlockTriangularSolver`), which is
+      cheap on the nearly acyclic chains of control problems;
+    - otherwise the sweeps go on to ``k_max`` and the partial evaluation is kept (modified policy
+      iteration proper); after :attr:`MAX_PARTIAL` partial evaluations in a row, evaluations
+      switch to sparse LU factorizations, reused as preconditioners between iterations
+      (:class:`~wgflow.linalg.LinearSolveCache`).
+    """
+
+    #: sweeps before the contraction rate is judged
+    PROBE = 4
+    #: block substitution is used when the largest component has at most
+    #: ``max(BLOCK_MAX, BLOCK_FRACTION * nS)`` states (its sparse LU is then cheap)
+    BLOCK_MAX = 2000
+    BLOCK_FRACTION = 0.25
+    #: partial evaluations in a row after which evaluations are factorized
+    MAX_PARTIAL = 30
+
+    def __init__(self, nS, g, k_max):
+        self.nS, self.g, self.k_max = nS, g, int(k_max)
+        self.unconverged = 0
+        self.prefer_blocks = False
+        self.cache = None
+        self.out = np.empty(nS)
+        self.stats = {"evaluation_sweeps": 0, "block_evaluations": 0, "lu_evaluations": 0,
+                      "partial_evaluations": 0, "largest_block": 0, "evaluation_time": 0.0}
+
+    def __call__(self, P_pi, c, v0, target, deterministic, final=True):
+        t = time.perf_counter()
+        try:
+            return self._evaluate(P_pi, c, v0, target, deterministic, final)
+        finally:
+            self.stats["evaluation_time"] += time.perf_counter() - t
+
+    def _sweeps(self, P_pi, c, v, target, k_stop, probe):
+        """Jacobi sweeps on ``v`` (in place) up to ``k_stop`` or the target; with ``probe``, stop
+        after :attr:`PROBE` sweeps when the measured rate predicts more than ``k_max`` sweeps.
+        Returns ``(v, err, converged)``; ``v`` is not yet midpoint-corrected (see ``_finish``)."""
+        g = self.g
+        out = self.out
+        self._lo = self._hi = 0.0
+        err = first = np.inf
+        k = 0
+        while k < k_stop:
+            self._lo, self._hi = policy_sweep(P_pi.indptr, P_pi.indices, P_pi.data, c, v, g, out)
+            v, out = out, v
+            k += 1
+            err = 0.5 * g * (self._hi - self._lo) / (1.0 - g)
+            if err <= target:
+                break
+            if k == 1:
+                first = err
+            elif probe and k == self.PROBE:
+                # sweeps still needed at the contraction rate seen so far
+                rate = (err / first) ** (1.0 / (k - 1))
+                if target <= 0 or rate >= 1.0 or (
+                        rate > 0 and k + np.log(target / err) / np.log(rate) > self.k_max):
+                    break
+        self.out = out
+        self.stats["evaluation_sweeps"] += k
+        return v, err, k
+
+    def _finish(self, v):
+        return v + 0.5 * self.g * (self._hi + self._lo) / (1.0 - self.g)
+
+    def _blocks(self, P_pi, c, v0, target, factorize):
+        """Block substitution, or None when the chain has a large component or a block would
+        need a factorization and ``factorize`` is False."""
+        bts = BlockTriangularSolver(P_pi, self.g)
+        self.stats["largest_block"] = bts.largest_block
+        if bts.largest_block > max(self.BLOCK_MAX, self.BLOCK_FRACTION * self.nS):
+            return None
+        v = bts.solve(c, v0, tol=target, factorize=factorize)
+        if v is not None:
+            self.stats["block_evaluations"] += 1
+            self.unconverged = 0
+        return v
+
+    def _evaluate(self, P_pi, c, v0, target, deterministic, final):
+        if self.cache is not None:
+            A = (sp.identity(self.nS, format="csr") - self.g * P_pi.tocsr()).tocsr()
+            V, = self.cache.solve(A, [c], [False])
+            self.stats["lu_evaluations"] += 1
+            return V, 0.0
+        tried = False
+        if deterministic and self.prefer_blocks:
+            # the previous chain was nearly acyclic: its successor usually is too
+            tried = True
+            v = self._blocks(P_pi, c, v0, target, final)
+            if v is not None:
+                return v, target
+            self.prefer_blocks = False
+        v = np.array(v0, dtype=float)
+        v, err, k = self._sweeps(P_pi, c, v, target, self.k_max, deterministic and not tried)
+        if err <= target:
+            self.unconverged = 0
+            return self._finish(v), err
+        if deterministic and not tried:
+            # a sparse LU of a slowly mixing block only pays near the end (early targets are loose)
+            w = self._blocks(P_pi, c, v0, target, final)
+            if w is not None:
+                self.prefer_blocks = True
+                return w, target
+            # a large component (early policies of control problems often circulate, e.g.
+            # zero torque on the pendulum): a partial evaluation with the full sweep budget
+            if k < self.k_max:
+                v, err, _ = self._sweeps(P_pi, c, v, target, self.k_max - k, False)
+                if err <= target:
+                    self.unconverged = 0
+                    return self._finish(v), err
+        self.stats["partial_evaluations"] += 1
+        self.unconverged += 1
+        if self.unconverged >= self.MAX_PARTIAL:
+            self.cache = LinearSolveCache(reuse=True)
+        return self._finish(v), err
+
+
+def _deferred_weights(mdp, objective, masses):
+    """The normalized discounted occupancy of ``masses``, computed when first asked for."""
+    def compute():
+        g = objective.gamma
+        P_pi = _assembler(mdp)(masses)
+        A = (sp.identity(mdp.n_states, format="csr") - g * P_pi).tocsr()
+        y, = LinearSolveCache(reuse=False).solve(A, [objective.initial_law(mdp.n_states)], [True])
+        return (1.0 - g) * y
+    return _DeferredWeights(compute)
+
+
+def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
+    r"""Modified policy iteration with certified stopping (see :func:`solve`)."""
+    from .kernels import config
+    g, tau = objective.gamma, objective.entropy
+    nS, nA = mdp.n_states, mdp.n_actions
+    P = mdp.P
+    C = np.ascontiguousarray(mdp.C, dtype=np.float64)
+    hard = tau == 0
+    logvol = float(np.log(_cell_volume(mdp)))
+    sweep = make_bellman_sweep("min" if hard else "softmin")
+    mu0 = objective.initial_law(nS)
+    states = np.arange(nS)
+    TV, Tsig = np.empty(nS), np.empty(nS)
+    new_sigma = np.empty(nS, dtype=np.int64)
+    Q = np.empty((nS, nA))
+    masses = np.empty((nS, nA))
+    cpi = np.empty(nS)
+    # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
+    # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
+    bellman_work = P.nnz + nS * nA * (1 if hard else 12)
+    evaluator = _PolicyEvaluator(nS, g, 10)
+
+    def set_k_max(P_pi):
+        evaluator.k_max = int(np.clip(bellman_work / (P_pi.nnz + nS), 30, 1000))
+
+    if policy0 is not None:
+        m0 = _check_policy(mdp, policy0)
+        V = _evaluate_masses(mdp, m0, objective, LinearSolveCache(reuse=False), weights=False)[2]
+        sigma = np.argmax(m0, axis=1).astype(np.int64)
+    else:
+        # V = 0: the first sweep gives the greedy policy of the costs
+        sigma = np.full(nS, -1, dtype=np.int64)
+        V = np.zeros(nS)
+    tiny = np.finfo(float).tiny
+    eps = np.finfo(float).eps
+    history = []
+    bar = _progress(progress, None, "modified policy iteration")
+    converged = False
+    n_sweeps = 0
+    delta = np.inf
+    it = 0
+    try:
+        for it in range(1, max_iter + 1):
+            u = g * V
+            if hard:
+                sweep(P.indptr, P.indices, P.data, C, u, 0.0, sigma, TV, Tsig, new_sigma, Q)
+            else:
+                sweep(P.indptr, P.indices, P.data, C, u, 0.0, tau, logvol, TV, masses, cpi, Q)
+            n_sweeps += 1
+            d = TV - V
+            delta = float(max(-d.min(), d.max()))
+            if not np.isfinite(delta):
+                raise ConvergenceError(
+                    f"solve: exact evaluation gave non-finite values (modified policy iteration, "
+                    f"iteration {it}; {objective!r}; largest |C| = {np.max(np.abs(C)):.3g}): the "
+                    "values overflow double precision; rescale the costs", {"iteration": it})
+            scale = max(float(np.max(np.abs(V))), tiny)
+            history.append(delta / (1.0 - g))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(bound=f"{delta / (1.0 - g):.2e}")
+            # |V - V*| and |V - V_pi| are both <= |TV - V|_inf / (1 - g) for pi greedy in TV
+            if delta <= (1.0 - g) * tol * scale or delta <= 64 * eps * scale:
+                converged = True
+                break
+            final_target = 0.25 * (1.0 - g) * tol * scale
+            target = max(final_target, 0.001 * delta)
+            if hard:
+                sigma = new_sigma.copy()
+                P_pi = CSRArrays(*select_rows(P.indptr, P.indices, P.data, sigma, nA), nS)
+                c = C[states, sigma]
+            else:
+                P_pi = _assembler(mdp)(masses)
+                c = cpi.copy()
+            if it == 1:
+                set_k_max(P_pi)
+            # the first greedy policy (of the costs alone) usually circulates (zero torque on the
+            # pendulum): its chain is one large component, so sweeps only (a partial evaluation)
+            V, _ = evaluator(P_pi, c, TV, target, hard and it > 1, target <= 10 * final_target)
+    finally:
+        if bar is not None:
+            bar.close()
+    if hard:
+        final = np.zeros((nS, nA))
+        final[states, new_sigma] = 1.0
+    else:
+        final = gibbs_masses(Q, tau)     # the library's Gibbs map of the returned Q
+    if converged and history[-1] > tol * scale:
+        # stopped at the rounding floor: the bound is what double precision allows here
+        est = history[-1] / scale
+        if not est <= ACCURACY_FAIL:
+            raise ConvergenceError(
+                f"solve: exact evaluation lost its accuracy: estimated relative error {est:.2e} "
+                f"({objective!r}, 1/(1 - gamma) = {1.0 / (1.0 - g):.3g}); the problem is too badly "
+                "conditioned for double precision", {"estimated_error": est})
+        warnings.warn(f"solve: error bound {est:.2e} relative, above tol = {tol:g}: the rounding "
+                      f"floor of double precision at {objective!r}", AccuracyWarning, stacklevel=3)
+    t2 = time.perf_counter()
+    J = float(mu0 @ V)
+    bound = delta / (1.0 - g)
+    solve_time = evaluator.stats["evaluation_time"]
+    lin = dict(evaluator.cache.stats) if evaluator.cache is not None else {}
+    diag = {"history": np.asarray(history), "time_total": t2 - t0, "time_iterations": t2 - t0,
+            "time_final_evaluation": 0.0,
+            "timings": timings(t2 - t0, compile_seconds() - c0, solve_time),
+            "error_bound": bound, "bellman_sweeps": n_sweeps, **evaluator.stats,
+            "linear_solver": lin, "kernels_declared": config.KERNELS_DECLARED}
+    pol = Policy(final, mdp.actions, mdp.states, validate=False)
+    sol = Solution(pol, J, V.copy(), Q, _deferred_weights(mdp, objective, final), it, converged,
+                   delta, "modified_policy_iteration", objective, diag)
+    if not converged:
+        raise ConvergenceError(f"modified_policy_iteration did not converge in {it} iterations "
+                               f"(error bound {bound:.3e}); raise max_iter or tol",
+                               {"solution": sol, **diag})
+    return sol

@@ -1,10 +1,21 @@
 """Sparse linear algebra shared by evaluation, flows and the Hessian.
 
 :class:`LinearSolveCache` solves ``A x = b`` and ``A^T y = c`` for a *sequence* of slowly
-changing sparse matrices (policy iteration, flows). The first matrix is LU-factorized (SuperLU,
-COLAMD ordering); later ones are first tried with GMRES preconditioned by the previous
-factorization, which costs a few sparse mat-vecs when the policy moved little; when GMRES does
-not reach the tolerance within ``max_krylov`` iterations the new matrix is factorized.
+changing sparse matrices (policy iteration, flows). The first matrix is LU-factorized (SuperLU);
+later ones are first tried with GMRES preconditioned by the previous factorization, which costs a
+few sparse mat-vecs when the policy moved little; when GMRES does not reach the tolerance within
+``max_krylov`` iterations the new matrix is factorized.
+
+Ordering. The chains of grid-discretized control problems are close to acyclic: a deterministic
+policy moves probability along trajectories, so the graph of ``P_pi`` has many small strongly
+connected components (on the pendulum 150 x 150 at its optimum, 21,994 components, the largest of
+490 states). Ordering the unknowns by these components, successors first (Tarjan's order), makes
+``I - g P_pi`` block lower-triangular; a factorization in that order has fill only inside the
+diagonal blocks. :class:`LinearSolveCache` uses this order (``ordering="auto"``) whenever the
+largest component holds at most ``btf_max_fraction`` of the states, COLAMD otherwise.
+:func:`block_triangular_solve` goes one step further for ``(I - g P) v = c``: block forward
+substitution with numba (singletons and small blocks by elimination in place, larger blocks by a
+sparse LU of the block only).
 """
 from __future__ import annotations
 
@@ -15,7 +26,127 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-__all__ = ["LinearSolveCache"]
+from .kernels.bellman import DENSE_BLOCK, block_system, btf_substitute, scc_order
+from .kernels.config import jit
+
+__all__ = ["LinearSolveCache", "block_triangular_solve", "scc_blocks", "BlockTriangularSolver",
+           "CSRArrays"]
+
+
+def scc_blocks(A) -> tuple:
+    """``(order, block_ptr)`` of the strongly connected components of the graph of CSR ``A``.
+
+    Every edge of a block points into the same or an earlier block (successors first).
+    """
+    A = sp.csr_matrix(A)
+    return scc_order(A.indptr, A.indices, A.shape[0])
+
+
+@jit
+def _permute_csr(indptr, indices, data, order, inv):
+    """CSR arrays of ``A[order][:, order]`` (``inv`` the inverse permutation)."""
+    n = order.size
+    out_ptr = np.empty(n + 1, dtype=np.int64)
+    out_ptr[0] = 0
+    for i in range(n):
+        s = order[i]
+        out_ptr[i + 1] = out_ptr[i] + indptr[s + 1] - indptr[s]
+    out_idx = np.empty(out_ptr[n], dtype=np.int64)
+    out_val = np.empty(out_ptr[n])
+    for i in range(n):
+        s = order[i]
+        m = out_ptr[i]
+        for k in range(indptr[s], indptr[s + 1]):
+            out_idx[m] = inv[indices[k]]
+            out_val[m] = data[k]
+            m += 1
+    return out_ptr, out_idx, out_val
+
+
+class CSRArrays:
+    """The three CSR arrays of a square matrix, without scipy's format checks (hot loops)."""
+
+    __slots__ = ("indptr", "indices", "data", "shape")
+
+    def __init__(self, indptr, indices, data, n):
+        self.indptr, self.indices, self.data, self.shape = indptr, indices, data, (n, n)
+
+    @property
+    def nnz(self):
+        return int(self.indptr[-1])
+
+    def tocsr(self) -> sp.csr_matrix:
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
+
+
+class BlockTriangularSolver:
+    """Solves ``(I - g P) v = c`` and ``(I - g P)^T y = b`` exactly by block substitution.
+
+    ``P`` is a CSR ``(n, n)`` matrix with non-negative entries and row sums ``<= 1`` and
+    ``0 <= g < 1`` (so ``I - g P`` is strictly diagonally dominant). The strongly connected
+    components of its graph are found once (Tarjan, numba); blocks of at most
+    :data:`~wgflow.kernels.bellman.DENSE_BLOCK` states are eliminated in place, larger blocks get
+    Gauss-Seidel sweeps until no entry changes by more than 4 ulps (at most :attr:`GS_MAX`;
+    a block that needs more is factorized by SuperLU, COLAMD, and the factors kept for later
+    right-hand sides). Cost: ``O(nnz)`` per sweep plus any block factorization, against a full
+    sparse LU's fill.
+
+    Attributes
+    ----------
+    largest_block : int
+    n_blocks : int
+    """
+
+    def __init__(self, P, g: float):
+        # any object with CSR arrays ``indptr, indices, data`` and ``shape`` (no format checks)
+        self.P = P if hasattr(P, "indptr") else sp.csr_matrix(P)
+        self.g = float(g)
+        n = self.P.shape[0]
+        self.order, self.block_ptr = scc_order(self.P.indptr, self.P.indices, n)
+        sizes = np.diff(self.block_ptr)
+        self.largest_block = int(sizes.max()) if sizes.size else 0
+        self.n_blocks = int(sizes.size)
+        self._n_swept = max(int(np.count_nonzero(sizes > DENSE_BLOCK)), 1)
+        self._big = {}          # block index -> SuperLU factors of I - g P_BB
+        self._loc = np.full(n, -1, dtype=np.int64)
+
+    #: Gauss-Seidel sweeps allowed on a large block before it is factorized instead
+    GS_MAX = 200
+
+    def solve(self, c: np.ndarray, v0: np.ndarray | None = None, tol: float = 0.0,
+              factorize: bool = True):
+        """``v`` with ``(I - g P) v = c``: to rounding with ``tol = 0``; otherwise the sweeps on
+        large blocks stop once ``v`` is within ``tol`` (sup-norm; each of the ``m`` swept blocks
+        within ``tol / m``, errors of earlier blocks reach later ones damped by ``g``). ``v0``
+        starts those sweeps. With ``factorize=False`` a block whose sweeps converge too slowly
+        is not factorized: the method returns ``None`` instead."""
+        P, g = self.P, self.g
+        c = np.ascontiguousarray(c, dtype=np.float64)
+        v = np.zeros(P.shape[0]) if v0 is None else np.array(v0, dtype=np.float64)
+        nb = self.block_ptr.size - 1
+        blk = 0
+        while blk < nb:
+            blk = btf_substitute(P.indptr, P.indices, P.data, c, g, self.order, self.block_ptr, blk,
+                                 v, self._loc, DENSE_BLOCK, self.GS_MAX, tol / self._n_swept)
+            if blk >= nb:
+                break
+            rows = self.order[self.block_ptr[blk]:self.block_ptr[blk + 1]]
+            if not factorize and blk not in self._big:
+                return None
+            ri, ci, x, rhs = block_system(P.indptr, P.indices, P.data, c, g, rows, v, self._loc)
+            lu = self._big.get(blk)
+            if lu is None:
+                m = rows.size
+                lu = spla.splu(sp.csc_matrix((x, (ri, ci)), shape=(m, m)), permc_spec="COLAMD")
+                self._big[blk] = lu
+            v[rows] = lu.solve(rhs)
+            blk += 1
+        return v
+
+
+def block_triangular_solve(P: sp.csr_matrix, c: np.ndarray, g: float) -> np.ndarray:
+    """``v`` with ``(I - g P) v = c`` by :class:`BlockTriangularSolver` (``0 <= g < 1``)."""
+    return BlockTriangularSolver(P, g).solve(c)
 
 
 class LinearSolveCache:
@@ -36,27 +167,60 @@ class LinearSolveCache:
     """
 
     def __init__(self, reuse: bool = True, rtol: float = 1e-13, max_krylov: int = 25,
-                 max_refine: int = 6, small_factor: int = 20000):
+                 max_refine: int = 6, small_factor: int = 20000, ordering: str = "auto",
+                 btf_max_fraction: float = 0.25):
+        if ordering not in ("auto", "colamd"):
+            raise ValueError(f"ordering must be 'auto' or 'colamd', got {ordering!r}")
         self.reuse = reuse
         self.rtol = rtol
         self.max_krylov = max_krylov
         self.max_refine = max_refine
         self.small_factor = small_factor
+        self.ordering = ordering
+        self.btf_max_fraction = btf_max_fraction
         self._lu = None
         self._transposed = False
+        self._perm = None
         self._probe_in = 0
         self.stats = {"factorizations": 0, "krylov_solves": 0, "krylov_iterations": 0,
-                      "refactorizations_after_krylov": 0, "factor_time": 0.0, "solve_time": 0.0}
+                      "refactorizations_after_krylov": 0, "factor_time": 0.0, "solve_time": 0.0,
+                      "block_ordered_factorizations": 0}
 
     def reset(self):
         self._lu = None
 
+    def _block_order(self, A):
+        """Tarjan order of ``A``'s graph when its largest component is small enough, else None."""
+        if self.ordering != "auto" or not (sp.isspmatrix_csr(A) or isinstance(A, sp.csr_array)):
+            return None
+        n = A.shape[0]
+        if n < 64:
+            return None
+        order, block_ptr = scc_order(A.indptr, A.indices, n)
+        if np.max(np.diff(block_ptr)) > self.btf_max_fraction * n:
+            return None
+        return order
+
     def _factor(self, A):
         t0 = time.perf_counter()
+        self._perm = None
         with warnings.catch_warnings():
             warnings.simplefilter("error", spla.MatrixRankWarning)
             try:
-                if sp.isspmatrix_csr(A) or isinstance(A, sp.csr_array):
+                order = self._block_order(A)
+                if order is not None:
+                    # successors first: A is block lower-triangular in this order, so a
+                    # factorization without reordering has fill only inside the diagonal blocks
+                    n = A.shape[0]
+                    inv = np.empty(n, dtype=np.int64)
+                    inv[order] = np.arange(n)
+                    ptr, idx, val = _permute_csr(A.indptr, A.indices, A.data, order, inv)
+                    self._lu = spla.splu(sp.csc_matrix((val, idx, ptr), shape=(n, n)),
+                                         permc_spec="NATURAL", diag_pivot_thresh=0.1)
+                    self._perm = order
+                    self._transposed = True
+                    self.stats["block_ordered_factorizations"] += 1
+                elif sp.isspmatrix_csr(A) or isinstance(A, sp.csr_array):
                     # a CSR matrix's arrays are the CSC arrays of its transpose: factor A^T
                     # with no conversion (and, on these chains, less fill) and swap the solves
                     self._lu = spla.splu(A.T, permc_spec="COLAMD")
@@ -66,6 +230,7 @@ class LinearSolveCache:
                     self._transposed = False
             except (RuntimeError, spla.MatrixRankWarning) as exc:  # exactly singular
                 self._lu = None
+                self._perm = None
                 raise np.linalg.LinAlgError(f"singular matrix: {exc}") from exc
         self.stats["factorizations"] += 1
         self.stats["factor_time"] += time.perf_counter() - t0
@@ -73,7 +238,12 @@ class LinearSolveCache:
     def lu_solve(self, b, trans: bool = False):
         """Solve with the current factorization: ``A x = b``, or ``A^T x = b`` when ``trans``."""
         flip = trans != self._transposed
-        return self._lu.solve(np.asarray(b, dtype=float), trans="T" if flip else "N")
+        b = np.asarray(b, dtype=float)
+        if self._perm is None:
+            return self._lu.solve(b, trans="T" if flip else "N")
+        x = np.empty_like(b)
+        x[self._perm] = self._lu.solve(b[self._perm], trans="T" if flip else "N")
+        return x
 
     def _krylov(self, A, b, trans):
         op = A.T if trans else A

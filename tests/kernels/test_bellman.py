@@ -1,0 +1,140 @@
+"""Bellman-sweep, policy-sweep and block-triangular kernels against plain numpy/scipy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.sparse.csgraph import connected_components
+
+import wgflow as wg
+from wgflow.kernels.bellman import (DENSE_BLOCK, bellman_min_numpy, bellman_softmin_numpy,
+                                    make_bellman_sweep, policy_sweep, policy_sweep_numpy, scc_order,
+                                    select_rows)
+from wgflow.linalg import BlockTriangularSolver
+
+
+def _mdps():
+    return [wg.problems.get("garnet", n_states=40, n_actions=6, branching=4, seed=3),
+            wg.problems.get("pendulum", n_theta=9, n_omega=9, n_actions=7)]
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_min_sweep_matches_numpy(rng, k):
+    mdp = _mdps()[k]
+    nS, nA = mdp.n_states, mdp.n_actions
+    C = np.ascontiguousarray(mdp.C)
+    u = 10 * rng.random(nS)
+    sigma = rng.integers(0, nA, nS)
+    TV, Ts, new, Q = np.empty(nS), np.empty(nS), np.empty(nS, dtype=np.int64), np.empty((nS, nA))
+    make_bellman_sweep("min", True)(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, 0.3, sigma, TV,
+                                    Ts, new, Q)
+    TVn, Tsn, newn, Qn = bellman_min_numpy(mdp.P, C, u, 0.3, sigma)
+    # same sums in a different order: a few ulps of |Q|
+    tol = 1e-13 * (1 + np.max(np.abs(Qn)))
+    np.testing.assert_allclose(Q, Qn, rtol=0, atol=tol)
+    np.testing.assert_allclose(TV, TVn, rtol=0, atol=tol)
+    np.testing.assert_allclose(Ts, Tsn, rtol=0, atol=tol)
+    # greedy actions attain the minimum (ties may resolve differently between the two)
+    np.testing.assert_allclose(Qn[np.arange(nS), new], TVn, rtol=0, atol=2 * tol)
+    # ties are kept at the current action: make the current action an exact tie
+    C2 = C.copy()
+    C2[np.arange(nS), sigma] -= Q[np.arange(nS), sigma] - TV
+    make_bellman_sweep("min", False)(mdp.P.indptr, mdp.P.indices, mdp.P.data, C2, u, 0.3, sigma,
+                                     TV, Ts, new, np.empty((0, 0)))
+    np.testing.assert_array_equal(new, sigma)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.05, 1e-4])
+def test_softmin_sweep_matches_numpy_and_underflows_cleanly(rng, tau):
+    # tau = 1e-4 with Q spreads of order 1: exp(-dQ/tau) underflows to exact zeros
+    mdp = _mdps()[1]
+    nS, nA = mdp.n_states, mdp.n_actions
+    vol = mdp.actions.cell_volume
+    C = np.ascontiguousarray(mdp.C)
+    u = 5 * rng.random(nS)
+    TV, m, cpi, Q = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.empty((nS, nA))
+    make_bellman_sweep("softmin", True)(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, 0.0, tau,
+                                        np.log(vol), TV, m, cpi, Q)
+    TVn, mn, cpin, Qn = bellman_softmin_numpy(mdp.P, C, u, tau, vol)
+    assert np.all(np.isfinite(TV)) and np.all(np.isfinite(cpi)) and np.all(m >= 0)
+    np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=0, atol=1e-14)
+    scale = 1 + np.max(np.abs(Qn))
+    np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(m, mn, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
+    if tau == 1e-4:
+        assert np.any(m == 0.0)
+    # the soft value is the Gibbs policy's one-step value: sum_a pi Q + tau sum_a pi log(pi/vol)
+    np.testing.assert_allclose(cpi - np.sum(m * C, axis=1) + np.sum(m * Q, axis=1), TV, rtol=0,
+                               atol=1e-11 * scale)
+
+
+def test_policy_sweep_and_row_selection(rng):
+    mdp = _mdps()[0]
+    nS, nA = mdp.n_states, mdp.n_actions
+    sigma = rng.integers(0, nA, nS)
+    ptr, idx, val = select_rows(mdp.P.indptr, mdp.P.indices, mdp.P.data, sigma, nA)
+    Ps = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
+    assert abs(Ps - mdp.P[np.arange(nS) * nA + sigma]).max() == 0
+    c, v = rng.random(nS), rng.random(nS)
+    out = np.empty(nS)
+    lo, hi = policy_sweep(ptr, idx, val, c, v, 0.9, out)
+    outn, lon, hin = policy_sweep_numpy(Ps, c, v, 0.9)
+    np.testing.assert_allclose(out, outn, rtol=0, atol=1e-14)
+    assert lo == pytest.approx(lon, abs=1e-14) and hi == pytest.approx(hin, abs=1e-14)
+
+
+def _random_substochastic(rng, n, density, cycles):
+    """Sparse non-negative rows summing to <= 1: a DAG plus ``cycles`` back edges."""
+    A = sp.random(n, n, density=density, random_state=np.random.RandomState(int(rng.integers(1e9))))
+    A = sp.tril(A, k=-1).tocsr()                                   # successors first: acyclic
+    rows = rng.integers(0, n, cycles)
+    cols = rng.integers(0, n, cycles)
+    A = (A + sp.csr_matrix((rng.random(cycles), (rows, cols)), shape=(n, n))).tocsr()
+    A = A + sp.diags(rng.random(n) * (rng.random(n) < 0.2))        # some self-loops
+    s = np.asarray(A.sum(axis=1)).ravel()
+    A = sp.diags(1.0 / np.maximum(s, 1.0) * (0.5 + 0.5 * rng.random(n))) @ A
+    return sp.csr_matrix(A)
+
+
+@pytest.mark.parametrize("cycles", [0, 30, 400])
+def test_scc_order_is_block_triangular_and_matches_scipy(rng, cycles):
+    n = 300
+    P = _random_substochastic(rng, n, 0.01, cycles)
+    order, ptr = scc_order(P.indptr, P.indices, n)
+    assert np.array_equal(np.sort(order), np.arange(n))
+    block = np.empty(n, dtype=np.int64)
+    for b in range(ptr.size - 1):
+        block[order[ptr[b]:ptr[b + 1]]] = b
+    coo = P.tocoo()
+    assert np.all(block[coo.col] <= block[coo.row])                # edges go to earlier blocks
+    ncomp, labels = connected_components(P, directed=True, connection="strong")
+    assert ncomp == ptr.size - 1
+    # same partition: each of our blocks is one scipy component
+    for b in range(ptr.size - 1):
+        assert np.unique(labels[order[ptr[b]:ptr[b + 1]]]).size == 1
+
+
+@pytest.mark.parametrize("cycles", [0, 30, 2000])
+@pytest.mark.parametrize("g", [0.5, 0.99])
+def test_block_triangular_solver_matches_spsolve(rng, cycles, g):
+    n = 400
+    P = _random_substochastic(rng, n, 0.01, cycles)
+    c = rng.random(n)
+    A = (sp.identity(n) - g * P).tocsc()
+    ref = spla.spsolve(A, c)
+    bts = BlockTriangularSolver(P, g)
+    if cycles == 2000:
+        assert bts.largest_block > DENSE_BLOCK            # exercises the swept / factorized block
+    v = bts.solve(c)
+    # backward-stable solves of a diagonally dominant system: rounding times its condition
+    # (<= 2/(1-g)) times |v|
+    np.testing.assert_allclose(v, ref, rtol=0, atol=1e-13 / (1 - g) * np.max(np.abs(ref)))
+    # forcing the factorization of large blocks gives the same answer
+    bts.GS_MAX = 1
+    np.testing.assert_allclose(bts.solve(c), ref, rtol=0, atol=1e-13 / (1 - g) * np.max(np.abs(ref)))
+    # a loose tolerance is honoured (sup-norm)
+    w = BlockTriangularSolver(P, g).solve(c, v0=np.zeros(n), tol=1e-6)
+    assert np.max(np.abs(w - ref)) <= 1e-6

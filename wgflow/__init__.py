@@ -3,7 +3,7 @@
 Main names::
 
     Grid, MDP, Policy, Discounted, Average, evaluate, solve, flow, hessian, save, load, problems,
-    run_study (the main job, ``wgflow run``), plot, verify, config
+    run_study (the main job, ``wgflow run``), sweep (``wgflow sweep``), plot, verify, config
 """
 from .version import __version__
 from .errors import (WgflowError, ValidationError, NotUnichainError, ConvergenceError,
@@ -23,8 +23,9 @@ from .hessian import hessian, Hessian
 from . import geometry, geodesics, plot, verify
 from . import config
 from .study import run_study, StudyResult
+from .sweep import sweep, SweepResult
 
 __all__ = ["__version__", "WgflowError", "ValidationError", "NotUnichainError", "ConvergenceError",
            "FileFormatError", "MissingFileError", "ExistingFileError", "LookupFailure", "AccuracyWarning", "Grid", "MDP", "Policy", "ParticlePolicy", "Discounted", "Average", "evaluate", "solve",
            "Evaluation", "Solution", "LinearSolveCache", "problems", "save", "load", "flow", "Trajectory", "hessian", "Hessian", "geometry", "geodesics", "plot", "verify",
-           "config", "run_study", "StudyResult"]
+           "config", "run_study", "StudyResult", "sweep", "SweepResult"]

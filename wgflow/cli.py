@@ -14,8 +14,10 @@ declares its arguments and a function that runs it, so a package can add its own
 
     register("hello", setup, run, help="say hello")
 
-Built in: ``run`` (the main job: a whole study from a TOML config), ``flow`` (one flow),
-``plot`` (redraw a results file's figures), ``problems``, ``solve``, ``verify``, ``info``.
+Built in: ``run`` (the main job: a whole study from a TOML config), ``sweep`` (many studies,
+on dask.distributed or serially), ``flow`` (one flow),
+``plot`` (redraw a results file's figures), ``problems``, ``solve``, ``verify``, ``info``, and
+``train``, ``gym-eval`` from :mod:`wgflow.nn.cli`.
 Progress bars are on unless ``--quiet``.
 """
 from __future__ import annotations
@@ -374,6 +376,21 @@ register("solve", _setup_solve, cmd_solve, help="solve a built-in problem exactl
 register("verify", _setup_verify, cmd_verify, help="run the numerical checks of the theory on a built-in "
          "problem and print the table (exit code 0 if all pass, 1 otherwise)")
 register("info", lambda p: None, cmd_info, help="versions, numba threading and CPU, for bug reports")
+
+
+def _setup_sweep(p):
+    from .sweep import setup_cli
+    setup_cli(p)
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_cli
+    return run_cli(args)
+
+
+register("sweep", _setup_sweep, cmd_sweep, help="a parameter sweep: many studies from one base config "
+         "(grid or list of dotted keys), on dask.distributed or serially -> one HDF5 file per run, "
+         "a summary table (CSV, HDF5) and figures")
 
 
 class _Parser(argparse.ArgumentParser):

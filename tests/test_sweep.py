@@ -1,0 +1,293 @@
+"""Parameter sweeps (wgflow.sweep): a LocalCluster with a worker killed mid-sweep gives every run
+exactly once, with the numbers of a serial run; a rerun does no work; failing runs are recorded;
+bad sweep files are refused before any work."""
+import csv
+import importlib
+import json
+import os
+import signal
+
+import h5py
+import numpy as np
+import pytest
+
+import wgflow as wg
+from wgflow.config import ConfigError
+
+SW = importlib.import_module("wgflow.sweep")   # the module (wg.sweep is the function)
+
+# tiny runs: 9 states x 7 actions, otto (numba kernels, BLAS through the Hessian) and pmd
+TINY = {"problem.params.n_states": 9, "problem.params.n_actions": 7, "flows.schemes": ["otto", "pmd"],
+        "flows.max_steps": 150, "hessian.k": 1, "verify.enabled": False, "solve.hard": False}
+
+
+def tiny_spec(name="tiny", **grid):
+    return {"sweep": {"name": name, "base": "lqr1d"}, "set": dict(TINY),
+            "grid": grid or {"objective.entropy": [0.5, 1.0, 2.0], "objective.gamma": [0.8, 0.9]}}
+
+
+def done_lines(journal):
+    with open(journal) as fh:
+        return [line.split()[2] for line in fh if line.split()[1] == "done"]
+
+
+def comparable(table):
+    """The summary without the columns that depend on the machine (wall time, worker, memory)."""
+    return {k: v for k, v in table.items() if k not in SW.MACHINE_COLUMNS}
+
+
+def assert_same_tables(a, b):
+    assert list(a) == list(b)
+    for k in a:
+        x, y = a[k], b[k]
+        if x.dtype.kind == "f":
+            # identical, not close: the same inputs through the same deterministic code with the
+            # same libraries and one BLAS/numba thread give the same floating-point operations in
+            # the same order, whichever process runs them
+            np.testing.assert_array_equal(x, y, err_msg=k)
+        else:
+            assert list(x) == list(y), k
+
+
+def test_local_cluster_worker_killed_mid_sweep(tmp_path):
+    """Two worker processes; the one that delivered the first result is killed (SIGKILL) while it
+    runs its next run. Every run completes exactly once, the results equal a serial run's, and a
+    rerun does no work."""
+    pytest.importorskip("distributed")
+    from distributed import default_client
+    spec = tiny_spec()
+    state = {}
+
+    def kill_after_first(row):
+        if state:
+            return
+        pid = int(row["worker"].rsplit(":", 1)[1])
+        client = default_client()                 # the sweep's own client to its LocalCluster
+        addr = next(a for a, p in client.run(os.getpid).items() if p == pid)
+        state["running"] = [k for k in client.processing()[addr]]
+        state["pid"] = pid
+        os.kill(pid, signal.SIGKILL)
+
+    res = wg.sweep(spec, outdir=tmp_path / "dask", workers=2, progress=False, callback=kill_after_first)
+    n = 6
+    assert res.diagnostics["executor"] == "dask LocalCluster" and res.diagnostics["workers"] == 2
+    assert res.counts == {"runs": n, "computed": n, "skipped": 0, "failed": 0}
+    assert [r["status"] for r in res.rows] == ["ok"] * n
+    # the killed worker was running a run; that run was done again by another process
+    assert state["running"]
+    interrupted = [r for r in res.rows if f"wgflow-run-{r['run_id']}" in state["running"]]
+    assert interrupted and all(int(r["worker"].rsplit(":", 1)[1]) != state["pid"] for r in interrupted)
+    # exactly once: one "done" per run in the journal, one result file per run
+    done = done_lines(res.paths["journal"])
+    assert sorted(done) == sorted(r["run_id"] for r in res.rows)
+    files = sorted(p.name for p in (tmp_path / "dask" / "runs").iterdir())
+    assert files == sorted(f"{r['run_id']}.h5" for r in res.rows)
+
+    # the same sweep, serially in this process: identical numbers
+    ser = wg.sweep(spec, outdir=tmp_path / "serial", executor="serial", progress=False)
+    assert_same_tables(comparable(res.table()), comparable(ser.table()))
+    for r in res.rows:
+        with h5py.File(tmp_path / "dask" / r["file"]) as fa, h5py.File(tmp_path / "serial" / r["file"]) as fb:
+            for s in ("otto", "pmd"):
+                np.testing.assert_array_equal(fa[f"flows/{s}/history/J"][...], fb[f"flows/{s}/history/J"][...])
+
+    # a rerun does no work: nothing computed, no cluster, no file rewritten
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "dask" / "runs").iterdir()}
+    again = wg.sweep(spec, outdir=tmp_path / "dask", workers=2, progress=False)
+    assert again.counts == {"runs": n, "computed": 0, "skipped": n, "failed": 0}
+    assert again.diagnostics["executor"] == "none"
+    assert done_lines(res.paths["journal"]) == done
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "dask" / "runs").iterdir()} == mtimes
+    assert_same_tables(comparable(again.table()), comparable(res.table()))
+
+
+def test_serial_sweep_summary_failures_and_resume(tmp_path):
+    """Rows carry each run's parameters (J* equals an independent wg.solve with them); a run that
+    raises (here: the study refuses a scheme option when it builds the scheme) is recorded with its
+    error and the others go on; the summary reads back with csv and h5py; a rerun retries only the
+    failed runs."""
+    spec = {"sweep": {"name": "step", "base": "lqr1d"},
+            "set": dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False}),
+            "grid": {"flows.options.pmd.step": [2.0, -1.0], "objective.entropy": [0.5, 1.0]}}
+    spec["sweep"]["metrics"] = ["study", "size"]       # a user-registered metric family
+    SW.register_metric("size", lambda res: {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions})
+    seen = []
+    try:
+        res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
+    finally:
+        SW.SWEEP_METRICS.pop("size")
+    assert res.counts == {"runs": 4, "computed": 4, "skipped": 0, "failed": 2}
+    assert [r["index"] for r in seen] == [0, 1, 2, 3]
+    for r in res.rows:
+        if r["flows.options.pmd.step"] < 0:
+            assert r["status"] == "failed" and "step must be > 0, got -1.0" in r["error"]
+            assert (tmp_path / "runs" / f"{r['run_id']}.error.txt").exists() and r["file"] == ""
+        else:
+            assert r["status"] == "ok" and r["error"] == ""
+            assert (r["n_states"], r["n_actions"]) == (9, 7)
+            mdp = wg.problems.get("lqr1d", n_states=9, n_actions=7)
+            J = wg.solve(mdp, wg.Discounted(0.9, entropy=r["objective.entropy"])).J
+            # two exact solves of the same problem: rounding of J, a few ulps times kappa = 10
+            assert abs(r["J_star"] - J) <= 1e-12 * abs(J)
+            assert r["pmd.gap"] >= -1e-12 * abs(J)
+
+    # the summary, read back without wgflow: csv + h5py agree with the result
+    with open(tmp_path / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    t = res.table()
+    assert [float(x["J_star"]) if x["J_star"] else np.nan for x in rows] == pytest.approx(list(t["J_star"]),
+                                                                                       nan_ok=True, rel=0)
+    with h5py.File(tmp_path / "summary.h5") as f:
+        g = f["summary"]
+        assert json.loads(g.attrs["columns"]) == res.columns
+        np.testing.assert_array_equal(g["J_star"][...], t["J_star"])
+        assert [s.decode() for s in g["status"][...]] == list(t["status"])
+    back = SW.read_summary(tmp_path)
+    assert list(back) == res.columns and list(back["run_id"]) == list(t["run_id"])
+    try:
+        import pandas as pd
+    except ImportError:
+        pd = None
+    if pd is not None:
+        df = pd.read_csv(tmp_path / "summary.csv")
+        np.testing.assert_array_equal(df["J_star"].to_numpy(), t["J_star"])
+
+    # a run file is a study file; the metrics computed from it (as a rerun does when metric
+    # families are added) equal the row computed in memory by the run
+    ok = [r for r in res.rows if r["status"] == "ok"][0]
+    study = wg.load(tmp_path / ok["file"])
+    again = SW.compute_metrics(study, ["study"])["study"]
+    assert all(v == ok[k] or (v != v and ok[k] != ok[k]) for k, v in again.items())
+
+    # rerun: the two complete runs are skipped, the two failed runs are tried again
+    spec["sweep"]["metrics"] = ["study"]
+    again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    assert again.counts == {"runs": 4, "computed": 2, "skipped": 2, "failed": 2}
+
+
+def test_resume_ignores_a_damaged_file(tmp_path):
+    """A truncated result file is not complete: the run is computed again and the file replaced."""
+    spec = tiny_spec("dmg", **{"objective.entropy": [0.5]})
+    spec["set"].update({"flows.schemes": ["pmd"], "hessian.enabled": False})
+    res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    path = tmp_path / res.rows[0]["file"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    assert again.counts["computed"] == 1
+    assert wg.load(path).J_star == res.rows[0]["J_star"]
+
+
+def test_wall_clock_budgets(tmp_path):
+    """A sweep refuses wall-clock budgets it is given and disables those of its base (lqr1d has
+    flows.max_seconds = 20), saying so."""
+    for key in ("flows.max_seconds", "flows.options.otto.max_seconds"):
+        spec = tiny_spec()
+        spec["set"][key] = 5.0
+        with pytest.raises(ConfigError, match="wall-clock budgets") as e:
+            SW.load_spec(spec)
+        assert e.value.key == key and isinstance(e.value, ValueError)
+    spec = tiny_spec()
+    spec["grid"] = {"flows.max_seconds": [0.0, 3.0]}
+    with pytest.raises(ConfigError, match="wall-clock"):
+        SW.load_spec(spec)
+    tasks = SW.load_spec(tiny_spec()).tasks()
+    assert wg.config.load("lqr1d")["flows"]["max_seconds"] > 0
+    assert all(t.config["flows"]["max_seconds"] == 0 for t in tasks)
+
+
+@pytest.mark.parametrize("patch, key, match", [
+    ({"grid": {"objective.entropy": 0.5}}, "grid.objective.entropy", "non-empty list"),
+    ({"list": {"objective.entropy": [0.5, 1.0], "objective.gamma": [0.9]}}, "list", "equal lengths"),
+    ({"sweep": {"name": "x", "base": "lqr1d", "metrcs": ["study"]}}, "sweep.metrcs", "unknown key"),
+    ({"sweep": {"name": "x", "base": "lqr1d", "metrics": ["rates"]}}, "sweep.metrics", "unknown metric"),
+    ({"grids": {}}, "grids", "unknown section"),
+    ({"grid": {"objective.gama": [0.9, 0.8]}}, "objective.gama", "unknown key"),
+    ({"grid": {"objective.gamma": [0.9, 1.5]}}, "objective.gamma", r"must be in \[0, 1\)"),
+    ({"grid": {"objective.entropy": [0.5, 0.5]}}, "", "same configuration"),
+    ({"grid": {"flows.max_steps": [10, 20]}}, "set.flows.max_steps", "swept too"),
+    ({"cases": [{"case": "a", "objective.entropy": 1.0}]}, "cases[0].objective.entropy", "swept too"),
+    ({"cases": [{"objective.gamma": 0.9}]}, "cases[0].case", "needs a name"),
+    ({"sweep": {"name": "x", "base": "lqr1d", "metrics": ["wppg_bandit"]}}, "problem.name", "quadratic bandit"),
+])
+def test_bad_sweeps_are_refused_before_work(tmp_path, patch, key, match):
+    spec = tiny_spec()
+    spec.update(patch)
+    with pytest.raises(ConfigError, match=match) as e:
+        wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    assert e.value.key == key
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_run_is_named():
+    spec = tiny_spec()
+    spec["grid"] = {"objective.gamma": [0.9, 1.5]}
+    with pytest.raises(ConfigError, match=r"in run 1: objective.gamma = 1.5"):
+        SW.load_spec(spec).tasks()
+
+
+def test_expansion_order_and_ids():
+    """cases x list x grid, in that order; the id hashes the configuration (not the study name)."""
+    spec = SW.load_spec({"sweep": {"base": "lqr1d"},
+                                "cases": [{"case": "a"}, {"case": "b", "objective.gamma": 0.8}],
+                                "list": {"objective.entropy": [0.5, 1.0], "flows.t_end": [10.0, 5.0]},
+                                "grid": {"problem.params.n_states": [9, 11]}})
+    tasks = spec.tasks()
+    assert len(tasks) == 8
+    got = [(t.params["case"], t.params["objective.entropy"], t.params["flows.t_end"],
+            t.params["problem.params.n_states"]) for t in tasks]
+    assert got == [(c, e, te, ns) for c in "ab" for e, te in [(0.5, 10.0), (1.0, 5.0)] for ns in (9, 11)]
+    assert all(t.config["objective"]["gamma"] == (0.9 if t.params["case"] == "a" else 0.8) for t in tasks)
+    cfg = tasks[0].config
+    other = wg.config.load(dict(cfg), ["study.name=renamed", "output.dir=elsewhere"])
+    assert SW.config_hash(other) == tasks[0].hash
+    assert SW.config_hash(wg.config.load(dict(cfg), ["objective.entropy=0.6"])) != tasks[0].hash
+
+
+def test_builtin_sweeps_load():
+    """The shipped studies expand into valid runs (the runs themselves: docs/sweeps.md)."""
+    assert {"otto_rates", "wppg_bias"} <= set(SW.builtin_sweeps())
+    otto = SW.load_spec("otto_rates").tasks()
+    assert len(otto) == 24 and {t.config["problem"]["name"] for t in otto} == {"lqr1d", "pendulum"}
+    wppg = SW.load_spec("wppg_bias").tasks()
+    assert len(wppg) == 16 and all(t.config["problem"]["name"] == "quadratic_bandit" for t in wppg)
+
+
+def test_figure_from_summary(tmp_path):
+    """plot_sweep draws measured markers and predicted lines per series; a missing column is named."""
+    import matplotlib
+    matplotlib.use("Agg")
+    t = {"status": np.array(["ok"] * 4, dtype=object), "x": np.array([0.1, 0.2, 0.1, 0.2]),
+         "g": np.array([0.9, 0.9, 0.8, 0.8]), "m": np.array([1.0, 2.0, 1.5, 2.5]),
+         "p": np.array([1.1, 2.1, 1.4, 2.4])}
+    fig = SW.plot_sweep(t, {"name": "f", "labels": {"x": "entropy τ", "g": "γ"},
+                                   "panels": [{"x": "x", "series": "g", "measured": ["m"], "predicted": ["p"],
+                                               "logx": True}, {"x": "x", "series": "g", "measured": ["m"],
+                                                               "kind": "relative_error", "reference": "p"}]})
+    a, b = fig.axes
+    assert a.get_xlabel() == "entropy τ" and a.get_xscale() == "log"
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["γ = 0.9", "γ = 0.8"]
+    ys = sorted(float(y) for line in b.get_lines() for y in line.get_ydata())
+    np.testing.assert_allclose(ys, sorted([0.1 / 1.1, 0.1 / 2.1, 0.1 / 1.4, 0.1 / 2.4]))
+    with pytest.raises(ConfigError, match="no column 'q'"):
+        SW.plot_sweep(t, {"name": "f", "panels": [{"x": "x", "measured": ["q"]}]})
+    fig.savefig(tmp_path / "f.png")
+
+
+def test_cli_sweep(tmp_path, capsys):
+    from wgflow.cli import main
+    f = tmp_path / "s.toml"
+    sets = dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False})
+    f.write_text('[sweep]\nname = "cli"\nbase = "lqr1d"\n\n[set]\n'
+                 + "".join(f'"{k}" = {wg.config._toml_value(v)}\n' for k, v in sets.items())
+                 + '\n[grid]\n"objective.entropy" = [0.5, 1.0]\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "-o", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("pending") == 2
+    assert main(["sweep", str(f), "-o", str(out), "--serial", "-q", "--grid", "objective.gamma=[0.8,0.9]"]) == 0
+    text = capsys.readouterr().out
+    assert "4 runs (4 computed" in text and "wall-clock budgets disabled" in text
+    assert main(["sweep", str(out / "sweep.toml"), "--serial", "-q"]) == 0     # the saved sweep reruns
+    assert "4 runs (0 computed, 4 already complete" in capsys.readouterr().out
+    assert main(["sweep", str(f), "--set", "flows.max_seconds=3", "-o", str(out)]) == 2
+    assert "wall-clock budgets" in capsys.readouterr().err

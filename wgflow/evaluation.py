@@ -31,7 +31,8 @@ from scipy.special import logsumexp, xlogy
 from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
-from .kernels.bellman import make_bellman_sweep, policy_sweep, select_rows
+from .kernels.bellman import (make_bellman_sweep, policy_sweep, select_rows,
+                              soft_sweep_chain, union_pattern)
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache
 from .mdp import MDP
@@ -267,6 +268,15 @@ def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
         asm = PolicyMatrixAssembler(mdp.P, mdp.n_actions)
         mdp._policy_matrix_assembler = asm
     return asm
+
+
+def _union_pattern(mdp: MDP):
+    """:func:`~wgflow.kernels.bellman.union_pattern` of ``mdp.P``, computed once per MDP."""
+    pat = getattr(mdp, "_union_pattern", None)
+    if pat is None or pat[0] is not mdp.P:
+        pat = (mdp.P, union_pattern(mdp.P.indptr, mdp.P.indices, mdp.n_states, mdp.n_actions))
+        mdp._union_pattern = pat
+    return pat[1]
 
 
 def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: LinearSolveCache,
@@ -602,10 +612,34 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     return sol
 
 
+#: discount factor of the modified-policy-iteration solve whose policy starts average-cost
+#: policy iteration (an effective horizon of 100 steps)
+AVERAGE_START_GAMMA = 0.99
+
+
+def _discounted_start(mdp, tau):
+    """The (soft) optimal policy of ``Discounted(AVERAGE_START_GAMMA, entropy=tau)`` by modified
+    policy iteration, as a start for average-cost policy iteration; ``None`` when that policy is
+    not unichain or the solve fails (the caller then starts as before)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AccuracyWarning)
+            sol = _solve_mpi(mdp, Discounted(AVERAGE_START_GAMMA, entropy=tau), 1e-8, 10000, None,
+                             False, time.perf_counter(), compile_seconds())
+    except ConvergenceError:
+        return None
+    masses = sol.policy.masses
+    if tau == 0 and len(recurrent_classes(_assembler(mdp)(masses))) != 1:
+        return None
+    return masses
+
+
 def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
     tau = objective.entropy
     if policy0 is not None:
         masses = _check_policy(mdp, policy0)
+    elif isinstance(objective, Average) and (warm := _discounted_start(mdp, tau)) is not None:
+        masses = warm
     elif tau == 0:
         # greedy for V = 0: a deterministic start keeps P_pi (and its LU factors) as sparse as a
         # deterministic policy's; the uniform policy mixes every action's row
@@ -855,14 +889,17 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     C = np.ascontiguousarray(mdp.C, dtype=np.float64)
     hard = tau == 0
     logvol = float(np.log(_cell_volume(mdp)))
-    sweep = make_bellman_sweep("min" if hard else "softmin")
+    sweep = make_bellman_sweep("min") if hard else None
     mu0 = objective.initial_law(nS)
     states = np.arange(nS)
     TV, Tsig = np.empty(nS), np.empty(nS)
     new_sigma = np.empty(nS, dtype=np.int64)
     Q = np.empty((nS, nA))
-    masses = np.empty((nS, nA))
     cpi = np.empty(nS)
+    if not hard:
+        # the chains of all Gibbs policies live on one pattern, filled by the sweep itself
+        u_ptr, u_idx, u_pos = _union_pattern(mdp)
+        P_soft = CSRArrays(u_ptr, u_idx, np.empty(u_idx.size), nS)
     # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
     # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
     bellman_work = P.nnz + nS * nA * (1 if hard else 12)
@@ -893,7 +930,8 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
             if hard:
                 sweep(P.indptr, P.indices, P.data, C, u, 0.0, sigma, TV, Tsig, new_sigma, Q)
             else:
-                sweep(P.indptr, P.indices, P.data, C, u, 0.0, tau, logvol, TV, masses, cpi, Q)
+                soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_pos, TV, Q,
+                                 P_soft.data, cpi)
             n_sweeps += 1
             d = TV - V
             delta = float(max(-d.min(), d.max()))
@@ -918,7 +956,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                 P_pi = CSRArrays(*select_rows(P.indptr, P.indices, P.data, sigma, nA), nS)
                 c = C[states, sigma]
             else:
-                P_pi = _assembler(mdp)(masses)
+                P_pi = P_soft
                 c = cpi.copy()
             if it == 1:
                 set_k_max(P_pi)

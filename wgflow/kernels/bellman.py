@@ -36,7 +36,8 @@ from .config import jit
 
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "select_rows",
            "policy_sweep",
-           "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK"]
+           "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
+           "union_pattern", "soft_sweep_chain"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
@@ -432,3 +433,98 @@ def block_system(indptr, indices, data, c, g, rows, v, loc):
     for i in range(size):
         loc[rows[i]] = -1
     return ri, ci, x, rhs
+
+
+# ---------------------------------------------------------------------------------------------
+# soft modified policy iteration: the Gibbs chain assembled inside the sweep
+# ---------------------------------------------------------------------------------------------
+@jit
+def union_pattern(indptr, indices, nS, nA):
+    """CSR pattern of the chains of all policies and the map from ``P``'s entries into it.
+
+    Returns ``(ptr, idx, pos)``: state ``s``'s successors over all its actions are
+    ``idx[ptr[s]:ptr[s+1]]`` (the union of the columns of rows ``s*nA .. s*nA + nA - 1`` of
+    ``P``, in order of first appearance), and entry ``k`` of ``P`` (in a row of state ``s``)
+    lies in column ``idx[pos[k]]``, so ``P_pi[s, idx[pos[k]]] += pi(a|s) data[k]`` assembles a
+    policy's chain.
+    """
+    ncol = 0
+    for k in range(indptr[nS * nA]):
+        if indices[k] >= ncol:
+            ncol = indices[k] + 1
+    marker = np.full(max(ncol, 1), -1, dtype=np.int64)
+    slot = np.empty(max(ncol, 1), dtype=np.int64)
+    ptr = np.empty(nS + 1, dtype=np.int64)
+    pos = np.empty(indptr[nS * nA], dtype=np.int64)
+    ptr[0] = 0
+    m = 0
+    for s in range(nS):
+        for k in range(indptr[s * nA], indptr[(s + 1) * nA]):
+            j = indices[k]
+            if marker[j] != s:
+                marker[j] = s
+                slot[j] = m
+                m += 1
+            pos[k] = slot[j]
+        ptr[s + 1] = m
+    idx = np.empty(m, dtype=indices.dtype)
+    for s in range(nS):
+        for k in range(indptr[s * nA], indptr[(s + 1) * nA]):
+            idx[pos[k]] = indices[k]
+    return ptr, idx, pos
+
+
+@jit
+def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, pos, TV, Q, pi_val, c_pi):
+    r"""Soft Bellman sweep fused with the assembly of the Gibbs policy's chain, in one pass.
+
+    ``Q = C + P u`` is written to ``Q`` (``(nS, nA)``);
+    ``TV(s) = q_min - tau log sum_a exp(-(Q(s,a) - q_min)/tau) - tau log vol`` (``logvol`` is
+    ``log vol``; a min-shifted log-sum-exp: no overflow, underflowing terms are exact zeros);
+    with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, ``c_pi(s) = sum_a pi (C +
+    tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never meets ``log 0``) and
+    ``pi_val`` the values of ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern
+    ``(ptr, idx)`` of :func:`union_pattern` (``pos`` its map; masses that underflow leave
+    stored zeros).
+    """
+    nS, nA = C.shape
+    Cf = C.ravel()
+    Qf = Q.ravel()
+    erow = np.empty(nA)
+    inv = 1.0 / tau
+    k = indptr[0]
+    for s in range(nS):
+        base = s * nA
+        qmin = np.inf
+        for a in range(nA):
+            acc = 0.0
+            end = indptr[base + a + 1]
+            while k < end:
+                acc += data[k] * u[indices[k]]
+                k += 1
+            q = Cf[base + a] + acc
+            Qf[base + a] = q
+            if q < qmin:
+                qmin = q
+        z = 0.0
+        ce = 0.0
+        for a in range(nA):
+            x = Qf[base + a] - qmin
+            e = np.exp(-x * inv)
+            erow[a] = e
+            z += e
+            ce += e * (Cf[base + a] - x)
+        lz = tau * (np.log(z) + logvol)
+        TV[s] = qmin - lz
+        # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
+        c_pi[s] = ce / z - lz
+        for j in range(ptr[s], ptr[s + 1]):
+            pi_val[j] = 0.0
+        for a in range(nA):
+            e = erow[a]
+            if e > 0.0:
+                mass = e / z
+                r = base + a
+                for kk in range(indptr[r], indptr[r + 1]):
+                    pi_val[pos[kk]] += mass * data[kk]
+

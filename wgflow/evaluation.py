@@ -32,7 +32,7 @@ from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import (make_bellman_sweep, policy_sweep, select_rows,
-                              soft_sweep_chain, union_pattern)
+                              chain_gather_map, soft_sweep_chain, union_pattern)
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache
 from .mdp import MDP
@@ -271,10 +271,14 @@ def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
 
 
 def _union_pattern(mdp: MDP):
-    """:func:`~wgflow.kernels.bellman.union_pattern` of ``mdp.P``, computed once per MDP."""
+    """``(ptr, idx, cptr, act, val)``: the union pattern of the policies' chains and the gather
+    map of ``mdp.P`` onto it (:func:`~wgflow.kernels.bellman.union_pattern`,
+    :func:`~wgflow.kernels.bellman.chain_gather_map`), computed once per MDP."""
     pat = getattr(mdp, "_union_pattern", None)
     if pat is None or pat[0] is not mdp.P:
-        pat = (mdp.P, union_pattern(mdp.P.indptr, mdp.P.indices, mdp.n_states, mdp.n_actions))
+        P, nS, nA = mdp.P, mdp.n_states, mdp.n_actions
+        ptr, idx, pos = union_pattern(P.indptr, P.indices, nS, nA)
+        pat = (P, (ptr, idx) + chain_gather_map(P.indptr, P.data, nS, nA, ptr, pos))
         mdp._union_pattern = pat
     return pat[1]
 
@@ -898,7 +902,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     cpi = np.empty(nS)
     if not hard:
         # the chains of all Gibbs policies live on one pattern, filled by the sweep itself
-        u_ptr, u_idx, u_pos = _union_pattern(mdp)
+        u_ptr, u_idx, u_cptr, u_act, u_val = _union_pattern(mdp)
         P_soft = CSRArrays(u_ptr, u_idx, np.empty(u_idx.size), nS)
     # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
     # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
@@ -930,8 +934,8 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
             if hard:
                 sweep(P.indptr, P.indices, P.data, C, u, 0.0, sigma, TV, Tsig, new_sigma, Q)
             else:
-                soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_pos, TV, Q,
-                                 P_soft.data, cpi)
+                soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_cptr, u_act,
+                                 u_val, TV, Q, P_soft.data, cpi)
             n_sweeps += 1
             d = TV - V
             delta = float(max(-d.min(), d.max()))

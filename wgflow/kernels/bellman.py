@@ -37,7 +37,7 @@ from .config import jit
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "select_rows",
            "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
-           "union_pattern", "soft_sweep_chain"]
+           "union_pattern", "chain_gather_map", "soft_sweep_chain"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
@@ -475,7 +475,38 @@ def union_pattern(indptr, indices, nS, nA):
 
 
 @jit
-def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, pos, TV, Q, pi_val, c_pi):
+def chain_gather_map(indptr, data, nS, nA, ptr, pos):
+    """The entries of ``P`` grouped by their position in the union pattern (a counting sort).
+
+    With ``(ptr, idx, pos)`` from :func:`union_pattern`, returns ``(cptr, act, val)``: the
+    entries of ``P`` that fall on pattern position ``j`` are ``cptr[j]:cptr[j+1]``, each with its
+    action ``act`` and probability ``val``, so that a policy's chain is the gather
+    ``P_pi[j] = sum_m pi(act[m] | s) val[m]`` (no scattered writes).
+    """
+    npat = ptr[nS]
+    cptr = np.zeros(npat + 1, dtype=np.int64)
+    nnz = indptr[nS * nA]
+    for k in range(nnz):
+        cptr[pos[k] + 1] += 1
+    for j in range(npat):
+        cptr[j + 1] += cptr[j]
+    fill = cptr[:npat].copy()
+    act = np.empty(nnz, dtype=np.int32)
+    val = np.empty(nnz)
+    for s in range(nS):
+        for a in range(nA):
+            r = s * nA + a
+            for k in range(indptr[r], indptr[r + 1]):
+                m = fill[pos[k]]
+                act[m] = a
+                val[m] = data[k]
+                fill[pos[k]] = m + 1
+    return cptr, act, val
+
+
+@jit
+def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, cval, TV, Q, pi_val,
+                     c_pi):
     r"""Soft Bellman sweep fused with the assembly of the Gibbs policy's chain, in one pass.
 
     ``Q = C + P u`` is written to ``Q`` (``(nS, nA)``);
@@ -483,9 +514,9 @@ def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, pos, TV, Q, 
     ``log vol``; a min-shifted log-sum-exp: no overflow, underflowing terms are exact zeros);
     with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, ``c_pi(s) = sum_a pi (C +
     tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never meets ``log 0``) and
-    ``pi_val`` the values of ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern
-    ``(ptr, idx)`` of :func:`union_pattern` (``pos`` its map; masses that underflow leave
-    stored zeros).
+    ``pi_val`` the values of ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern ``ptr`` of
+    :func:`union_pattern`, gathered through ``(cptr, cact, cval)`` of :func:`chain_gather_map`
+    (masses that underflow leave stored zeros).
     """
     nS, nA = C.shape
     Cf = C.ravel()
@@ -518,13 +549,10 @@ def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, pos, TV, Q, 
         TV[s] = qmin - lz
         # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
         c_pi[s] = ce / z - lz
+        iz = 1.0 / z
         for j in range(ptr[s], ptr[s + 1]):
-            pi_val[j] = 0.0
-        for a in range(nA):
-            e = erow[a]
-            if e > 0.0:
-                mass = e / z
-                r = base + a
-                for kk in range(indptr[r], indptr[r + 1]):
-                    pi_val[pos[kk]] += mass * data[kk]
+            acc = 0.0
+            for m in range(cptr[j], cptr[j + 1]):
+                acc += erow[cact[m]] * cval[m]
+            pi_val[j] = acc * iz
 

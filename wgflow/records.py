@@ -78,6 +78,7 @@ def write_result(grp, res, kind):
         grp.create_dataset("c_pi", data=res.c_pi)
 
 
+#: the group that holds each object type (the file's ``wgflow_type``) in a file of :func:`wgflow.save`
 GROUP = {"MDP": "mdp", "Policy": "policy", "Solution": "solution", "Evaluation": "evaluation"}
 
 

@@ -32,7 +32,8 @@ from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import (make_bellman_sweep, policy_sweep, select_rows,
-                              chain_gather_map, soft_sweep_chain, union_pattern)
+                              chain_gather_map, soft_sweep_chain)
+from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache
 from .mdp import MDP
@@ -272,7 +273,7 @@ def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
 
 def _union_pattern(mdp: MDP):
     """``(ptr, idx, cptr, act, val)``: the union pattern of the policies' chains and the gather
-    map of ``mdp.P`` onto it (:func:`~wgflow.kernels.bellman.union_pattern`,
+    map of ``mdp.P`` onto it (:func:`~wgflow.kernels.assembly.union_pattern`,
     :func:`~wgflow.kernels.bellman.chain_gather_map`), computed once per MDP."""
     pat = getattr(mdp, "_union_pattern", None)
     if pat is None or pat[0] is not mdp.P:

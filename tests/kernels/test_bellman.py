@@ -10,8 +10,8 @@ from scipy.sparse.csgraph import connected_components
 import wgflow as wg
 from wgflow.kernels.bellman import (DENSE_BLOCK, bellman_min_numpy, bellman_softmin_numpy,
                                     make_bellman_sweep, policy_sweep, policy_sweep_numpy, scc_order,
-                                    select_rows, soft_sweep_chain, union_pattern,
-                                    chain_gather_map)
+                                    select_rows, soft_sweep_chain, chain_gather_map)
+from wgflow.kernels.assembly import union_pattern
 from wgflow.kernels import policy_matrix
 from wgflow.linalg import BlockTriangularSolver
 

@@ -18,6 +18,10 @@ Kernels (each has a plain-numpy twin ``*_numpy`` used by the tests):
   log-sum-exp: no overflow, underflowing Gibbs tails are exact zeros), the Gibbs masses
   ``pi ~ exp(-Q/tau)`` and their cost ``c_pi = sum_a pi (C + tau log(pi/vol))`` with ``log pi``
   computed analytically (``0 log 0 = 0`` without evaluating ``log 0``).
+- :func:`soft_sweep_chain`: the soft sweep of modified policy iteration, which also assembles the
+  Gibbs policy's chain ``P_pi`` (a gather through :func:`chain_gather_map`, computed once per
+  ``P``) while each state's rows are in cache; no numpy twin: the tests compare it with
+  ``bellman_softmin_numpy`` and the policy-matrix assembly.
 - :func:`policy_sweep`: one Jacobi sweep ``out = c + g P_pi v`` of a policy's evaluation with the
   extreme entries of ``out - v`` (for span bounds).
 - :func:`scc_order`: Tarjan's strongly connected components of the graph of ``P_pi``, emitted
@@ -37,7 +41,7 @@ from .config import jit
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "select_rows",
            "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
-           "union_pattern", "chain_gather_map", "soft_sweep_chain"]
+           "chain_gather_map", "soft_sweep_chain"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
@@ -439,46 +443,12 @@ def block_system(indptr, indices, data, c, g, rows, v, loc):
 # soft modified policy iteration: the Gibbs chain assembled inside the sweep
 # ---------------------------------------------------------------------------------------------
 @jit
-def union_pattern(indptr, indices, nS, nA):
-    """CSR pattern of the chains of all policies and the map from ``P``'s entries into it.
-
-    Returns ``(ptr, idx, pos)``: state ``s``'s successors over all its actions are
-    ``idx[ptr[s]:ptr[s+1]]`` (the union of the columns of rows ``s*nA .. s*nA + nA - 1`` of
-    ``P``, in order of first appearance), and entry ``k`` of ``P`` (in a row of state ``s``)
-    lies in column ``idx[pos[k]]``, so ``P_pi[s, idx[pos[k]]] += pi(a|s) data[k]`` assembles a
-    policy's chain.
-    """
-    ncol = 0
-    for k in range(indptr[nS * nA]):
-        if indices[k] >= ncol:
-            ncol = indices[k] + 1
-    marker = np.full(max(ncol, 1), -1, dtype=np.int64)
-    slot = np.empty(max(ncol, 1), dtype=np.int64)
-    ptr = np.empty(nS + 1, dtype=np.int64)
-    pos = np.empty(indptr[nS * nA], dtype=np.int64)
-    ptr[0] = 0
-    m = 0
-    for s in range(nS):
-        for k in range(indptr[s * nA], indptr[(s + 1) * nA]):
-            j = indices[k]
-            if marker[j] != s:
-                marker[j] = s
-                slot[j] = m
-                m += 1
-            pos[k] = slot[j]
-        ptr[s + 1] = m
-    idx = np.empty(m, dtype=indices.dtype)
-    for s in range(nS):
-        for k in range(indptr[s * nA], indptr[(s + 1) * nA]):
-            idx[pos[k]] = indices[k]
-    return ptr, idx, pos
-
-
-@jit
 def chain_gather_map(indptr, data, nS, nA, ptr, pos):
     """The entries of ``P`` grouped by their position in the union pattern (a counting sort).
 
-    With ``(ptr, idx, pos)`` from :func:`union_pattern`, returns ``(cptr, act, val)``: the
+    With ``(ptr, idx, pos)`` from :func:`wgflow.kernels.assembly.union_pattern` (the union over
+    actions of each state's successors, in order of first appearance, and the position of each
+    entry of ``P`` in it), returns ``(cptr, act, val)``: the
     entries of ``P`` that fall on pattern position ``j`` are ``cptr[j]:cptr[j+1]``, each with its
     action ``act`` and probability ``val``, so that a policy's chain is the gather
     ``P_pi[j] = sum_m pi(act[m] | s) val[m]`` (no scattered writes).
@@ -515,8 +485,8 @@ def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, 
     with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, ``c_pi(s) = sum_a pi (C +
     tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never meets ``log 0``) and
     ``pi_val`` the values of ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern ``ptr`` of
-    :func:`union_pattern`, gathered through ``(cptr, cact, cval)`` of :func:`chain_gather_map`
-    (masses that underflow leave stored zeros).
+    :func:`wgflow.kernels.assembly.union_pattern`, gathered through ``(cptr, cact, cval)`` of
+    :func:`chain_gather_map` (masses that underflow leave stored zeros).
     """
     nS, nA = C.shape
     Cf = C.ravel()

@@ -272,14 +272,18 @@ def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
 
 
 def _union_pattern(mdp: MDP):
-    """``(ptr, idx, cptr, act, val)``: the union pattern of the policies' chains and the gather
+    """``(ptr, idx, cptr, act, perm)``: the union pattern of the policies' chains and the gather
     map of ``mdp.P`` onto it (:func:`~wgflow.kernels.assembly.union_pattern`,
     :func:`~wgflow.kernels.bellman.chain_gather_map`), computed once per MDP."""
     pat = getattr(mdp, "_union_pattern", None)
     if pat is None or pat[0] is not mdp.P:
         P, nS, nA = mdp.P, mdp.n_states, mdp.n_actions
         ptr, idx, pos = union_pattern(P.indptr, P.indices, nS, nA)
-        pat = (P, (ptr, idx) + chain_gather_map(P.indptr, P.data, nS, nA, ptr, pos))
+        nnz = P.indptr[nS * nA]
+        act = np.empty(nnz, dtype=np.uint8 if nA <= 256 else np.int32)
+        perm = np.empty(nnz, dtype=np.int32 if nnz < 2 ** 31 else np.int64)
+        cptr = chain_gather_map(P.indptr, nS, nA, ptr, pos, act, perm)
+        pat = (P, (ptr, idx, cptr, act, perm))
         mdp._union_pattern = pat
     return pat[1]
 
@@ -914,7 +918,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     cpi = np.empty(nS)
     if not hard:
         # the chains of all Gibbs policies live on one pattern, filled by the sweep itself
-        u_ptr, u_idx, u_cptr, u_act, u_val = _union_pattern(mdp)
+        u_ptr, u_idx, u_cptr, u_act, u_perm = _union_pattern(mdp)
         P_soft = CSRArrays(u_ptr, u_idx, np.empty(u_idx.size), nS)
     # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
     # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
@@ -947,7 +951,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                 sweep(P.indptr, P.indices, P.data, C, u, 0.0, sigma, TV, Tsig, new_sigma, Q)
             else:
                 soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_cptr, u_act,
-                                 u_val, TV, Q, P_soft.data, cpi)
+                                 u_perm, TV, Q, P_soft.data, cpi)
             n_sweeps += 1
             d = TV - V
             delta = float(max(-d.min(), d.max()))

@@ -89,19 +89,20 @@ def test_soft_sweep_chain_matches_numpy_and_assembly(rng, k, tau):
         cols = np.unique(mdp.P.indices[mdp.P.indptr[s * nA]:mdp.P.indptr[(s + 1) * nA]])
         np.testing.assert_array_equal(np.sort(idx[ptr[s]:ptr[s + 1]]), cols)
     np.testing.assert_array_equal(idx[pos], mdp.P.indices)
-    cptr, act, cv = chain_gather_map(mdp.P.indptr, mdp.P.data, nS, nA, ptr, pos)
-    # the gather map is a permutation of P's entries: each lands on its pattern position
+    act, perm = np.empty(mdp.P.nnz, dtype=np.uint8), np.empty(mdp.P.nnz, dtype=np.int32)
+    cptr = chain_gather_map(mdp.P.indptr, nS, nA, ptr, pos, act, perm)
+    # the gather map is a permutation of P's entries, each grouped on its pattern position with
+    # its action, and the entries of a state stay within its rows
+    np.testing.assert_array_equal(np.sort(perm), np.arange(mdp.P.nnz))
     assert cptr[-1] == mdp.P.nnz and np.all(np.diff(cptr) >= 1)
     rows = np.repeat(np.arange(nS * nA), np.diff(mdp.P.indptr))
-    for j in [0, ptr[nS // 2], ptr[nS] - 1]:
-        s_ = np.searchsorted(ptr, j, side="right") - 1
-        mine = sorted(zip(act[cptr[j]:cptr[j + 1]].tolist(), cv[cptr[j]:cptr[j + 1]].tolist()))
-        sel = (pos == j)
-        ref = sorted(zip((rows[sel] - s_ * nA).tolist(), mdp.P.data[sel].tolist()))
-        assert mine == ref
+    owner = np.repeat(np.arange(nS), np.diff(ptr))          # state of each pattern position
+    j_of = np.repeat(np.arange(ptr[nS]), np.diff(cptr))     # pattern position of each slot
+    np.testing.assert_array_equal(pos[perm], j_of)
+    np.testing.assert_array_equal(rows[perm], owner[j_of] * nA + act)
     TV, Q, cpi, val = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.full(idx.size, np.nan)
     soft_sweep_chain(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, tau, np.log(vol), ptr, cptr, act,
-                     cv, TV, Q, val, cpi)
+                     perm, TV, Q, val, cpi)
     TVn, mn, cpin, Qn = bellman_softmin_numpy(mdp.P, C, u, tau, vol)
     scale = 1 + np.max(np.abs(Qn))
     # same sums in another order: a few ulps of |Q| (exp/log add a few more)

@@ -443,15 +443,17 @@ def block_system(indptr, indices, data, c, g, rows, v, loc):
 # soft modified policy iteration: the Gibbs chain assembled inside the sweep
 # ---------------------------------------------------------------------------------------------
 @jit
-def chain_gather_map(indptr, data, nS, nA, ptr, pos):
+def chain_gather_map(indptr, nS, nA, ptr, pos, act, perm):
     """The entries of ``P`` grouped by their position in the union pattern (a counting sort).
 
     With ``(ptr, idx, pos)`` from :func:`wgflow.kernels.assembly.union_pattern` (the union over
     actions of each state's successors, in order of first appearance, and the position of each
-    entry of ``P`` in it), returns ``(cptr, act, val)``: the
-    entries of ``P`` that fall on pattern position ``j`` are ``cptr[j]:cptr[j+1]``, each with its
-    action ``act`` and probability ``val``, so that a policy's chain is the gather
-    ``P_pi[j] = sum_m pi(act[m] | s) val[m]`` (no scattered writes).
+    entry of ``P`` in it), fills ``act`` and ``perm`` (one slot per entry of ``P``; ``act`` may
+    be ``uint8`` when ``nA <= 256``) and returns ``cptr``: the entries of ``P`` that fall on
+    pattern position ``j`` are ``perm[cptr[j]:cptr[j+1]]`` (indices into ``P.data``), with their
+    actions ``act[cptr[j]:cptr[j+1]]``, so that a policy's chain is the gather
+    ``P_pi[j] = sum_m pi(act[m] | s) data[perm[m]]`` (no scattered writes; the entries of a
+    state stay within its own rows of ``P``).
     """
     npat = ptr[nS]
     cptr = np.zeros(npat + 1, dtype=np.int64)
@@ -461,21 +463,19 @@ def chain_gather_map(indptr, data, nS, nA, ptr, pos):
     for j in range(npat):
         cptr[j + 1] += cptr[j]
     fill = cptr[:npat].copy()
-    act = np.empty(nnz, dtype=np.int32)
-    val = np.empty(nnz)
     for s in range(nS):
         for a in range(nA):
             r = s * nA + a
             for k in range(indptr[r], indptr[r + 1]):
                 m = fill[pos[k]]
                 act[m] = a
-                val[m] = data[k]
+                perm[m] = k
                 fill[pos[k]] = m + 1
-    return cptr, act, val
+    return cptr
 
 
 @jit
-def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, cval, TV, Q, pi_val,
+def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, cperm, TV, Q, pi_val,
                      c_pi):
     r"""Soft Bellman sweep fused with the assembly of the Gibbs policy's chain, in one pass.
 
@@ -485,7 +485,7 @@ def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, 
     with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, ``c_pi(s) = sum_a pi (C +
     tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never meets ``log 0``) and
     ``pi_val`` the values of ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern ``ptr`` of
-    :func:`wgflow.kernels.assembly.union_pattern`, gathered through ``(cptr, cact, cval)`` of
+    :func:`wgflow.kernels.assembly.union_pattern`, gathered through ``(cptr, cact, cperm)`` of
     :func:`chain_gather_map` (masses that underflow leave stored zeros).
     """
     nS, nA = C.shape
@@ -523,6 +523,6 @@ def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, 
         for j in range(ptr[s], ptr[s + 1]):
             acc = 0.0
             for m in range(cptr[j], cptr[j + 1]):
-                acc += erow[cact[m]] * cval[m]
+                acc += erow[cact[m]] * data[cperm[m]]
             pi_val[j] = acc * iz
 

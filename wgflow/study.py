@@ -269,10 +269,10 @@ class StudyResult:
                 L.append(f"                      measured {r['otto']:.5g} (tail of the otto run above), "
                          f"relative error {err:.2e}")
             elif "otto" in self.flows:
-                L.append("                      the otto run above gives no rate: it did not go through the "
-                         "window (relative gaps 1e-10 .. 1e-4)")
-                L.append(f"                      with steps that resolve the decay (r dt <= {RESOLVED:g}); "
-                         "the implicit default's steps are larger (flows.options.otto.method = \"explicit\")")
+                L.append("                      no rate from the otto run above: it did not pass the window "
+                         "(relative gaps 1e-10 .. 1e-4)")
+                L.append(f"                      with steps that resolve the decay (r dt <= {RESOLVED:g}); the "
+                         "implicit default's steps are larger")
         if self.verify is not None:
             L.append("")
             rows = [("check", "error", "tolerance", "status")]

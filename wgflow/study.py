@@ -269,10 +269,10 @@ class StudyResult:
                 L.append(f"                      measured {r['otto']:.5g} (tail of the otto run above), "
                          f"relative error {err:.2e}")
             elif "otto" in self.flows:
-                L.append("                      the otto run above gives no rate: it did not go through the "
-                         "window (relative gaps 1e-10 .. 1e-4)")
-                L.append(f"                      with steps that resolve the decay (r dt <= {RESOLVED:g}); "
-                         "the implicit default's steps are larger (flows.options.otto.method = \"explicit\")")
+                L.append("                      no rate from the otto run above: it did not pass the window "
+                         "(relative gaps 1e-10 .. 1e-4)")
+                L.append(f"                      with steps that resolve the decay (r dt <= {RESOLVED:g}); the "
+                         "implicit default's steps are larger")
         if self.verify is not None:
             L.append("")
             rows = [("check", "error", "tolerance", "status")]
@@ -785,14 +785,19 @@ RESOLVED = 0.25
 
 
 def _resolved_rate(hist, J_star, lower, upper):
-    """:func:`~wgflow.hessian.measured_rate` of a run's history, or None when the run did not
-    reach the window or its steps there are too large to resolve the rate (``r dt > RESOLVED``)."""
+    """:func:`~wgflow.hessian.measured_rate` of a run's history, or None when the run did not go
+    two decades into the window (it may be stalling at a biased floor) or its steps there are too
+    large to resolve the rate (``r dt > RESOLVED``)."""
     from .hessian import measured_rate
     try:
         rate = measured_rate(hist, J_star, lower=lower, upper=upper)
     except ValidationError:
         return None
     gap = (np.asarray(hist.J) - J_star) / max(1.0, abs(J_star))
+    if not gap[-1] < 1e-2 * upper:
+        # a run that stalls inside the window (a biased scheme's floor, wpo/wppg) is not
+        # decaying to J*: two decades into the window at least
+        return None
     inside = np.nonzero((gap > lower) & (gap < upper))[0]
     dts = np.diff(np.asarray(hist.times))[inside[inside > 0] - 1]    # the steps that land in the window
     return rate if dts.size and rate * dts.max() <= RESOLVED else None

@@ -124,9 +124,10 @@ def _api_members() -> dict:
 
 # The module list of the API reference is generated, so that a new module is never left out:
 # the modules of wgflow from the lower layers to the upper ones, any module not named here last.
-_MODULE_ORDER = ["errors", "grids", "kernels", "mdp", "problems", "policy", "particles", "objectives",
-                 "linalg", "evaluation", "geometry", "geodesics", "flows", "hessian", "verify", "io",
-                 "config", "plot", "study", "cli"]
+_MODULE_ORDER = ["errors", "validation", "grids", "kernels", "transport", "mobility", "plot", "mdp",
+                 "problems", "policy", "particles", "objectives", "linalg", "h5", "evaluation",
+                 "geometry", "geodesics", "flows", "hessian", "verify", "records", "config", "study",
+                 "io", "sweep", "nn", "cli"]
 
 
 def _write_module_list() -> None:

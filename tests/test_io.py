@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 import wgflow as wg
 import wgflow.io as wio
+import wgflow.records as records
 
 
 def assert_csr_equal(A, B):
@@ -126,7 +127,7 @@ def test_crash_mid_write_leaves_good_file_untouched(tmp_path, monkeypatch):
         grp.create_dataset("P_data", data=np.arange(1000.0))   # half-written content
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(wio, "_write_mdp", crashing_writer)
+    monkeypatch.setattr(records, "write_mdp", crashing_writer)
     other = wg.problems.get("garnet", n_states=12, n_actions=3, seed=5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         wg.save(path, other)
@@ -135,7 +136,7 @@ def test_crash_mid_write_leaves_good_file_untouched(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert_csr_equal(wg.load(path).P, mdp.P)
     # a crash while creating a new file leaves nothing behind
-    monkeypatch.setattr(wio, "_write_mdp", crashing_writer)
+    monkeypatch.setattr(records, "write_mdp", crashing_writer)
     with pytest.raises(RuntimeError):
         wg.save(tmp_path / "new.h5", other)
     assert sorted(os.listdir(tmp_path)) == ["good.h5"]

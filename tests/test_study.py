@@ -16,12 +16,15 @@ TINY = ["problem.params.n_states=15", "problem.params.n_actions=11", "objective.
         "flows.schemes=otto,jko,pmd", "flows.max_steps=600", "flows.t_end=40.0", "flows.frames=12",
         "flows.max_seconds=0", "hessian.k=3", "verify.checks=gradient,gibbs,rate",
         "verify.geodesics=false", "output.dpi=50", "output.animation_frames=4", "initial.mean=1.0"]
+#: the study's own otto run is compared with the predicted rate: explicit steps resolve the flow
+#: (the implicit default's large steps contract at the integrator's rate: no rate is reported)
+EXPLICIT = ["flows.options.otto.method=explicit"]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    res = wg.run_study("lqr1d", TINY, progress=False, outdir=out)
+    res = wg.run_study("lqr1d", TINY + EXPLICIT, progress=False, outdir=out)
     plt.close("all")
     return res, out
 
@@ -161,3 +164,23 @@ def test_figures_of_a_2d_study_are_readable(assert_readable):
         fig = draw()
         assert_readable(fig)
         plt.close(fig)
+
+
+def test_rates_are_reported_only_for_steps_that_resolve_the_decay():
+    """A history decaying like ``exp(-r t)`` sampled with small steps gives ``r``; backward Euler
+    with large steps (factor ``1/(1 + r dt)`` per step) decays at ``log(1 + r dt)/dt``, not ``r``:
+    no rate is reported for it."""
+    from wgflow.study import RESOLVED, FlowHistory, _resolved_rate
+    r, J_star = 2.0, 1.0
+
+    def history(t, J):
+        n = len(t)
+        return FlowHistory(np.asarray(t), np.asarray(J), np.zeros(n), np.arange(n))
+
+    t = np.arange(0, 12, 0.01)                                   # r dt = 0.02
+    got = _resolved_rate(history(t, J_star + 0.1 * np.exp(-r * t)), J_star, 1e-10, 1e-4)
+    assert got == pytest.approx(r, rel=1e-9)                     # a least-squares fit of exact exponentials
+    dt = 2.0                                                     # r dt = 4 > RESOLVED
+    k = np.arange(20)
+    hist = history(k * dt, J_star + 0.1 * (1 + r * dt) ** (-k.astype(float)))
+    assert r * dt > RESOLVED and _resolved_rate(hist, J_star, 1e-10, 1e-4) is None

@@ -14,7 +14,8 @@ section        keys (defaults in :data:`DEFAULTS`)
 ``objective``  ``kind`` (``discounted`` / ``average``), ``gamma``, ``entropy``
 ``solve``      ``method``, ``tol``, ``hard`` (also solve with entropy 0)
 ``initial``    ``kind`` (``uniform`` / ``gaussian``), ``mean``, ``std``: the policy every flow starts from
-``flows``      ``schemes``, ``t_end``, ``max_steps``, ``max_seconds`` (wall budget per run, 0: none),
+``flows``      ``schemes``, ``t_end`` (flow time; default 1e300: none, since the steps of the
+               implicit ``otto`` and of ``jko`` grow geometrically), ``max_steps``, ``max_seconds`` (wall budget per run, 0: none),
                ``stop_gap`` (stop when ``(J - J*)/max(1, |J*|)`` is below it, 0: never),
                ``steady_state`` (stop when ``max|dm/dt|`` is below it, 0: never), ``frames``
                (policies saved per run, spaced geometrically in time), ``options.<scheme>``
@@ -62,7 +63,7 @@ DEFAULTS = {
     "objective": {"kind": "discounted", "gamma": 0.95, "entropy": 0.5},
     "solve": {"method": "auto", "tol": 1e-12, "hard": True},
     "initial": {"kind": "uniform", "mean": 0.0, "std": 1.0},
-    "flows": {"schemes": ["otto", "jko", "wppg", "wpo", "pmd"], "t_end": 100.0, "max_steps": 5000,
+    "flows": {"schemes": ["otto", "jko", "wppg", "wpo", "pmd"], "t_end": 1e300, "max_steps": 5000,
               "max_seconds": 15.0, "stop_gap": 1e-11, "steady_state": 1e-10, "frames": 40,
               "options": {}},
     "hessian": {"enabled": True, "k": 6, "mobility": "sg", "method": "auto"},
@@ -333,7 +334,7 @@ def validate(cfg: dict) -> dict:
     from . import problems
     from .evaluation import _METHODS
     from .flows import scheme_names
-    from .hessian import MOBILITIES
+    from .mobility import MOBILITIES
     from .verify import CHECKS
     cfg = merge(DEFAULTS, cfg)
     s = cfg["study"]

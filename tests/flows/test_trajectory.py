@@ -213,8 +213,8 @@ def _last(traj, n):
 
 
 # every registered scheme, adaptive steps where the scheme has them: (scheme, options, t_end)
-RESUME_CASES = [("otto", {}, 0.3), ("jko", {}, 4.0), ("jko", {"implicit": True}, 4.0),
-                ("pmd", {}, 4.0), ("pg", {}, 2.0), ("wpo", {}, 1.0), ("wpo", {"samples": 6}, 1.0),
+RESUME_CASES = [("otto", {}, 0.3), ("otto", {"method": "explicit"}, 0.3), ("jko", {}, 4.0),
+                ("jko", {"implicit": True}, 4.0), ("pmd", {}, 4.0), ("pg", {}, 2.0), ("wpo", {}, 1.0), ("wpo", {"samples": 6}, 1.0),
                 ("wppg", {}, 1.0), ("wppg", {"particles": 7}, 1.0)]
 
 

@@ -193,3 +193,28 @@ def test_bad_variance_raises():
         heat_step(np.full((1, 5), 0.2), g, np.nan)
     with pytest.raises(ValueError):
         heat_step(np.full((1, 5), 0.2), g, 0.1, method="fft")
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("r", [0.3, 5.0, 80.0])
+def test_cycle_weights_equal_the_folded_bessel_kernel(periodic, r):
+    """A kernel wider than the period comes from the cycle's eigenvalues; folding the free-lattice
+    Bessel kernel over the images gives the same weights (two independent formulas)."""
+    from wgflow.kernels.heat import _bessel_weights, _cycle_weights
+    n = 7
+    P = n if periodic else 2 * n
+    j0, w = -(P // 2), _cycle_weights(P, r)
+    off, k = _bessel_weights(r)
+    folded = np.bincount(np.mod(off - j0, P), weights=k, minlength=P)
+    # sums of O(1) terms: rounding, times the number of images folded
+    np.testing.assert_allclose(w, folded, rtol=0, atol=1e-15 * max(1.0, off.size / P))
+    assert np.all(w >= 0)
+
+
+def test_huge_entropy_heat_step_is_the_uniform_law():
+    """A variance far beyond the box (entropy 1e300) gives the uniform law on the reflecting grid,
+    without a window of ~r weights."""
+    j0, w = heat_weights(10, 1e300)
+    assert w.size == 20 and np.all(w == w[0])
+    out = heat_step(np.eye(10), wg.Grid([(0, 1)], [10]), 1e298)
+    np.testing.assert_allclose(out, 0.1, rtol=1e-14)

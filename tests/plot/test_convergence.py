@@ -88,3 +88,19 @@ def test_trajectory_plot_method():
     y = ax2.lines[0].get_ydata()
     ok = np.isfinite(y)
     np.testing.assert_allclose(y[ok], (traj.J - J_star)[ok])
+
+
+def test_flow_times_over_many_decades_get_a_symlog_axis_from_zero(assert_readable):
+    """Implicit steps grow geometrically (t from 1e-3 to 1e6): the default axis shows every step
+    and t = 0; a run within three decades keeps a linear axis."""
+    t = np.concatenate([[0.0], 1e-3 * 10.0 ** np.arange(10)])
+    fig = wplot.plot_convergence({"otto": Run(t, 1.0 + np.exp(-np.arange(11.0)))}, 1.0, floor=1e-12)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "symlog" and ax.get_xlim()[0] == 0.0
+    ticks = ax.get_xticks()
+    assert ticks[0] == 0.0 and len(ticks) <= 8 and ticks[-1] <= t[-1]
+    assert_readable(fig)
+    fig = wplot.plot_convergence({"a": Run([0.0, 1.0, 2.0], [3.0, 2.0, 1.5])}, 1.0)
+    assert fig.axes[0].get_xscale() == "linear"
+    with pytest.raises(ValidationError, match="xscale"):
+        wplot.plot_convergence({"a": Run([0.0, 1.0], [2.0, 1.5])}, 1.0, xscale="logit")

@@ -8,7 +8,7 @@ HDF5 layout (root attributes ``wgflow_type = "NNTrainingResult"``, ``wgflow_vers
     /actor/<parameter>       final policy weights (attribute ``config``: the architecture)
     /critic/<parameter>      final twin-critic weights (attribute ``config``)
 
-Writes are atomic (:class:`wgflow.io.atomic_h5`).
+Writes are atomic (:class:`wgflow.h5.atomic_h5`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileFormatError, MissingFileError, ValidationError
-from ..io import atomic_h5
+from ..h5 import atomic_h5
 from ..version import __version__
 from ._torch import require_torch
 

@@ -48,8 +48,37 @@ def _series(run, x):
     return xs, J
 
 
+def _xscale(xscale, xs_list) -> dict:
+    """Keyword arguments of ``Axes.set_xscale`` for ``xscale`` (``"auto"`` resolved on the data)."""
+    if xscale not in ("auto", "linear", "log", "symlog"):
+        raise ValidationError(f"xscale must be 'auto', 'linear', 'log' or 'symlog', got {xscale!r}")
+    pos = np.concatenate([np.asarray(v, dtype=float).ravel() for v in xs_list] or [np.empty(0)])
+    pos = pos[np.isfinite(pos) & (pos > 0)]
+    if xscale == "auto":
+        xscale = "symlog" if pos.size and pos.max() > 1e3 * pos.min() else "linear"
+    if xscale == "symlog":
+        return {"value": "symlog", "linthresh": float(pos.min()) if pos.size else 1.0, "linscale": 0.5}
+    return {"value": xscale}
+
+
+def _symlog_ticks(ax, kw, xmax):
+    """0 and at most seven powers of ten on a symmetric-log x axis that starts at 0."""
+    if kw["value"] != "symlog" or not np.isfinite(xmax) or xmax <= 0:
+        return
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    lo, hi = int(np.ceil(np.log10(kw["linthresh"]))), int(np.floor(np.log10(xmax)))
+    decades = list(range(lo, hi + 1))
+    step = max(1, -(-len(decades) // 7))
+    ticks = [0.0] + [10.0 ** d for d in decades[::step]]
+    ax.set_xlim(0.0, xmax * 2.0)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: "0" if v == 0 else f"$10^{{{int(round(np.log10(v)))}}}$"))
+
+
 def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor: float | None = None,
-                     distance: dict | None = None, title: str | None = None, xscale: str = "linear",
+                     distance: dict | None = None, title: str | None = None, xscale: str = "auto",
                      labels: dict | None = None, distance_xlabel: str | None = None):
     r"""``J - J*`` of several runs on one log-scale axis (and optionally the distance to ``pi*``).
 
@@ -70,7 +99,10 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
         (``x``) where it first did.
     distance : dict name -> (x values, d values), optional
         Also draw ``d(pi, pi*)`` on a second log-scale axis.
-    xscale : {"linear", "log", "symlog"}
+    xscale : {"auto", "linear", "log", "symlog"}
+        ``"auto"`` (default): linear, unless the positive x values span more than three decades
+        (implicit ``otto`` and ``jko`` steps grow geometrically: flow times from 1e-3 to 1e15);
+        then symmetric-log, linear below the smallest positive x, so that ``t = 0`` is shown.
     labels : dict name -> str, optional
         Legend entries (default: the names).
     distance_xlabel : str, optional
@@ -125,6 +157,7 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
             ymax = max(ymax, float(np.nanmax(shown)))
         if xs.size:
             xmin, xmax = min(xmin, float(np.min(xs))), max(xmax, float(np.max(xs)))
+    scale_kw = _xscale(xscale, [_series(run, x)[0] for run in runs.values()])
     a.set_yscale("log")
     ylo = floor / 30.0
     a.axhspan(ylo, floor, color="0.85", zorder=0, lw=0)
@@ -132,7 +165,8 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
     a.text(0.98, floor, f"rounding level of J ({floor:.1e})", transform=a.get_yaxis_transform(),
            ha="right", va="top", fontsize=7.5, color="0.3")
     a.set_ylim(ylo, ymax * 3.0)
-    a.set_xscale(xscale)
+    a.set_xscale(**scale_kw)
+    _symlog_ticks(a, scale_kw, xmax)
     a.set_xlabel(XAXES[x])
     a.set_ylabel("J − J*")
     a.grid(alpha=0.3, which="major")
@@ -149,7 +183,8 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
                    color=colours[list(runs).index(name) % len(colours)] if name in runs else None,
                    lw=1.5, marker=".", ms=3, label="_" + labels.get(name, name))
         b.set_yscale("log")
-        b.set_xscale(xscale)
+        b.set_xscale(**scale_kw)
+        _symlog_ticks(b, scale_kw, xmax)
         b.set_xlabel(distance_xlabel or XAXES[x])
         b.set_ylabel("d(π, π*)  (Wasserstein, weights of π*)")
         b.grid(alpha=0.3)

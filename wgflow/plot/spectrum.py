@@ -1,7 +1,7 @@
 r"""Second order: the Hessian spectrum, its leading eigen-fields, predicted vs measured rate.
 
 An eigenvector of the Hessian is a grid potential ``phi`` (``(nS, nA)``); it moves the masses
-by ``dm = L_theta(m) phi`` (:func:`wgflow.hessian.laplacian_apply`). Over a state space the
+by ``dm = L_theta(m) phi`` (:func:`wgflow.mobility.laplacian_apply`). Over a state space the
 figures show what the mode does to the policy: the first-order change of the mean action,
 ``d mu(s) = sum_a a dm(s, a)`` (2-D state grids), or ``dm / vol`` itself as a map over
 (state, action) (1-D state grids).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
+from ..mobility import laplacian_apply
 from ._common import (action_label, axis_label, edges, fmt_value, new_figure, state_field, state_label,
                       suptitle, symmetric_limits)
 
@@ -54,7 +55,6 @@ def plot_spectrum(eigenvalues, kappa: float | None = None, ax=None, title: str |
 def mode_mean_shift(policy, phi, action_axis: int = 0, mobility: str = "sg") -> np.ndarray:
     """``d mu(s) = sum_a a (L_theta(m) phi)(s, a)``: the first-order change of the mean action
     (along ``action_axis``) when the masses move along the potential ``phi`` ``(nS, nA)``."""
-    from ..hessian import laplacian_apply
     A = policy.actions
     if A is None:
         raise ValidationError("mode_mean_shift needs an action grid")
@@ -88,7 +88,6 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
     -------
     matplotlib.figure.Figure
     """
-    from ..hessian import laplacian_apply
     V = np.asarray(eigenvectors, dtype=float)
     if V.ndim == 2:
         V = V[None]

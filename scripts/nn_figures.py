@@ -1,6 +1,7 @@
 """Figures of the recorded runs (data/nn_pendulum.json, data/nn_ergodic.json).
 
-    python scripts/nn_figures.py
+    python scripts/nn_figures.py                  # both figures
+    python scripts/nn_figures.py --ergodic-only   # only docs/figures/nn_ergodic_gain.png
 
 docs/figures/nn_pendulum_curves.png: exact J of each algorithm's deterministic policy on the
 101 x 101 x 41 grid (gamma 0.99) with J* as a horizontal line, and the mean Pendulum-v1 return
@@ -115,7 +116,8 @@ def ergodic():
     for key in order:
         steps = sorted({r["steps"] // 1000 for r in groups[key]})
         rng = f"{steps[0]}k" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}k"
-        labels.append(f"{key[0]}, expl. {key[1]:g} r, {key[2]} traj. ({len(groups[key])} run{"s" if len(groups[key]) > 1 else ""}, {rng} steps)")
+        n = len(groups[key])
+        labels.append(f"{key[0]}, expl. {key[1]:g} r, {key[2]} traj. ({n} run{'s' if n > 1 else ''}, {rng} steps)")
     bx.set_yticks(np.arange(len(order)), labels, fontsize=7)
     bx.set_xscale("log")
     bx.axvline(10, color="k", ls=":", lw=0.8)

@@ -823,6 +823,21 @@ def test_average_default_on_mountain_car(tau):
     assert 1e-5 * disc.J == pytest.approx(sol.J, abs=1e-3 * (1 + abs(sol.J)))
 
 
+def test_average_start_falls_back_when_the_discounted_policy_is_multichain():
+    # state 2 keeps a cost-0.5 self-loop rather than pay 60 once to reach the free loop at 1:
+    # optimal at gamma = 0.99 (0.5 / 0.01 = 50 < 60), so the discounted start is multichain
+    # ({1} and {2} closed); the average-optimal policy moves (gain 0 instead of 0.5)
+    P = np.zeros((3, 2, 3))
+    P[0, 0, 0] = P[0, 1, 1] = P[1, 0, 1] = P[1, 1, 0] = P[2, 0, 2] = P[2, 1, 1] = 1.0
+    C = np.array([[1.0, 2.0], [0.0, 0.0], [0.5, 60.0]])
+    mdp = wg.MDP.from_arrays(P, C)
+    from wgflow.evaluation import _discounted_start
+    assert _discounted_start(mdp, 0.0) is None
+    sol = wg.solve(mdp, wg.Average())
+    assert sol.J == 0.0
+    np.testing.assert_array_equal(sol.policy.masses.argmax(axis=1), [1, 0, 1])
+
+
 def test_linear_solve_cache_orders_nearly_acyclic_chains():
     # the double integrator's optimal chain has small components (the largest of 60 states):
     # the block-ordered factorization is used and agrees with COLAMD to rounding

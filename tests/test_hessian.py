@@ -499,13 +499,15 @@ def test_continuity_curve_never_returns_nan():
 # ---------------------------------------------------------------------------------------------
 # the spectrum is the linearized otto flow's, on every built-in problem
 # ---------------------------------------------------------------------------------------------
-def _otto_jacobian_slowest_rate(mdp, obj, sol, eps=1e-5):
+def _otto_jacobian_slowest_rate(mdp, obj, sol, eps=1e-3):
     """Slowest decay rate of ``dm/dt = otto_rhs(m, Q(m))`` linearized at ``sol.policy``.
 
     Independent of wgflow.hessian: central differences of the flux kernel with ``Q`` re-evaluated
     by ``wg.evaluate``, in relative coordinates ``dm = m (e_a - m_s) eps`` (zero sum, positive,
-    accurate in Gibbs tails), then the eigenvalues of the dense Jacobian. Also returns the largest
-    outflow rate, which sets the rounding of the differences.
+    accurate in Gibbs tails), Richardson-extrapolated over ``eps`` and ``eps/2`` (truncation
+    ``O(eps^4)``, so ``eps`` can be large enough for the rounding of ``Q`` not to matter), then
+    the eigenvalues of the dense Jacobian. Also returns the largest outflow rate, which sets the
+    rounding of the differences.
     """
     from wgflow.flows.otto import otto_rhs
     from wgflow.hessian import MASS_FLOOR
@@ -521,12 +523,16 @@ def _otto_jacobian_slowest_rate(mdp, obj, sol, eps=1e-5):
         f = np.where(sup, y / np.where(sup, m, 1.0), 0.0)
         return np.array([f[s, a] - f[s, pin[s]] for s, a in dirs])
 
-    J = np.empty((len(dirs), len(dirs)))
-    for j, (s, a) in enumerate(dirs):
-        d = np.zeros_like(m)
-        d[s] = -m[s, a] * m[s]
-        d[s, a] += m[s, a]
-        J[:, j] = coords((F(m + eps * d) - F(m - eps * d)) / (2 * eps))
+    def jacobian(e):
+        J = np.empty((len(dirs), len(dirs)))
+        for j, (s, a) in enumerate(dirs):
+            d = np.zeros_like(m)
+            d[s] = -m[s, a] * m[s]
+            d[s, a] += m[s, a]
+            J[:, j] = coords((F(m + e * d) - F(m - e * d)) / (2 * e))
+        return J
+
+    J = (4.0 * jacobian(eps / 2) - jacobian(eps)) / 3.0
     rate = float(otto_rhs(m, sol.Q, tau, A)[1][sup].max())
     return float(np.min(-np.linalg.eigvals(J).real)), rate
 
@@ -551,9 +557,12 @@ def test_predicted_rate_is_the_slowest_rate_of_the_linearized_otto_flow(name, ob
     sol = wg.solve(mdp, obj)
     H = wg.hessian(mdp, obj, sol.policy)
     slowest, rate = _otto_jacobian_slowest_rate(mdp, obj, sol)
-    # central differences with a relative step 1e-5: truncation ~1e-10, rounding
-    # eps_mach * rate / (1e-5 * slowest) relative to the slowest rate
-    tol = 1e-8 + 100 * np.finfo(float).eps * rate / (1e-5 * slowest)
+    # Richardson-extrapolated central differences with relative steps 1e-3 and 5e-4: truncation
+    # ~1e-12; rounding of the flux, eps_mach * rate / (1e-3 * slowest) relative to the slowest
+    # rate (times 3 for the extrapolation's weights), and of Q (the evaluations' solves, up to
+    # ~1e-12 relative in each difference: a few 1e-9 after the division by the step; a step
+    # of 1e-5 without extrapolation left ~1e-6 here, which depended on the last bits of Q)
+    tol = 1e-8 + 300 * np.finfo(float).eps * rate / (1e-3 * slowest)
     assert H.predicted_rate() / 2 == pytest.approx(slowest, rel=tol)
 
 
@@ -624,7 +633,11 @@ def test_hessian_at_a_soft_optimum_with_underflowed_tails():
     curve = continuity_curve(mdp, sol.policy, phi, 1e-3)
     assert np.all(curve[empty] == m[empty])
     fd = _second_difference(_J_along(mdp, obj, sol.policy, phi, "sg"), 2.5e-3)
-    assert H.quadratic_form(phi) == pytest.approx(fd, rel=1e-5)
+    # truncation ~1e-5 relative; rounding: J ~ 265 (gamma = 0.99) is computed to about an ulp,
+    # and the extrapolated second difference multiplies an error of d in each J by
+    # (64 + 4) / (3 eps^2): allow 4 ulps of |J| (~6e-5 relative here)
+    rounding = 68.0 / 3.0 * 4 * np.spacing(abs(sol.J)) / 2.5e-3 ** 2
+    assert H.quadratic_form(phi) == pytest.approx(fd, rel=1e-5, abs=rounding)
     gaps = _fokker_planck_gaps(mdp, sol.Q, 0.05, m)
     np.testing.assert_allclose(H.spectrum(1)[0] / H.kappa, np.min(gaps), rtol=1e-8)
 

@@ -184,3 +184,6 @@ def test_rates_are_reported_only_for_steps_that_resolve_the_decay():
     k = np.arange(20)
     hist = history(k * dt, J_star + 0.1 * (1 + r * dt) ** (-k.astype(float)))
     assert r * dt > RESOLVED and _resolved_rate(hist, J_star, 1e-10, 1e-4) is None
+    # a run that settles at a floor inside the window (a biased scheme) has no rate to J*
+    floor = J_star + 1e-5 + 0.1 * np.exp(-r * t)
+    assert _resolved_rate(history(t, floor), J_star, 1e-10, 1e-4) is None

@@ -785,14 +785,19 @@ RESOLVED = 0.25
 
 
 def _resolved_rate(hist, J_star, lower, upper):
-    """:func:`~wgflow.hessian.measured_rate` of a run's history, or None when the run did not
-    reach the window or its steps there are too large to resolve the rate (``r dt > RESOLVED``)."""
+    """:func:`~wgflow.hessian.measured_rate` of a run's history, or None when the run did not go
+    two decades into the window (it may be stalling at a biased floor) or its steps there are too
+    large to resolve the rate (``r dt > RESOLVED``)."""
     from .hessian import measured_rate
     try:
         rate = measured_rate(hist, J_star, lower=lower, upper=upper)
     except ValidationError:
         return None
     gap = (np.asarray(hist.J) - J_star) / max(1.0, abs(J_star))
+    if not gap[-1] < 1e-2 * upper:
+        # a run that stalls inside the window (a biased scheme's floor, wpo/wppg) is not
+        # decaying to J*: two decades into the window at least
+        return None
     inside = np.nonzero((gap > lower) & (gap < upper))[0]
     dts = np.diff(np.asarray(hist.times))[inside[inside > 0] - 1]    # the steps that land in the window
     return rate if dts.size and rate * dts.max() <= RESOLVED else None

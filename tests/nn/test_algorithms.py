@@ -1,6 +1,7 @@
 """The actor updates against closed forms: WPO = score-function gradient in expectation (Stein's
 identity) and zero variance for linear Q; WPPG's target = transport by -h grad Q plus heat noise of
-variance 2 tau h; the plug-in mixture entropy against the entropy of a Gaussian convolution."""
+variance 2 tau h; the plug-in mixture entropy against the entropy of a Gaussian convolution; the
+average-cost critic target's fixed point against wgflow's exact relative values and gain."""
 import math
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from wgflow.nn.algorithms import mixture_entropy, precondition, wpo_loss, wppg_loss, wppg_target  # noqa: E402
+from wgflow.nn.algorithms import (average_cost_target, mixture_entropy, precondition, wpo_loss,  # noqa: E402
+                                  wppg_loss, wppg_target)
 
 
 def _wpo_grads(mu0, std0, u, G, preconditioner=True):
@@ -132,3 +134,50 @@ def test_mixture_entropy_of_a_gaussian():
     assert np.all(np.abs(H - exact) < 5 * se + 2.0 / M)
     with pytest.raises(ValueError):
         mixture_entropy(centers, samples, 0.0)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3, 5.0])
+def test_average_cost_target_fixed_point_is_the_relative_q(rho):
+    """Iterating the trainer's target in expectation over the stationary state-action law ``d``
+    (``centre = d . Q``) on a small garnet MDP under a stochastic policy converges, for any gain
+    estimate ``rho``, to wgflow's exact relative Q of the average cost plus a constant, and the
+    constant makes ``d . Q = g - rho`` with ``g`` the exact gain."""
+    import wgflow as wg
+    mdp = wg.problems.get("garnet", n_states=6, n_actions=3, branching=3, seed=1)
+    nS, nA = mdp.C.shape
+    pi = np.random.default_rng(2).dirichlet(np.ones(nA), size=nS)
+    ev = wg.evaluate(mdp, wg.Policy(pi), wg.Average())
+    P = mdp.P.toarray()                                   # (nS * nA, nS)
+    d = (np.asarray(ev.weights)[:, None] * pi).reshape(-1)  # stationary law of (s, a)
+    c = torch.tensor(mdp.C.reshape(-1), dtype=torch.float64)
+    Q = torch.zeros(nS * nA, dtype=torch.float64)
+    for _ in range(400):
+        q_next = torch.tensor(P @ (pi * Q.numpy().reshape(nS, nA)).sum(1), dtype=torch.float64)
+        centre = torch.tensor(d @ Q.numpy(), dtype=torch.float64)
+        Q = average_cost_target(c, rho, q_next, centre)
+    Q = Q.numpy().reshape(nS, nA)
+    shift = Q - np.asarray(ev.Q)
+    # the iteration contracts like the second eigenvalue of P_pi (modulus 0.43 here), so 400 steps
+    # leave ~1e-140 of the start; 1e-10 is far above the rounding of values of size ~1
+    np.testing.assert_allclose(shift, shift.mean(), atol=1e-10)
+    assert abs(d @ Q.reshape(-1) - (ev.J - rho)) < 1e-10
+    assert abs(d @ mdp.C.reshape(-1) - ev.J) < 1e-12
+
+
+def test_average_cost_target_without_centring_drifts():
+    """Dropping the centre (m = 0) with a wrong gain estimate makes the values drift by g - rho a
+    step: the centring is what keeps the undiscounted target bounded."""
+    import wgflow as wg
+    mdp = wg.problems.get("garnet", n_states=6, n_actions=3, branching=3, seed=1)
+    nS, nA = mdp.C.shape
+    pi = np.full((nS, nA), 1.0 / nA)
+    g = wg.evaluate(mdp, wg.Policy(pi), wg.Average()).J
+    P = mdp.P.toarray()
+    c = torch.tensor(mdp.C.reshape(-1), dtype=torch.float64)
+    Q = torch.zeros(nS * nA, dtype=torch.float64)
+    rho = g - 0.5
+    for _ in range(200):
+        q_next = torch.tensor(P @ (pi * Q.numpy().reshape(nS, nA)).sum(1), dtype=torch.float64)
+        Q = average_cost_target(c, rho, q_next, torch.tensor(0.0, dtype=torch.float64))
+    # after the transient, Q grows by (g - rho) = 0.5 per iteration
+    assert float(Q.mean()) == pytest.approx(200 * 0.5, rel=0.05)

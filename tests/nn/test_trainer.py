@@ -108,6 +108,29 @@ def test_train_writes_results_and_load_policy(tmp_path):
         wnn.load_policy(tmp_path / "m.h5")
 
 
+def test_exploration_noise_is_added_to_every_algorithm_s_action():
+    """Same seeds, same policy samples: the executed actions differ by exploration_std * r * xi with
+    xi standard normal (away from the box's edges); the default is 0.1 for WPPG, 0 otherwise."""
+    assert TrainConfig(algo="wpo").exploration_std == 0.0
+    assert TrainConfig(algo="reparam").exploration_std == 0.0
+    assert TrainConfig(algo="wppg").exploration_std == 0.1
+    assert TrainConfig(algo="wppg-implicit").exploration_std == 0.1
+    opts = dict(TINY, learning_starts=0, objective="average")
+    states = np.tile([[0.5, 1.0]], (4000, 1))
+    acts = {}
+    for e in (0.0, 0.05):
+        tr = Trainer("pendulum", TrainConfig(algo="wpo", steps=10, exploration_std=e, **opts),
+                     params=SMALL_PENDULUM, progress=False)
+        acts[e] = tr._act(states)[:, 0]
+    # torque box [-2, 2], noise std 0.05 * 2 = 0.1: from |a| < 1.4 clipping needs a 6-sigma draw
+    inside = np.abs(acts[0.0]) < 1.4
+    xi = (acts[0.05] - acts[0.0])[inside] / (0.05 * 2.0)
+    assert inside.sum() > 2000
+    # mean and standard deviation of >2000 standard normals: 5 standard errors
+    assert abs(xi.mean()) < 5 / np.sqrt(inside.sum())
+    assert abs(xi.std() - 1.0) < 5 / np.sqrt(2 * inside.sum())
+
+
 def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="unknown algorithm"):
         TrainConfig(algo="ppo")

@@ -9,7 +9,8 @@ Main names::
     train, TrainConfig, Trainer, TrainResult      # wgflow.nn.trainer
     load_policy, load_result                       # wgflow.nn.results
     SquashedGaussianPolicy, ImplicitPolicy, TwinQ  # wgflow.nn.networks
-    wpo_loss, wppg_target, wppg_loss, reparam_loss, mixture_entropy   # wgflow.nn.algorithms
+    wpo_loss, wppg_target, wppg_loss, reparam_loss, mixture_entropy,  # wgflow.nn.algorithms
+    average_cost_target
     ModelEnv, GymEnv, make_env, SolutionAgent, gym_evaluate           # wgflow.nn.envs
     project_policy, exact_evaluation                                  # wgflow.nn.projection
     plot_learning_curves                                              # wgflow.nn.plot
@@ -29,6 +30,7 @@ _NAMES = {
     "StateFeatures": "networks",
     "wpo_loss": "algorithms", "wppg_target": "algorithms", "wppg_loss": "algorithms",
     "reparam_loss": "algorithms", "mixture_entropy": "algorithms", "ALGORITHMS": "algorithms",
+    "average_cost_target": "algorithms",
     "ModelEnv": "envs", "GymEnv": "envs", "make_env": "envs", "SolutionAgent": "envs",
     "gym_evaluate": "envs",
     "project_policy": "projection", "exact_evaluation": "projection",

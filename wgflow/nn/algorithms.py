@@ -36,7 +36,7 @@ from ._torch import require_torch
 torch = require_torch()
 
 __all__ = ["precondition", "wpo_loss", "wppg_target", "wppg_loss", "reparam_loss",
-           "mixture_entropy", "gaussian_kl", "ALGORITHMS"]
+           "mixture_entropy", "gaussian_kl", "average_cost_target", "ALGORITHMS"]
 
 #: the algorithm names accepted by the trainer and the CLI
 ALGORITHMS = ("wpo", "wppg", "wppg-implicit", "reparam")
@@ -105,6 +105,42 @@ def wppg_loss(a, target):
 def reparam_loss(q, logp, alpha):
     """SAC actor loss for costs: ``mean(q + alpha logp)`` (``alpha`` stopped)."""
     return (q + alpha.detach() * logp).mean()
+
+
+def average_cost_target(cost, rho, q_next, centre):
+    r"""Relative-value (average-cost) critic target ``y = c - rho + Q'(s', a') - m``.
+
+    Parameters
+    ----------
+    cost : tensor ``(B,)``
+        One-step costs ``c(s, a)``.
+    rho : float
+        Gain estimate (any finite value: it only shifts the additive constant of the fixed point).
+    q_next : tensor ``(B,)``
+        ``E_{a' ~ pi(.|s')} Q'(s', a')`` (target critic).
+    centre : tensor (scalar)
+        ``m``, the mean of the target critic over the replayed pairs ``(s, a)``.
+
+    Notes
+    -----
+    In expectation over a replay law ``d`` on state-action pairs that is stationary for the
+    policy's state-action chain ``P_pi``, the target is the operator
+    ``T Q = c - rho + P_pi Q - (d . Q) 1``. Its fixed point solves ``Q = c - g + P_pi Q`` (the
+    relative Q of the papers' digest, ``Q = c - J + P V``) with ``d . Q = g - rho``, where
+    ``g = d . c`` is the gain: whatever ``rho`` is, the relative values -- and so ``grad_a Q``,
+    all the actor uses -- are right, and the constant stays bounded. The iteration matrix
+    ``P_pi - 1 d^T`` has the eigenvalues of ``P_pi`` except that ``1`` is replaced by ``0``, so the
+    iteration converges for an aperiodic unichain policy (relative value iteration with the
+    ``d``-average as the reference).
+
+    Examples
+    --------
+    >>> import torch
+    >>> average_cost_target(torch.tensor([1.0, 2.0]), 1.5, torch.tensor([0.5, -0.5]),
+    ...                     torch.tensor(0.25))
+    tensor([-0.2500, -0.2500])
+    """
+    return cost - rho + q_next - centre
 
 
 def mixture_entropy(centers, samples, sigma: float):

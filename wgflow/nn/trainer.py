@@ -2,9 +2,11 @@ r"""Off-policy actor-critic training with the WPO, WPPG and reparameterized acto
 
 One loop for every algorithm (costs minimized):
 
-1. act: WPO and ``reparam`` sample their squashed Gaussian; WPPG executes ``g_theta(s, eps)`` plus
-   Gaussian noise of standard deviation ``exploration_std * r`` (the paper's convolution of the
-   executed action), clipped to the box; the first ``learning_starts`` steps act uniformly;
+1. act: WPO and ``reparam`` sample their squashed Gaussian, WPPG executes ``g_theta(s, eps)``;
+   every algorithm adds Gaussian noise of standard deviation ``exploration_std * r`` (``r`` the
+   action box's half-width; for WPPG the paper's convolution of the executed action, default 0.1;
+   default 0 for the others) and clips to the box; the first ``learning_starts`` steps act
+   uniformly;
 2. store ``(s, a, cost, s', terminated)``; WPPG stores ``cost - tau * H(s)`` with ``H`` the plug-in
    mixture entropy (:func:`~wgflow.nn.algorithms.mixture_entropy`, bandwidth = the exploration
    noise);
@@ -41,7 +43,7 @@ import numpy as np
 
 from ..errors import MissingFileError, ValidationError
 from ._torch import require_torch, resolve_device
-from .algorithms import ALGORITHMS, gaussian_kl, mixture_entropy, reparam_loss, wpo_loss, wppg_loss, wppg_target
+from .algorithms import ALGORITHMS, average_cost_target, gaussian_kl, mixture_entropy, reparam_loss, wpo_loss, wppg_loss, wppg_target
 from .envs import GYM_ADAPTERS, GymEnv, ModelEnv, gym_evaluate, make_env
 from .networks import ImplicitPolicy, SquashedGaussianPolicy, TwinQ
 from .replay import ReplayBuffer
@@ -89,7 +91,7 @@ class TrainConfig:
     wppg_samples: int = 8
     eta: float = 0.1
     tau: float = 1e-4
-    exploration_std: float = 0.1
+    exploration_std: float | None = None
     entropy_centers: int = 16
     entropy_samples: int = 16
     latent_dim: int = 0
@@ -111,6 +113,9 @@ class TrainConfig:
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
         if self.algo not in ALGORITHMS:
             raise ValidationError(f"unknown algorithm {self.algo!r}; choose from {ALGORITHMS}")
+        if self.exploration_std is None:
+            self.exploration_std = 0.1 if self.algo.startswith("wppg") else 0.0
+        self.exploration_std = float(self.exploration_std)
         if self.objective not in ("discounted", "average"):
             raise ValidationError(f"objective must be 'discounted' or 'average', got {self.objective!r}")
         if not (0.0 <= self.gamma < 1.0):
@@ -356,7 +361,7 @@ class Trainer:
             return e.action_low + self.rng.random((states.shape[0], e.action_dim)) * (e.action_high - e.action_low)
         with torch.no_grad():
             a = self._sample_actions(self._t(states))[0].double().cpu().numpy()
-        if cfg.algo.startswith("wppg") and cfg.exploration_std > 0:
+        if cfg.exploration_std > 0:
             a = a + cfg.exploration_std * self.radius * self.rng.standard_normal(a.shape)
         return np.clip(a, self.env.action_low, self.env.action_high)
 
@@ -394,7 +399,7 @@ class Trainer:
                 y = c + cfg.gamma * (1.0 - term) * q_next
             else:
                 centre = self.critic_target.pessimistic(s, a).mean()
-                y = c - self.rho + q_next - centre
+                y = average_cost_target(c, self.rho, q_next, centre)
         q1, q2 = self.critic(s, a)
         critic_loss = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
         self.critic_opt.zero_grad(set_to_none=True)

@@ -6,8 +6,8 @@ when a name below is first used.
 
 Main names::
 
-    train, TrainConfig, Trainer, TrainResult      # wgflow.nn.trainer
-    load_policy, load_result                       # wgflow.nn.results
+    train, TrainConfig, Trainer                    # wgflow.nn.trainer
+    TrainResult, load_policy, load_result          # wgflow.nn.results
     SquashedGaussianPolicy, ImplicitPolicy, TwinQ  # wgflow.nn.networks
     wpo_loss, wppg_target, wppg_loss, reparam_loss, mixture_entropy,  # wgflow.nn.algorithms
     average_cost_target
@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 
 _NAMES = {
-    "train": "trainer", "TrainConfig": "trainer", "Trainer": "trainer", "TrainResult": "trainer",
+    "train": "trainer", "TrainConfig": "trainer", "Trainer": "trainer", "TrainResult": "results",
     "load_policy": "results", "load_result": "results", "DeterministicPolicy": "results",
     "SquashedGaussianPolicy": "networks", "ImplicitPolicy": "networks", "TwinQ": "networks",
     "StateFeatures": "networks",

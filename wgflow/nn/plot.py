@@ -14,7 +14,7 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
     Parameters
     ----------
     runs : dict
-        ``label -> result`` (a :class:`~wgflow.nn.trainer.TrainResult` or a loaded result: anything
+        ``label -> result`` (a :class:`~wgflow.nn.results.TrainResult` or a loaded result: anything
         with a ``curve`` dict holding ``step``, ``J_exact``, ``return_mean``); a list of results
         under one label is drawn as its mean with a min-max band.
     J_star : float, optional

@@ -13,7 +13,7 @@ Writes are atomic (:class:`wgflow.h5.atomic_h5`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,63 @@ from ._torch import require_torch
 
 torch = require_torch()
 
-__all__ = ["save_result", "load_result", "load_policy", "DeterministicPolicy", "LoadedResult",
+__all__ = ["TrainResult", "save_result", "load_result", "load_policy", "DeterministicPolicy", "LoadedResult",
            "RESULT_TYPE"]
 
 RESULT_TYPE = "NNTrainingResult"
 FORMAT_VERSION = 1
 _SCALARS = ("J_exact", "J_exact_stochastic", "J_star", "final_return_mean", "final_return_std")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (and the results file holds).
+
+    Attributes
+    ----------
+    curve : dict of arrays
+        ``step``, ``wall``, ``cpu`` (seconds, training and evaluation), ``J_exact`` (exact J of the
+        deterministic policy on the grid problem, NaN without one), ``return_mean``,
+        ``return_std`` (gymnasium episodes, NaN without a twin), ``gain_estimate`` (average cost),
+        ``critic_loss``, ``actor_loss``, ``mean_std`` (mean exploration scale).
+    J_exact, J_exact_stochastic, J_star : float
+        Final exact values (deterministic and stochastic projections) and the grid optimum
+        (the gain for the average cost). NaN when the environment has no grid problem.
+    final_return_mean, final_return_std : float
+        Over ``final_episodes`` gymnasium episodes (seeds 0..n-1), NaN without a twin.
+    diagnostics : dict
+        Timings (``train_wall``, ``train_cpu``, ``eval_wall``, ``eval_cpu``), versions, device.
+    """
+
+    config: object                  # the run's wgflow.nn.TrainConfig
+    env: dict
+    curve: dict
+    J_exact: float
+    J_exact_stochastic: float
+    J_star: float
+    final_return_mean: float
+    final_return_std: float
+    actor: object = field(repr=False, default=None)
+    critic: object = field(repr=False, default=None)
+    diagnostics: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        c = self.config
+        lines = [f"algo {c.algo}, {c.steps} steps, seed {c.seed}, env {self.env['name']} "
+                 f"({self.env.get('objective')})"]
+        if np.isfinite(self.J_star):
+            gap = (self.J_exact - self.J_star) / abs(self.J_star) if self.J_star != 0 else float("nan")
+            kind = "gain" if c.objective == "average" else "J"
+            lines.append(f"exact {kind}: deterministic {self.J_exact:.6g}, stochastic "
+                         f"{self.J_exact_stochastic:.6g}, optimum {self.J_star:.6g} "
+                         f"(gap {100 * gap:.2f} %)")
+        if np.isfinite(self.final_return_mean):
+            lines.append(f"{self.env.get('gym_id')}: mean return {self.final_return_mean:.2f} +- "
+                         f"{self.final_return_std:.2f} over {c.final_episodes} episodes")
+        d = self.diagnostics
+        lines.append(f"time: train {d.get('train_wall', 0):.1f} s wall / {d.get('train_cpu', 0):.1f} s CPU, "
+                     f"evaluation {d.get('eval_wall', 0):.1f} s wall / {d.get('eval_cpu', 0):.1f} s CPU")
+        return "\n".join(lines)
 
 
 def _critic_config(res) -> dict:
@@ -40,8 +91,7 @@ def _critic_config(res) -> dict:
 
 
 def save_result(path, res) -> Path:
-    """Write a :class:`~wgflow.nn.trainer.TrainResult` to ``path`` (HDF5, atomic)."""
-    from .trainer import TrainResult
+    """Write a :class:`TrainResult` to ``path`` (HDF5, atomic)."""
     if not isinstance(res, TrainResult):
         raise ValidationError(f"save_result stores a TrainResult, not {type(res).__name__}")
     with atomic_h5(path) as f:
@@ -67,7 +117,7 @@ def save_result(path, res) -> Path:
 
 @dataclass
 class LoadedResult:
-    """A results file read back: fields as in :class:`~wgflow.nn.trainer.TrainResult`."""
+    """A results file read back: fields as in :class:`TrainResult`."""
 
     config: dict
     env: dict

@@ -30,13 +30,12 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +43,10 @@ import numpy as np
 from ..errors import MissingFileError, ValidationError
 from ._torch import require_torch, resolve_device
 from .algorithms import ALGORITHMS, average_cost_target, gaussian_kl, mixture_entropy, reparam_loss, wpo_loss, wppg_loss, wppg_target
-from .envs import GYM_ADAPTERS, GymEnv, ModelEnv, gym_evaluate, make_env
+from .envs import GYM_ADAPTERS, ModelEnv, gym_evaluate, make_env
 from .networks import ImplicitPolicy, SquashedGaussianPolicy, TwinQ
 from .replay import ReplayBuffer
+from .results import TrainResult, save_result
 
 torch = require_torch()
 
@@ -156,57 +156,6 @@ class TrainConfig:
         if d.get("target_entropy", 0.0) is None:
             d["target_entropy"] = float("nan")
         return cls(**d)
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns (and the results file holds).
-
-    Attributes
-    ----------
-    curve : dict of arrays
-        ``step``, ``wall``, ``cpu`` (seconds, training and evaluation), ``J_exact`` (exact J of the
-        deterministic policy on the grid problem, NaN without one), ``return_mean``,
-        ``return_std`` (gymnasium episodes, NaN without a twin), ``gain_estimate`` (average cost),
-        ``critic_loss``, ``actor_loss``, ``mean_std`` (mean exploration scale).
-    J_exact, J_exact_stochastic, J_star : float
-        Final exact values (deterministic and stochastic projections) and the grid optimum
-        (the gain for the average cost). NaN when the environment has no grid problem.
-    final_return_mean, final_return_std : float
-        Over ``final_episodes`` gymnasium episodes (seeds 0..n-1), NaN without a twin.
-    diagnostics : dict
-        Timings (``train_wall``, ``train_cpu``, ``eval_wall``, ``eval_cpu``), versions, device.
-    """
-
-    config: TrainConfig
-    env: dict
-    curve: dict
-    J_exact: float
-    J_exact_stochastic: float
-    J_star: float
-    final_return_mean: float
-    final_return_std: float
-    actor: object = field(repr=False, default=None)
-    critic: object = field(repr=False, default=None)
-    diagnostics: dict = field(default_factory=dict)
-
-    def summary(self) -> str:
-        c = self.config
-        lines = [f"algo {c.algo}, {c.steps} steps, seed {c.seed}, env {self.env['name']} "
-                 f"({self.env.get('objective')})"]
-        if np.isfinite(self.J_star):
-            gap = (self.J_exact - self.J_star) / abs(self.J_star) if self.J_star != 0 else float("nan")
-            kind = "gain" if c.objective == "average" else "J"
-            lines.append(f"exact {kind}: deterministic {self.J_exact:.6g}, stochastic "
-                         f"{self.J_exact_stochastic:.6g}, optimum {self.J_star:.6g} "
-                         f"(gap {100 * gap:.2f} %)")
-        if np.isfinite(self.final_return_mean):
-            lines.append(f"{self.env.get('gym_id')}: mean return {self.final_return_mean:.2f} +- "
-                         f"{self.final_return_std:.2f} over {c.final_episodes} episodes")
-        d = self.diagnostics
-        lines.append(f"time: train {d.get('train_wall', 0):.1f} s wall / {d.get('train_cpu', 0):.1f} s CPU, "
-                     f"evaluation {d.get('eval_wall', 0):.1f} s wall / {d.get('eval_cpu', 0):.1f} s CPU")
-        return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------------------
@@ -677,7 +626,6 @@ def train(env_name: str, algo: str = "wpo", steps: int = 30000, seed: int = 0, o
     tr.run()
     res = tr.result()
     if output is not None:
-        from .results import save_result
         save_result(output, res)
         if tr.checkpoint_path.exists():
             tr.checkpoint_path.unlink()

@@ -345,11 +345,11 @@ class StudyResult:
                 raise FileFormatError(f"{path} holds a {f.attrs['wgflow_type']}, not a Study")
             try:
                 cfg = json.loads(f.attrs["config"])
-                mdp = _reader(read_mdp, f["mdp"], path=path)
-                sol = _reader(read_result, f["solution/soft"], "Solution", path=path)
-                hard = (_reader(read_result, f["solution/hard"], "Solution", path=path)
+                mdp = read_mdp(f["mdp"], path)
+                sol = read_result(f["solution/soft"], "Solution", path)
+                hard = (read_result(f["solution/hard"], "Solution", path)
                         if "hard" in f["solution"] else None)
-                initial = _reader(read_policy, f["initial"], path=path) if "initial" in f else None
+                initial = read_policy(f["initial"], path) if "initial" in f else None
                 flows = {}
                 order = json.loads(f["flows"].attrs.get("order", "[]")) or list(f["flows"])
                 for name in order:
@@ -437,15 +437,6 @@ def _grid_load(text):
     from .grids import Grid
     d = json.loads(text)
     return None if d is None else Grid.from_dict(d)
-
-
-def _reader(fn, grp, *args, path):
-    """Call one of :mod:`wgflow.records`' group readers (those that name the file in their errors take
-    it as a last argument)."""
-    import inspect
-    if "path" in inspect.signature(fn).parameters:
-        return fn(grp, *args, path)
-    return fn(grp, *args)
 
 
 def _update_attrs(path, res):

@@ -143,8 +143,10 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
     a = axes[0]
     ymax = floor
     xmin, xmax = np.inf, -np.inf
+    all_xs = []
     for k, (name, run) in enumerate(runs.items()):
         xs, J = _series(run, x)
+        all_xs.append(xs)
         gap = J - float(J_star)
         c = colours[k % len(colours)]
         shown = np.where(gap > floor, gap, np.nan)
@@ -157,7 +159,7 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
             ymax = max(ymax, float(np.nanmax(shown)))
         if xs.size:
             xmin, xmax = min(xmin, float(np.min(xs))), max(xmax, float(np.max(xs)))
-    scale_kw = _xscale(xscale, [_series(run, x)[0] for run in runs.values()])
+    scale_kw = _xscale(xscale, all_xs)
     a.set_yscale("log")
     ylo = floor / 30.0
     a.axhspan(ylo, floor, color="0.85", zorder=0, lw=0)

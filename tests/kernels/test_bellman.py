@@ -185,3 +185,35 @@ def test_block_triangular_solver_matches_spsolve(rng, cycles, g):
     # a loose tolerance is honoured (sup-norm)
     w = BlockTriangularSolver(P, g).solve(c, v0=np.zeros(n), tol=1e-6)
     assert np.max(np.abs(w - ref)) <= 1e-6
+
+
+def test_soft_sweep_chain_cut_of_negligible_exponentials_and_nan(rng):
+    # actions with (Q - q_min)/tau >= GIBBS_CUT skip the exponential: the values must still match
+    # the numpy twin (scipy logsumexp over every action), and a NaN in u must reach TV
+    from wgflow.kernels.bellman import GIBBS_CUT
+    mdp = _mdps()[1]
+    nS, nA = mdp.n_states, mdp.n_actions
+    vol = mdp.actions.cell_volume
+    C = np.ascontiguousarray(mdp.C)
+    u = 50 * rng.random(nS)
+    tau = 0.05
+    ptr, idx, pos = union_pattern(mdp.P.indptr, mdp.P.indices, nS, nA)
+    act, perm = np.empty(mdp.P.nnz, dtype=np.uint8), np.empty(mdp.P.nnz, dtype=np.int32)
+    cptr = chain_gather_map(mdp.P.indptr, nS, nA, ptr, pos, act, perm)
+    TV, Q, cpi, val = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.empty(idx.size)
+    soft_sweep_chain(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, tau, np.log(vol), ptr, cptr, act,
+                     perm, TV, Q, val, cpi)
+    t = (Q - Q.min(axis=1, keepdims=True)) / tau
+    assert np.any((t >= GIBBS_CUT) & (t < 700))     # the cut is exercised on representable terms
+    TVn, mn, cpin, Qn = bellman_softmin_numpy(mdp.P, C, u, tau, vol)
+    scale = 1 + np.max(np.abs(Qn))
+    # a few ulps of |Q| (as in the test above); the skipped terms are below 2e-22 of z >= 1
+    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
+    ref = policy_matrix(mdp.P, mn)
+    P_pi = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
+    np.testing.assert_allclose(P_pi.toarray(), ref.toarray(), rtol=0, atol=1e-12)
+    u[3] = np.nan
+    soft_sweep_chain(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, tau, np.log(vol), ptr, cptr, act,
+                     perm, TV, Q, val, cpi)
+    assert np.any(np.isnan(TV))

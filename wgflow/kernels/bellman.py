@@ -474,6 +474,12 @@ def chain_gather_map(indptr, nS, nA, ptr, pos, act, perm):
     return cptr
 
 
+#: soft sweeps skip the exponential of actions with ``(Q - q_min) / tau >= GIBBS_CUT``: their
+#: terms, below ``exp(-GIBBS_CUT) = 2e-22`` each against ``z >= 1``, cannot change ``z`` in double
+#: precision for fewer than ``10^5`` actions (their masses are stored as exact zeros)
+GIBBS_CUT = 50.0
+
+
 @jit
 def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, cperm, TV, Q, pi_val,
                      c_pi):
@@ -511,10 +517,14 @@ def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, 
         ce = 0.0
         for a in range(nA):
             x = Qf[base + a] - qmin
-            e = np.exp(-x * inv)
-            erow[a] = e
-            z += e
-            ce += e * (Cf[base + a] - x)
+            t = x * inv
+            if not t >= GIBBS_CUT:      # NaN takes this branch: it still reaches TV
+                e = np.exp(-t)
+                erow[a] = e
+                z += e
+                ce += e * (Cf[base + a] - x)
+            else:
+                erow[a] = 0.0
         lz = tau * (np.log(z) + logvol)
         TV[s] = qmin - lz
         # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1

@@ -514,8 +514,9 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
               "value_iteration", "relative_value_iteration"} (the tuple ``METHODS``)
         ``"auto"``: modified policy iteration for a Discounted objective (hard and soft), (soft)
         policy iteration for Average. ``"policy_iteration"`` keeps every evaluation exact (a
-        direct sparse solve): the answer is exact to rounding. ``"value_iteration"`` on an
-        Average objective means relative value iteration.
+        direct sparse solve, or GMRES preconditioned by earlier factors down to a direct solve's
+        backward error, ``EXACT_BACKWARD``): the answer is exact to rounding.
+        ``"value_iteration"`` on an Average objective means relative value iteration.
     tol : float
         Modified policy iteration (relative accuracy): stops when
         ``|T V - V|_inf <= (1 - gamma) tol |V|_inf`` for the soft (``tau > 0``) or hard Bellman
@@ -610,7 +611,7 @@ def _solve(mdp, objective, method, tol, max_iter, policy0, reuse_factorization, 
     t1 = time.perf_counter()
     final_cache = LinearSolveCache(reuse=False)
     if last is not None:
-        # exact policy iteration: the last iteration evaluated this very policy by a direct solve
+        # exact policy iteration: the last iteration evaluated this very policy exactly to rounding
         J, w, V, Q = last
     else:
         # the returned values come from a fresh factorization: accurate to rounding, not to
@@ -693,7 +694,8 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
         for it in range(1, max_iter + 1):
             n_factorizations = cache.stats["factorizations"]
             J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, cache)
-            direct = cache.stats["factorizations"] > n_factorizations or cache.backward_tol is not None
+            # exact to rounding: a direct solve, or reused factors held to EXACT_BACKWARD
+            exact = cache.stats["factorizations"] > n_factorizations or cache.backward_tol is not None
             history.append(J)
             new = _greedy(Q, tau, current=masses)
             if bar is not None:
@@ -702,7 +704,7 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
             if tau == 0:
                 if np.array_equal(new, masses):
                     converged = True
-                    if direct:
+                    if exact:
                         last = (J, w, V, Q)
                     break
                 changed = np.count_nonzero(np.any(new != masses, axis=1))

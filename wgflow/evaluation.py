@@ -289,14 +289,18 @@ def _union_pattern(mdp: MDP):
 
 
 def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: LinearSolveCache,
-                     weights: bool = True, V0: np.ndarray | None = None):
+                     weights: bool = True, V0: np.ndarray | None = None, J0: float | None = None,
+                     stationary: bool = True):
     """Core evaluation: returns ``(J, weights, V, Q, c_pi, P_pi)``.
 
     ``weights=False`` skips the occupancy (one transpose solve) for the discounted objective and
-    returns ``None`` in its place; the average cost always needs the stationary law (it
-    normalizes the bias). ``V0`` (discounted only): an approximation of ``V`` that starts the
-    solve when ``cache`` reuses an earlier factorization (same stopping rule: the result is
-    exact to the same tolerance).
+    returns ``None`` in its place; the average cost computes its stationary law (it normalizes
+    the bias) unless ``stationary=False``: then ``weights`` is ``None`` and the bias is
+    normalized by ``h(ref) = 0`` at a recurrent state ``ref`` instead of ``rho . h = 0`` (the
+    greedy policy does not depend on the constant). ``V0``: an approximation of ``V`` that starts
+    the solve when ``cache`` reuses an earlier factorization (same stopping rule: the result is
+    exact to the same tolerance); for the average cost it is used only with ``J0`` (``h`` in any
+    normalization, and ``J``).
     """
     tau = objective.entropy
     c_pi = policy_cost(mdp, masses, tau)
@@ -337,16 +341,25 @@ def _evaluate_masses(mdp: MDP, masses: np.ndarray, objective: Objective, cache: 
         M = (M + sp.csc_matrix((np.ones(nS), (np.arange(nS), np.full(nS, ref))), shape=(nS, nS))).tocsc()
         e = np.zeros(nS)
         e[ref] = 1.0
-        x, rho = cache.solve(M, [c_pi, e], [False, True])
+        x0 = {}
+        if V0 is not None and J0 is not None:
+            v = np.asarray(V0, dtype=float) - V0[ref]
+            v[ref] = J0
+            x0 = {"x0": [v, None] if stationary else [v]}
+        if stationary:
+            x, rho = cache.solve(M, [c_pi, e], [False, True], **x0)
+        else:
+            (x,), rho = cache.solve(M, [c_pi], [False], **x0), None
         J = float(x[ref])
         h = x.copy()
         h[ref] = 0.0
-        if np.min(rho) < -1e-10:
-            raise ConvergenceError(f"stationary law has a negative entry {np.min(rho):g}: the chain is "
-                                   "numerically ill-conditioned", {"min_rho": float(np.min(rho))})
-        rho = np.clip(rho, 0.0, None)
-        rho /= rho.sum()     # rounding only: rho already sums to 1 to ~1e-15
-        h -= rho @ h
+        if rho is not None:
+            if np.min(rho) < -1e-10:
+                raise ConvergenceError(f"stationary law has a negative entry {np.min(rho):g}: the chain "
+                                       "is numerically ill-conditioned", {"min_rho": float(np.min(rho))})
+            rho = np.clip(rho, 0.0, None)
+            rho /= rho.sum()     # rounding only: rho already sums to 1 to ~1e-15
+            h -= rho @ h
         Q = mdp.C - J + (mdp.P @ h).reshape(nS, mdp.n_actions)
         V, weights = h, rho
     _check_accuracy(objective, J, weights, V, Q, c_pi, P_pi)
@@ -692,10 +705,10 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
     it = 0
     try:
         for it in range(1, max_iter + 1):
-            n_factorizations = cache.stats["factorizations"]
-            J, w, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, cache)
-            # exact to rounding: a direct solve, or reused factors held to EXACT_BACKWARD
-            exact = cache.stats["factorizations"] > n_factorizations or cache.backward_tol is not None
+            # the greedy step needs V only: the occupancy / stationary law (a transposed solve) is
+            # computed once, for the returned policy
+            J, _, V, Q, _, _ = _evaluate_masses(mdp, masses, objective, cache, weights=False,
+                                                stationary=False)
             history.append(J)
             new = _greedy(Q, tau, current=masses)
             if bar is not None:
@@ -704,8 +717,11 @@ def _policy_iteration(mdp, objective, tol, max_iter, policy0, reuse, progress):
             if tau == 0:
                 if np.array_equal(new, masses):
                     converged = True
-                    if exact:
-                        last = (J, w, V, Q)
+                    # this evaluation is exact to rounding (a direct solve, or reused factors held
+                    # to EXACT_BACKWARD): add the weights with the current factors (never a new
+                    # factorization), the values restarting from it (accepted by the same test)
+                    cache.reuse, cache.small_factor = True, 0
+                    last = _evaluate_masses(mdp, masses, objective, cache, V0=V, J0=J)[:4]
                     break
                 changed = np.count_nonzero(np.any(new != masses, axis=1))
                 cache.reuse = reuse and changed <= 0.01 * mdp.n_states

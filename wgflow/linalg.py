@@ -19,7 +19,6 @@ sparse LU of the block only).
 """
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 
@@ -154,8 +153,7 @@ _BLAS_CONTROLLER = []
 
 
 def single_thread_blas():
-    """Context manager limiting BLAS to one thread (through ``threadpoolctl`` when it is
-    installed; otherwise it does nothing).
+    """Context manager limiting BLAS to one thread (through ``threadpoolctl``).
 
     The exact solvers call level-1 BLAS (dot products, norms, GMRES's Gram-Schmidt) on vectors of
     ``10^4``-``10^6`` entries between sparse passes: memory-bound work that extra threads do not
@@ -170,15 +168,10 @@ def single_thread_blas():
     ...     float(np.ones(3) @ np.ones(3))
     3.0
     """
-    if not _BLAS_CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS_CONTROLLER.append(ThreadpoolController())
-        except ImportError:  # pragma: no cover  (threadpoolctl is an optional dependency)
-            _BLAS_CONTROLLER.append(None)
+    if not _BLAS_CONTROLLER:         # inspecting the loaded libraries once is enough
+        from threadpoolctl import ThreadpoolController
+        _BLAS_CONTROLLER.append(ThreadpoolController())
     ctl = _BLAS_CONTROLLER[0]
-    if ctl is None:  # pragma: no cover
-        return contextlib.nullcontext()
     return ctl.limit(limits=1, user_api="blas")
 
 

@@ -690,13 +690,8 @@ def _check_figure(fig, where):
 # =============================================================================================
 def _pin_threads(n: int):
     """Limit BLAS/OpenMP (threadpoolctl) and numba to ``n`` threads; returns an undo function."""
-    undo = []
-    try:
-        from threadpoolctl import threadpool_limits
-        lim = threadpool_limits(limits=n)
-        undo.append(lim.restore_original_limits)
-    except ImportError:  # pragma: no cover  (threadpoolctl comes with the sweep extra)
-        pass
+    from threadpoolctl import threadpool_limits
+    undo = [threadpool_limits(limits=n).restore_original_limits]
     try:
         import numba
         prev = numba.get_num_threads()
@@ -1110,10 +1105,7 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
     if budgets:
         notes.append("wall-clock budgets disabled in every run (" + ", ".join(budgets) + " -> 0): results "
                      "must not depend on the machine's speed; runs stop on flow time, steps, gap or steady state")
-    import importlib.util
-    notes.append(f"BLAS and numba threads per run: {spec.threads}" if importlib.util.find_spec("threadpoolctl")
-                 else "threadpoolctl is not installed: BLAS threads are not pinned in this process "
-                      "(pip install 'wgflow[sweep]')")
+    notes.append(f"BLAS and numba threads per run: {spec.threads}")
     _config._choice("executor", executor, ("auto", "dask", "serial"), "executor")
     kind = executor
     if kind == "auto":
@@ -1402,7 +1394,7 @@ def plot_sweep(table: dict, spec: dict):
 
 def _plain_log_ticks(axis, lim):
     """Plain numbers (0.3, 0.4, 0.6) on a log axis spanning less than two decades."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter
     lo, hi = sorted(lim)
     if lo > 0 and hi / lo < 100:
         decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)

@@ -82,6 +82,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -96,6 +97,9 @@ from wgflow.kernels import numba_environment
 from wgflow.kernels.assembly import PolicyMatrixAssembler
 from wgflow.kernels.fluxes import (make_sg_flux, sg_coefficients, sg_flux, sg_flux_numpy,
                                    sg_frozen_steps)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import peak_mib  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -654,38 +658,6 @@ def print_schemes(results, cap_wall, max_steps):
 
 
 # ------------------------------------------------------------------------ 5. to J*: otto vs pmd
-def _peak_mib(fn):
-    """``(result, MiB)``: high-water RSS during ``fn()`` minus the RSS before (None if the
-    kernel's peak counter cannot be reset)."""
-    import gc
-
-    def status():
-        out = {}
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith(("VmHWM", "VmRSS")):
-                        k, v = line.split(":")
-                        out[k] = int(v.split()[0]) * 1024
-        except OSError:
-            pass
-        return out
-
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        ok = True
-    except OSError:
-        ok = False
-    base = status().get("VmRSS")
-    res = fn()
-    peak = status().get("VmHWM")
-    if not ok or base is None or peak is None:
-        return res, None
-    return res, max(peak - base, 0) / 2**20
-
-
 def to_optimum(mdp, obj, J_star, scheme, target=1e-8, cap_wall=None, **options):
     """``wg.flow`` from the uniform policy with the scheme's default options, ``t_end`` beyond
     reach (``1e300``: otto's steps grow through the times at which the exact flow crosses the
@@ -755,7 +727,7 @@ def bench_goal(quick, rounds=None, explicit_cap=60.0):
         for r in range(rounds):
             for k, fn in runs.items():
                 if r == 0:
-                    got, peaks[k] = _peak_mib(fn)
+                    got, peaks[k] = peak_mib(fn)
                 else:
                     got = fn()
                 if best[k] is None:

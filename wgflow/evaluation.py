@@ -31,8 +31,8 @@ from scipy.special import logsumexp, xlogy
 from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
-from .kernels.bellman import (make_bellman_sweep, policy_sweep, select_rows,
-                              chain_gather_map, soft_sweep_chain)
+from .kernels.bellman import (make_bellman_sweep, policy_sweep, chain_gather_map,
+                              soft_sweep_chain)
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache, single_thread_blas
@@ -814,7 +814,7 @@ class _PolicyEvaluator:
     #: block substitution is used when the largest component has at most
     #: ``max(BLOCK_MAX, BLOCK_FRACTION * nS)`` states (its sparse LU is then cheap)
     BLOCK_MAX = 2000
-    BLOCK_FRACTION = 0.25
+    BLOCK_FRACTION = 0.75
     #: partial evaluations in a row after which evaluations are factorized
     MAX_PARTIAL = 30
 
@@ -946,11 +946,15 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     sweep = make_bellman_sweep("min") if hard else None
     mu0 = objective.initial_law(nS)
     states = np.arange(nS)
-    TV, Tsig = np.empty(nS), np.empty(nS)
+    TV = np.empty(nS)
     new_sigma = np.empty(nS, dtype=np.int64)
     Q = np.empty((nS, nA))
     cpi = np.empty(nS)
-    if not hard:
+    if hard:
+        # the greedy policy's chain, written by the sweep (room for any choice of rows)
+        P_hard = CSRArrays(np.empty(nS + 1, dtype=np.int64), np.empty(P.nnz, dtype=P.indices.dtype),
+                           np.empty(P.nnz), nS)
+    else:
         # the chains of all Gibbs policies live on one pattern, filled by the sweep itself
         u_ptr, u_idx, u_cptr, u_act, u_perm = _union_pattern(mdp)
         P_soft = CSRArrays(u_ptr, u_idx, np.empty(u_idx.size), nS)
@@ -982,13 +986,15 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
         for it in range(1, max_iter + 1):
             u = g * V
             if hard:
-                sweep(P.indptr, P.indices, P.data, C, u, 0.0, sigma, TV, Tsig, new_sigma, Q)
+                lo, hi = sweep(P.indptr, P.indices, P.data, C, u, 0.0, V, sigma, TV, new_sigma, Q,
+                               P_hard.indptr, P_hard.indices, P_hard.data, cpi)
+                delta = max(-lo, hi)
             else:
                 soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_cptr, u_act,
                                  u_perm, TV, Q, P_soft.data, cpi)
+                d = TV - V
+                delta = float(max(-d.min(), d.max()))
             n_sweeps += 1
-            d = TV - V
-            delta = float(max(-d.min(), d.max()))
             if not np.isfinite(delta):
                 raise ConvergenceError(
                     f"solve: exact evaluation gave non-finite values (modified policy iteration, "
@@ -1006,9 +1012,9 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
             final_target = 0.25 * (1.0 - g) * tol * scale
             target = max(final_target, 0.001 * delta)
             if hard:
-                sigma = new_sigma.copy()
-                P_pi = CSRArrays(*select_rows(P.indptr, P.indices, P.data, sigma, nA), nS)
-                c = C[states, sigma]
+                sigma, new_sigma = new_sigma, sigma
+                P_pi = P_hard
+                c = cpi.copy()
             else:
                 P_pi = P_soft
                 c = cpi.copy()

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .kernels.bellman import DENSE_BLOCK, block_system, btf_substitute, scc_order
+from .kernels.bellman import DENSE_BLOCK, block_system, btf_substitute, downwind_order, scc_order
 from .kernels.config import jit
 
 __all__ = ["single_thread_blas", "LinearSolveCache", "block_triangular_solve", "scc_blocks", "BlockTriangularSolver",
@@ -109,6 +109,9 @@ class BlockTriangularSolver:
         self._n_swept = max(int(np.count_nonzero(sizes > DENSE_BLOCK)), 1)
         self._big = {}          # block index -> SuperLU factors of I - g P_BB
         self._loc = np.full(n, -1, dtype=np.int64)
+        if self.largest_block > DENSE_BLOCK:
+            downwind_order(self.P.indptr, self.P.indices, self.P.data, self.order, self.block_ptr,
+                           DENSE_BLOCK, self._loc)
 
     #: Gauss-Seidel sweeps allowed on a large block before it is factorized instead
     GS_MAX = 200

@@ -10,7 +10,7 @@ from scipy.sparse.csgraph import connected_components
 import wgflow as wg
 from wgflow.kernels.bellman import (DENSE_BLOCK, bellman_min_numpy, bellman_softmin_numpy,
                                     make_bellman_sweep, policy_sweep, policy_sweep_numpy, scc_order,
-                                    select_rows, soft_sweep_chain, chain_gather_map)
+                                    downwind_order, soft_sweep_chain, chain_gather_map)
 from wgflow.kernels.assembly import union_pattern
 from wgflow.kernels import policy_matrix
 from wgflow.linalg import BlockTriangularSolver
@@ -21,30 +21,45 @@ def _mdps():
             wg.problems.get("pendulum", n_theta=9, n_omega=9, n_actions=7)]
 
 
+def _min_sweep(mdp, C, u, offset, V, sigma, write_q=True):
+    """Run the fused ``"min"`` sweep; returns its outputs and the greedy chain as scipy CSR."""
+    nS, nA = mdp.n_states, mdp.n_actions
+    TV, new, Q = np.empty(nS), np.empty(nS, dtype=np.int64), np.empty((nS, nA) if write_q else (0, 0))
+    pptr, pidx, pval = (np.empty(nS + 1, dtype=np.int64), np.empty(mdp.P.nnz, dtype=mdp.P.indices.dtype),
+                        np.empty(mdp.P.nnz))
+    cpi = np.empty(nS)
+    lo, hi = make_bellman_sweep("min", write_q)(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, offset, V,
+                                                sigma, TV, new, Q, pptr, pidx, pval, cpi)
+    P_pi = sp.csr_matrix((pval[:pptr[-1]], pidx[:pptr[-1]], pptr), shape=(nS, nS))
+    return TV, new, Q, lo, hi, P_pi, cpi
+
+
 @pytest.mark.parametrize("k", [0, 1])
 def test_min_sweep_matches_numpy(rng, k):
     mdp = _mdps()[k]
     nS, nA = mdp.n_states, mdp.n_actions
     C = np.ascontiguousarray(mdp.C)
     u = 10 * rng.random(nS)
+    V = rng.random(nS)
     sigma = rng.integers(0, nA, nS)
-    TV, Ts, new, Q = np.empty(nS), np.empty(nS), np.empty(nS, dtype=np.int64), np.empty((nS, nA))
-    make_bellman_sweep("min", True)(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, 0.3, sigma, TV,
-                                    Ts, new, Q)
+    TV, new, Q, lo, hi, P_pi, cpi = _min_sweep(mdp, C, u, 0.3, V, sigma)
     TVn, Tsn, newn, Qn = bellman_min_numpy(mdp.P, C, u, 0.3, sigma)
     # same sums in a different order: a few ulps of |Q|
     tol = 1e-13 * (1 + np.max(np.abs(Qn)))
     np.testing.assert_allclose(Q, Qn, rtol=0, atol=tol)
     np.testing.assert_allclose(TV, TVn, rtol=0, atol=tol)
-    np.testing.assert_allclose(Ts, Tsn, rtol=0, atol=tol)
     # greedy actions attain the minimum (ties may resolve differently between the two)
     np.testing.assert_allclose(Qn[np.arange(nS), new], TVn, rtol=0, atol=2 * tol)
+    # the span of TV - V, and the greedy policy's chain and costs: the rows of P and C it picks
+    assert lo == np.min(TV - V) and hi == np.max(TV - V)
+    assert abs(P_pi - mdp.P[np.arange(nS) * nA + new]).max() == 0
+    np.testing.assert_array_equal(cpi, C[np.arange(nS), new])
     # ties are kept at the current action: make the current action an exact tie
     C2 = C.copy()
     C2[np.arange(nS), sigma] -= Q[np.arange(nS), sigma] - TV
-    make_bellman_sweep("min", False)(mdp.P.indptr, mdp.P.indices, mdp.P.data, C2, u, 0.3, sigma,
-                                     TV, Ts, new, np.empty((0, 0)))
-    np.testing.assert_array_equal(new, sigma)
+    for write_q in (True, False):
+        new2 = _min_sweep(mdp, C2, u, 0.3, V, sigma, write_q)[1]
+        np.testing.assert_array_equal(new2, sigma)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.05, 1e-4])
@@ -121,10 +136,9 @@ def test_soft_sweep_chain_matches_numpy_and_assembly(rng, k, tau):
 def test_policy_sweep_and_row_selection(rng):
     mdp = _mdps()[0]
     nS, nA = mdp.n_states, mdp.n_actions
-    sigma = rng.integers(0, nA, nS)
-    ptr, idx, val = select_rows(mdp.P.indptr, mdp.P.indices, mdp.P.data, sigma, nA)
-    Ps = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
-    assert abs(Ps - mdp.P[np.arange(nS) * nA + sigma]).max() == 0
+    Ps = _min_sweep(mdp, np.ascontiguousarray(mdp.C), rng.random(nS), 0.0, np.zeros(nS),
+                    np.full(nS, -1))[5]
+    ptr, idx, val = Ps.indptr, Ps.indices, Ps.data
     c, v = rng.random(nS), rng.random(nS)
     out = np.empty(nS)
     lo, hi = policy_sweep(ptr, idx, val, c, v, 0.9, out)
@@ -162,6 +176,33 @@ def test_scc_order_is_block_triangular_and_matches_scipy(rng, cycles):
     # same partition: each of our blocks is one scipy component
     for b in range(ptr.size - 1):
         assert np.unique(labels[order[ptr[b]:ptr[b + 1]]]).size == 1
+
+
+def test_downwind_order_keeps_blocks_and_follows_successors(rng):
+    # large blocks are reordered so that every state but the first (the largest self-loop) comes
+    # after one of its successors in the same block; block contents and order are unchanged
+    n = 400
+    P = _random_substochastic(rng, n, 0.01, 2000)
+    order, ptr = scc_order(P.indptr, P.indices, n)
+    sizes = np.diff(ptr)
+    assert sizes.max() > DENSE_BLOCK
+    new = order.copy()
+    loc = np.full(n, -1, dtype=np.int64)
+    downwind_order(P.indptr, P.indices, P.data, new, ptr, DENSE_BLOCK, loc)
+    assert np.all(loc == -1)
+    diag = P.diagonal()
+    for b in range(ptr.size - 1):
+        old_b, new_b = order[ptr[b]:ptr[b + 1]], new[ptr[b]:ptr[b + 1]]
+        assert np.array_equal(np.sort(old_b), np.sort(new_b))
+        if sizes[b] <= DENSE_BLOCK:
+            assert np.array_equal(old_b, new_b)
+            continue
+        assert diag[new_b[0]] == diag[new_b].max()
+        seen = {int(new_b[0])}
+        for s in new_b[1:]:
+            succ = set(P.indices[P.indptr[s]:P.indptr[s + 1]].tolist())
+            assert succ & seen, f"state {s} has no successor earlier in its block"
+            seen.add(int(s))
 
 
 @pytest.mark.parametrize("cycles", [0, 30, 2000])

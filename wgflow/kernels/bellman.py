@@ -11,8 +11,9 @@ r"""Bellman sweeps, policy-evaluation sweeps and block-triangular policy evaluat
 Kernels (each has a plain-numpy twin ``*_numpy`` used by the tests):
 
 - :func:`make_bellman_sweep` ``("min")``: ``TV(s) = min_a Q(s,a)``, the greedy action (ties kept at
-  the current action, relative tolerance ``1e-12``) and ``Q(s, sigma(s))`` of the current action,
-  in one pass over ``P`` (no ``nS*nA`` temporary unless ``Q`` is asked for).
+  the current action, relative tolerance ``1e-12``), the span of ``TV - V`` and the greedy
+  policy's chain and costs, in one pass over ``P`` (no ``nS*nA`` temporary unless ``Q`` is asked
+  for; no second, scattered pass to gather the chosen rows).
 - :func:`make_bellman_sweep` ``("softmin")``: the soft Bellman operator
   ``TV(s) = -tau log sum_a vol exp(-Q(s,a)/tau)`` evaluated with a min-shift (a stable
   log-sum-exp: no overflow, underflowing Gibbs tails are exact zeros), the Gibbs masses
@@ -38,10 +39,9 @@ import numpy as np
 
 from .config import jit
 
-__all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "select_rows",
-           "policy_sweep",
+__all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
-           "chain_gather_map", "soft_sweep_chain"]
+           "chain_gather_map", "soft_sweep_chain", "downwind_order"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
@@ -53,11 +53,13 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
     the full ``Q`` table is stored (a sweep that only needs ``TV`` and the greedy policy then
     writes ``nS`` numbers, not ``nS * nA``).
 
-    ``"min"``: ``sweep(indptr, indices, data, C, u, offset, sigma, TV, Tsig, new_sigma, Q)``;
-    ``sigma`` is the current action per state (``-1``: none), ``Tsig`` receives
-    ``Q(s, sigma(s))`` (``inf`` without a current action) and ``new_sigma`` the greedy action (ties
-    within ``1e-12 max(1, |min Q|)`` kept at ``sigma``). ``Q`` is ``(nS, nA)`` when ``write_q``
-    (any array otherwise).
+    ``"min"``: ``lo, hi = sweep(indptr, indices, data, C, u, offset, V, sigma, TV, new_sigma, Q,
+    pptr, pidx, pval, cpi)``; ``sigma`` is the current action per state (``-1``: none),
+    ``new_sigma`` receives the greedy action (ties within ``1e-12 max(1, |min Q|)`` kept at
+    ``sigma``), ``(lo, hi)`` are the extreme entries of ``TV - V``, and the greedy policy's chain
+    is written while its row is in cache: the CSR arrays ``pptr`` (``nS + 1``), ``pidx``, ``pval``
+    (room for the ``new_sigma`` rows of ``P``) and its costs ``cpi = C[s, new_sigma[s]]``. ``Q`` is
+    ``(nS, nA)`` when ``write_q`` (any array otherwise).
 
     ``"softmin"``: ``sweep(indptr, indices, data, C, u, offset, tau, logvol, TV, masses, cpi, Q)``;
     ``masses`` receives the Gibbs masses and ``cpi`` their regularized cost.
@@ -67,11 +69,16 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
     """
     if kind == "min":
         @jit
-        def sweep(indptr, indices, data, C, u, offset, sigma, TV, Tsig, new_sigma, Q):
+        def sweep(indptr, indices, data, C, u, offset, V, sigma, TV, new_sigma, Q, pptr, pidx, pval,
+                  cpi):
             nS, nA = C.shape
             Cf = C.ravel()
             Qf = Q.ravel()
+            lo = np.inf
+            hi = -np.inf
             k = indptr[0]
+            pptr[0] = 0
+            m = 0
             for s in range(nS):
                 best = np.inf
                 arg = 0
@@ -89,18 +96,33 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
                         best = q
                         arg = a
                 cur = sigma[s]
-                qcur = np.inf
-                if cur >= 0:
+                if cur >= 0 and cur != arg:
                     r = base + cur
-                    acc = 0.0
-                    for kk in range(indptr[r], indptr[r + 1]):
-                        acc += data[kk] * u[indices[kk]]
-                    qcur = Cf[r] + acc - offset
+                    if write_q:
+                        qcur = Qf[r]
+                    else:
+                        acc = 0.0
+                        for kk in range(indptr[r], indptr[r + 1]):
+                            acc += data[kk] * u[indices[kk]]
+                        qcur = Cf[r] + acc - offset
                     if qcur <= best + 1e-12 * max(1.0, abs(best)):
                         arg = cur
                 TV[s] = best
-                Tsig[s] = qcur
                 new_sigma[s] = arg
+                d = best - V[s]
+                if d < lo:
+                    lo = d
+                if d > hi:
+                    hi = d
+                # the greedy action's row, still in cache: the chain of the new policy
+                r = base + arg
+                cpi[s] = Cf[r]
+                for kk in range(indptr[r], indptr[r + 1]):
+                    pidx[m] = indices[kk]
+                    pval[m] = data[kk]
+                    m += 1
+                pptr[s + 1] = m
+            return lo, hi
         return sweep
     if kind == "softmin":
         @jit
@@ -168,27 +190,6 @@ def bellman_softmin_numpy(P, C, u, tau, vol=1.0, offset=0.0):
     m /= m.sum(axis=1, keepdims=True)
     cpi = np.sum(m * C, axis=1) + tau * np.sum(xlogy(m, m / vol), axis=1)
     return TV, m, cpi, Q
-
-
-@jit
-def select_rows(indptr, indices, data, sigma, nA):
-    """CSR arrays of the rows ``s*nA + sigma[s]`` of ``P``: the chain of a deterministic policy."""
-    nS = sigma.size
-    ptr = np.empty(nS + 1, dtype=np.int64)
-    ptr[0] = 0
-    for s in range(nS):
-        r = s * nA + sigma[s]
-        ptr[s + 1] = ptr[s] + indptr[r + 1] - indptr[r]
-    idx = np.empty(ptr[nS], dtype=indices.dtype)
-    val = np.empty(ptr[nS])
-    for s in range(nS):
-        r = s * nA + sigma[s]
-        m = ptr[s]
-        for k in range(indptr[r], indptr[r + 1]):
-            idx[m] = indices[k]
-            val[m] = data[k]
-            m += 1
-    return ptr, idx, val
 
 
 @jit
@@ -287,6 +288,80 @@ def scc_order(indptr, indices, n):
                     if low[v] < low[u]:
                         low[u] = low[v]
     return order, block_ptr[:nb + 1].copy()
+
+
+@jit
+def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
+    """Reorder, in place, the states of every block larger than ``dense_max`` so that
+    Gauss-Seidel sweeps run downwind.
+
+    Within a block (a strongly connected component from :func:`scc_order`), the states are listed
+    in breadth-first order over *predecessors*, from the state with the largest self-loop (where
+    the chain lingers: a sink of the block's flow). Every state but the first then comes after one
+    of its successors, so one sweep carries values along the whole flow instead of one step of it
+    (pendulum 101x101, gamma 0.99: the largest block of the optimal policy converges in under 10
+    sweeps instead of about 45). Only the order inside blocks changes, so the block-triangular
+    structure is kept. ``loc`` is scratch of length ``n`` filled with ``-1`` (restored).
+    """
+    nb = block_ptr.size - 1
+    for blk in range(nb):
+        lo = block_ptr[blk]
+        hi = block_ptr[blk + 1]
+        size = hi - lo
+        if size <= dense_max:
+            continue
+        root = 0
+        best = -1.0
+        for i in range(size):
+            s = order[lo + i]
+            loc[s] = i
+            d = 0.0
+            for k in range(indptr[s], indptr[s + 1]):
+                if indices[k] == s:
+                    d += data[k]
+            if d > best:
+                best = d
+                root = i
+        # predecessor lists of the block (CSR, local indices)
+        cnt = np.zeros(size + 1, dtype=np.int64)
+        for i in range(size):
+            s = order[lo + i]
+            for k in range(indptr[s], indptr[s + 1]):
+                p = loc[indices[k]]
+                if p >= 0 and p != i:
+                    cnt[p + 1] += 1
+        for i in range(size):
+            cnt[i + 1] += cnt[i]
+        pred = np.empty(cnt[size], dtype=np.int64)
+        fill = cnt[:size].copy()
+        for i in range(size):
+            s = order[lo + i]
+            for k in range(indptr[s], indptr[s + 1]):
+                p = loc[indices[k]]
+                if p >= 0 and p != i:
+                    pred[fill[p]] = i
+                    fill[p] += 1
+        queue = np.empty(size, dtype=np.int64)
+        seen = np.zeros(size, dtype=np.bool_)
+        queue[0] = root
+        seen[root] = True
+        head = 0
+        tail = 1
+        while head < tail:
+            i = queue[head]
+            head += 1
+            for m in range(cnt[i], cnt[i + 1]):
+                w = pred[m]
+                if not seen[w]:
+                    seen[w] = True
+                    queue[tail] = w
+                    tail += 1
+        # strongly connected: every state is reached from the root over predecessors
+        for i in range(size):
+            loc[order[lo + i]] = -1
+            queue[i] = order[lo + queue[i]]
+        for i in range(size):
+            order[lo + i] = queue[i]
 
 
 @jit

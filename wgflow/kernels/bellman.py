@@ -76,19 +76,21 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
             Qf = Q.ravel()
             lo = np.inf
             hi = -np.inf
-            k = indptr[0]
+            one = np.uint64(1)
+            # unsigned positions: no negative-index wraparound test per entry (2x on the pass)
+            k = np.uint64(indptr[0])
             pptr[0] = 0
-            m = 0
+            m = np.uint64(0)
             for s in range(nS):
                 best = np.inf
                 arg = 0
                 base = s * nA
                 for a in range(nA):
                     acc = 0.0
-                    end = indptr[base + a + 1]
+                    end = np.uint64(indptr[base + a + 1])
                     while k < end:
-                        acc += data[k] * u[indices[k]]
-                        k += 1
+                        acc += data[k] * u[np.uint64(indices[k])]
+                        k += one
                     q = Cf[base + a] + acc - offset
                     if write_q:
                         Qf[base + a] = q
@@ -102,8 +104,8 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
                         qcur = Qf[r]
                     else:
                         acc = 0.0
-                        for kk in range(indptr[r], indptr[r + 1]):
-                            acc += data[kk] * u[indices[kk]]
+                        for kk in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+                            acc += data[kk] * u[np.uint64(indices[kk])]
                         qcur = Cf[r] + acc - offset
                     if qcur <= best + 1e-12 * max(1.0, abs(best)):
                         arg = cur
@@ -117,10 +119,10 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
                 # the greedy action's row, still in cache: the chain of the new policy
                 r = base + arg
                 cpi[s] = Cf[r]
-                for kk in range(indptr[r], indptr[r + 1]):
+                for kk in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
                     pidx[m] = indices[kk]
                     pval[m] = data[kk]
-                    m += 1
+                    m += one
                 pptr[s + 1] = m
             return lo, hi
         return sweep
@@ -199,8 +201,9 @@ def policy_sweep(indptr, indices, data, c, v, g, out):
     hi = -np.inf
     for s in range(v.size):
         acc = 0.0
-        for k in range(indptr[s], indptr[s + 1]):
-            acc += data[k] * v[indices[k]]
+        # unsigned positions: no negative-index wraparound test per entry
+        for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+            acc += data[k] * v[np.uint64(indices[k])]
         x = c[s] + g * acc
         out[s] = x
         d = x - v[s]
@@ -255,7 +258,7 @@ def scc_order(indptr, indices, n):
         while top >= 0:
             v = call[top]
             if ptr[top] < indptr[v + 1]:
-                w = indices[ptr[top]]
+                w = np.uint64(indices[np.uint64(ptr[top])])   # unsigned: no wraparound tests
                 ptr[top] += 1
                 if index[w] < 0:
                     index[w] = counter
@@ -316,7 +319,7 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
             s = order[lo + i]
             loc[s] = i
             d = 0.0
-            for k in range(indptr[s], indptr[s + 1]):
+            for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
                 if indices[k] == s:
                     d += data[k]
             if d > best:
@@ -326,8 +329,8 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
         cnt = np.zeros(size + 1, dtype=np.int64)
         for i in range(size):
             s = order[lo + i]
-            for k in range(indptr[s], indptr[s + 1]):
-                p = loc[indices[k]]
+            for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+                p = loc[np.uint64(indices[k])]
                 if p >= 0 and p != i:
                     cnt[p + 1] += 1
         for i in range(size):
@@ -336,8 +339,8 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
         fill = cnt[:size].copy()
         for i in range(size):
             s = order[lo + i]
-            for k in range(indptr[s], indptr[s + 1]):
-                p = loc[indices[k]]
+            for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+                p = loc[np.uint64(indices[k])]
                 if p >= 0 and p != i:
                     pred[fill[p]] = i
                     fill[p] += 1
@@ -385,16 +388,18 @@ def btf_substitute(indptr, indices, data, c, g, order, block_ptr, start, v, loc,
     A = np.empty((dense_max, dense_max))
     b = np.empty(dense_max)
     eps = np.finfo(np.float64).eps
+    one = np.uint64(1)
     for blk in range(start, nb):
         lo = block_ptr[blk]
         hi = block_ptr[blk + 1]
         size = hi - lo
         if size == 1:
-            s = order[lo]
+            s = np.uint64(order[lo])
             acc = 0.0
             diag = 0.0
-            for k in range(indptr[s], indptr[s + 1]):
-                j = indices[k]
+            # unsigned positions: no negative-index wraparound test per entry
+            for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + one])):
+                j = np.uint64(indices[k])
                 if j == s:
                     diag += data[k]
                 else:
@@ -408,11 +413,11 @@ def btf_substitute(indptr, indices, data, c, g, order, block_ptr, start, v, loc,
                 change = 0.0
                 big = 0.0
                 for i in range(lo, hi):
-                    s = order[i]
+                    s = np.uint64(order[i])
                     acc = 0.0
                     diag = 0.0
-                    for k in range(indptr[s], indptr[s + 1]):
-                        j = indices[k]
+                    for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + one])):
+                        j = np.uint64(indices[k])
                         if j == s:
                             diag += data[k]
                         else:

@@ -33,6 +33,7 @@ from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, Validat
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import (make_bellman_sweep, policy_sweep, chain_gather_map,
                               soft_sweep_chain)
+from .kernels.softmin import gibbs_rows
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache, single_thread_blas
@@ -272,9 +273,11 @@ def _assembler(mdp: MDP) -> PolicyMatrixAssembler:
 
 
 def _union_pattern(mdp: MDP):
-    """``(ptr, idx, cptr, act, perm)``: the union pattern of the policies' chains and the gather
-    map of ``mdp.P`` onto it (:func:`~wgflow.kernels.assembly.union_pattern`,
-    :func:`~wgflow.kernels.bellman.chain_gather_map`), computed once per MDP."""
+    """``(ptr, idx, cptr, act, cdata)``: the union pattern of the policies' chains and ``mdp.P``
+    grouped on it (:func:`~wgflow.kernels.assembly.union_pattern`,
+    :func:`~wgflow.kernels.softmin.chain_gather_map`; ``cdata = P.data[perm]``, the layout
+    :func:`~wgflow.kernels.softmin.soft_sweep_chain` reads), computed once per MDP and kept on
+    it (``P``'s values are copied: an MDP's ``P`` is not modified in place)."""
     pat = getattr(mdp, "_union_pattern", None)
     if pat is None or pat[0] is not mdp.P:
         P, nS, nA = mdp.P, mdp.n_states, mdp.n_actions
@@ -283,7 +286,11 @@ def _union_pattern(mdp: MDP):
         act = np.empty(nnz, dtype=np.uint8 if nA <= 256 else np.int32)
         perm = np.empty(nnz, dtype=np.int32 if nnz < 2 ** 31 else np.int64)
         cptr = chain_gather_map(P.indptr, nS, nA, ptr, pos, act, perm)
-        pat = (P, (ptr, idx, cptr, act, perm))
+        if nnz < 2 ** 31:
+            cptr = cptr.astype(np.int32)
+        if nS < 2 ** 31:
+            idx = idx.astype(np.int32)
+        pat = (P, (ptr, idx, cptr, act, np.ascontiguousarray(P.data[perm], dtype=np.float64)))
         mdp._union_pattern = pat
     return pat[1]
 
@@ -956,7 +963,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                            np.empty(P.nnz), nS)
     else:
         # the chains of all Gibbs policies live on one pattern, filled by the sweep itself
-        u_ptr, u_idx, u_cptr, u_act, u_perm = _union_pattern(mdp)
+        u_ptr, u_idx, u_cptr, u_act, u_data = _union_pattern(mdp)
         P_soft = CSRArrays(u_ptr, u_idx, np.empty(u_idx.size), nS)
     # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
     # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
@@ -990,8 +997,8 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                                P_hard.indptr, P_hard.indices, P_hard.data, cpi)
                 delta = max(-lo, hi)
             else:
-                soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_cptr, u_act,
-                                 u_perm, TV, Q, P_soft.data, cpi)
+                soft_sweep_chain(u_ptr, u_idx, u_cptr, u_act, u_data, C, u, tau, logvol, TV, Q,
+                                 P_soft.data, cpi)
                 d = TV - V
                 delta = float(max(-d.min(), d.max()))
             n_sweeps += 1
@@ -1030,7 +1037,8 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
         final = np.zeros((nS, nA))
         final[states, new_sigma] = 1.0
     else:
-        final = gibbs_masses(Q, tau)     # the library's Gibbs map of the returned Q
+        final = np.empty((nS, nA))
+        gibbs_rows(Q, tau, final)        # the library's Gibbs map of the returned Q
     if converged and history[-1] > tol * scale:
         # stopped at the rounding floor: the bound is what double precision allows here
         est = history[-1] / scale

@@ -10,8 +10,7 @@ from scipy.sparse.csgraph import connected_components
 import wgflow as wg
 from wgflow.kernels.bellman import (DENSE_BLOCK, bellman_min_numpy, bellman_softmin_numpy,
                                     make_bellman_sweep, policy_sweep, policy_sweep_numpy, scc_order,
-                                    downwind_order, soft_sweep_chain, chain_gather_map)
-from wgflow.kernels.assembly import union_pattern
+                                    downwind_order)
 from wgflow.kernels import policy_matrix
 from wgflow.linalg import BlockTriangularSolver
 
@@ -86,51 +85,6 @@ def test_softmin_sweep_matches_numpy_and_underflows_cleanly(rng, tau):
     # the soft value is the Gibbs policy's one-step value: sum_a pi Q + tau sum_a pi log(pi/vol)
     np.testing.assert_allclose(cpi - np.sum(m * C, axis=1) + np.sum(m * Q, axis=1), TV, rtol=0,
                                atol=1e-11 * scale)
-
-
-@pytest.mark.parametrize("k,tau", [(0, 0.5), (1, 0.05), (1, 1e-4)])
-def test_soft_sweep_chain_matches_numpy_and_assembly(rng, k, tau):
-    # the fused sweep: soft value, Q and regularized cost as the numpy twin, and the Gibbs
-    # policy's chain on the union pattern equal to the assembled P_pi (tau = 1e-4: masses
-    # underflow to exact zeros, which leave stored zeros on the pattern)
-    mdp = _mdps()[k]
-    nS, nA = mdp.n_states, mdp.n_actions
-    vol = mdp.actions.cell_volume if k == 1 else 1.0
-    C = np.ascontiguousarray(mdp.C)
-    u = 5 * rng.random(nS)
-    ptr, idx, pos = union_pattern(mdp.P.indptr, mdp.P.indices, nS, nA)
-    # the pattern is each state's set of successors over its actions, and pos maps P into it
-    for s in range(nS):
-        cols = np.unique(mdp.P.indices[mdp.P.indptr[s * nA]:mdp.P.indptr[(s + 1) * nA]])
-        np.testing.assert_array_equal(np.sort(idx[ptr[s]:ptr[s + 1]]), cols)
-    np.testing.assert_array_equal(idx[pos], mdp.P.indices)
-    act, perm = np.empty(mdp.P.nnz, dtype=np.uint8), np.empty(mdp.P.nnz, dtype=np.int32)
-    cptr = chain_gather_map(mdp.P.indptr, nS, nA, ptr, pos, act, perm)
-    # the gather map is a permutation of P's entries, each grouped on its pattern position with
-    # its action, and the entries of a state stay within its rows
-    np.testing.assert_array_equal(np.sort(perm), np.arange(mdp.P.nnz))
-    assert cptr[-1] == mdp.P.nnz and np.all(np.diff(cptr) >= 1)
-    rows = np.repeat(np.arange(nS * nA), np.diff(mdp.P.indptr))
-    owner = np.repeat(np.arange(nS), np.diff(ptr))          # state of each pattern position
-    j_of = np.repeat(np.arange(ptr[nS]), np.diff(cptr))     # pattern position of each slot
-    np.testing.assert_array_equal(pos[perm], j_of)
-    np.testing.assert_array_equal(rows[perm], owner[j_of] * nA + act)
-    TV, Q, cpi, val = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.full(idx.size, np.nan)
-    soft_sweep_chain(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, tau, np.log(vol), ptr, cptr, act,
-                     perm, TV, Q, val, cpi)
-    TVn, mn, cpin, Qn = bellman_softmin_numpy(mdp.P, C, u, tau, vol)
-    scale = 1 + np.max(np.abs(Qn))
-    # same sums in another order: a few ulps of |Q| (exp/log add a few more)
-    np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
-    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
-    P_pi = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
-    ref = policy_matrix(mdp.P, mn)
-    # entries are sums of at most nA products of masses (each within 1e-12, see above) and P
-    np.testing.assert_allclose(P_pi.toarray(), ref.toarray(), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(P_pi.sum(axis=1)).ravel(), 1.0, rtol=0, atol=1e-13)
-    if tau == 1e-4:
-        assert np.any(mn == 0.0) and np.any(val == 0.0)
 
 
 def test_policy_sweep_and_row_selection(rng):
@@ -226,35 +180,3 @@ def test_block_triangular_solver_matches_spsolve(rng, cycles, g):
     # a loose tolerance is honoured (sup-norm)
     w = BlockTriangularSolver(P, g).solve(c, v0=np.zeros(n), tol=1e-6)
     assert np.max(np.abs(w - ref)) <= 1e-6
-
-
-def test_soft_sweep_chain_cut_of_negligible_exponentials_and_nan(rng):
-    # actions with (Q - q_min)/tau >= GIBBS_CUT skip the exponential: the values must still match
-    # the numpy twin (scipy logsumexp over every action), and a NaN in u must reach TV
-    from wgflow.kernels.bellman import GIBBS_CUT
-    mdp = _mdps()[1]
-    nS, nA = mdp.n_states, mdp.n_actions
-    vol = mdp.actions.cell_volume
-    C = np.ascontiguousarray(mdp.C)
-    u = 50 * rng.random(nS)
-    tau = 0.05
-    ptr, idx, pos = union_pattern(mdp.P.indptr, mdp.P.indices, nS, nA)
-    act, perm = np.empty(mdp.P.nnz, dtype=np.uint8), np.empty(mdp.P.nnz, dtype=np.int32)
-    cptr = chain_gather_map(mdp.P.indptr, nS, nA, ptr, pos, act, perm)
-    TV, Q, cpi, val = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.empty(idx.size)
-    soft_sweep_chain(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, tau, np.log(vol), ptr, cptr, act,
-                     perm, TV, Q, val, cpi)
-    t = (Q - Q.min(axis=1, keepdims=True)) / tau
-    assert np.any((t >= GIBBS_CUT) & (t < 700))     # the cut is exercised on representable terms
-    TVn, mn, cpin, Qn = bellman_softmin_numpy(mdp.P, C, u, tau, vol)
-    scale = 1 + np.max(np.abs(Qn))
-    # a few ulps of |Q| (as in the test above); the skipped terms are below 2e-22 of z >= 1
-    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
-    ref = policy_matrix(mdp.P, mn)
-    P_pi = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
-    np.testing.assert_allclose(P_pi.toarray(), ref.toarray(), rtol=0, atol=1e-12)
-    u[3] = np.nan
-    soft_sweep_chain(mdp.P.indptr, mdp.P.indices, mdp.P.data, C, u, tau, np.log(vol), ptr, cptr, act,
-                     perm, TV, Q, val, cpi)
-    assert np.any(np.isnan(TV))

@@ -19,10 +19,9 @@ Kernels (each has a plain-numpy twin ``*_numpy`` used by the tests):
   log-sum-exp: no overflow, underflowing Gibbs tails are exact zeros), the Gibbs masses
   ``pi ~ exp(-Q/tau)`` and their cost ``c_pi = sum_a pi (C + tau log(pi/vol))`` with ``log pi``
   computed analytically (``0 log 0 = 0`` without evaluating ``log 0``).
-- :func:`soft_sweep_chain`: the soft sweep of modified policy iteration, which also assembles the
-  Gibbs policy's chain ``P_pi`` (a gather through :func:`chain_gather_map`, computed once per
-  ``P``) while each state's rows are in cache; no numpy twin: the tests compare it with
-  ``bellman_softmin_numpy`` and the policy-matrix assembly.
+- :func:`soft_sweep_chain` (from :mod:`wgflow.kernels.softmin`): the soft sweep of modified
+  policy iteration, which also assembles the Gibbs policy's chain ``P_pi`` (a gather through
+  :func:`chain_gather_map`, computed once per ``P``) while each state's rows are in cache.
 - :func:`policy_sweep`: one Jacobi sweep ``out = c + g P_pi v`` of a policy's evaluation with the
   extreme entries of ``out - v`` (for span bounds).
 - :func:`scc_order`: Tarjan's strongly connected components of the graph of ``P_pi``, emitted
@@ -38,6 +37,8 @@ from functools import lru_cache
 import numpy as np
 
 from .config import jit
+# the soft sweep of modified policy iteration (re-exported)
+from .softmin import GIBBS_CUT, chain_gather_map, soft_sweep_chain
 
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
@@ -517,102 +518,3 @@ def block_system(indptr, indices, data, c, g, rows, v, loc):
     for i in range(size):
         loc[rows[i]] = -1
     return ri, ci, x, rhs
-
-
-# ---------------------------------------------------------------------------------------------
-# soft modified policy iteration: the Gibbs chain assembled inside the sweep
-# ---------------------------------------------------------------------------------------------
-@jit
-def chain_gather_map(indptr, nS, nA, ptr, pos, act, perm):
-    """The entries of ``P`` grouped by their position in the union pattern (a counting sort).
-
-    With ``(ptr, idx, pos)`` from :func:`wgflow.kernels.assembly.union_pattern` (the union over
-    actions of each state's successors, in order of first appearance, and the position of each
-    entry of ``P`` in it), fills ``act`` and ``perm`` (one slot per entry of ``P``; ``act`` may
-    be ``uint8`` when ``nA <= 256``) and returns ``cptr``: the entries of ``P`` that fall on
-    pattern position ``j`` are ``perm[cptr[j]:cptr[j+1]]`` (indices into ``P.data``), with their
-    actions ``act[cptr[j]:cptr[j+1]]``, so that a policy's chain is the gather
-    ``P_pi[j] = sum_m pi(act[m] | s) data[perm[m]]`` (no scattered writes; the entries of a
-    state stay within its own rows of ``P``).
-    """
-    npat = ptr[nS]
-    cptr = np.zeros(npat + 1, dtype=np.int64)
-    nnz = indptr[nS * nA]
-    for k in range(nnz):
-        cptr[pos[k] + 1] += 1
-    for j in range(npat):
-        cptr[j + 1] += cptr[j]
-    fill = cptr[:npat].copy()
-    for s in range(nS):
-        for a in range(nA):
-            r = s * nA + a
-            for k in range(indptr[r], indptr[r + 1]):
-                m = fill[pos[k]]
-                act[m] = a
-                perm[m] = k
-                fill[pos[k]] = m + 1
-    return cptr
-
-
-#: soft sweeps skip the exponential of actions with ``(Q - q_min) / tau >= GIBBS_CUT``: their
-#: terms, below ``exp(-GIBBS_CUT) = 2e-22`` each against ``z >= 1``, cannot change ``z`` in double
-#: precision for fewer than ``10^5`` actions (their masses are stored as exact zeros)
-GIBBS_CUT = 50.0
-
-
-@jit
-def soft_sweep_chain(indptr, indices, data, C, u, tau, logvol, ptr, cptr, cact, cperm, TV, Q, pi_val,
-                     c_pi):
-    r"""Soft Bellman sweep fused with the assembly of the Gibbs policy's chain, in one pass.
-
-    ``Q = C + P u`` is written to ``Q`` (``(nS, nA)``);
-    ``TV(s) = q_min - tau log sum_a exp(-(Q(s,a) - q_min)/tau) - tau log vol`` (``logvol`` is
-    ``log vol``; a min-shifted log-sum-exp: no overflow, underflowing terms are exact zeros);
-    with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, ``c_pi(s) = sum_a pi (C +
-    tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never meets ``log 0``) and
-    ``pi_val`` the values of ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern ``ptr`` of
-    :func:`wgflow.kernels.assembly.union_pattern`, gathered through ``(cptr, cact, cperm)`` of
-    :func:`chain_gather_map` (masses that underflow leave stored zeros).
-    """
-    nS, nA = C.shape
-    Cf = C.ravel()
-    Qf = Q.ravel()
-    erow = np.empty(nA)
-    inv = 1.0 / tau
-    k = indptr[0]
-    for s in range(nS):
-        base = s * nA
-        qmin = np.inf
-        for a in range(nA):
-            acc = 0.0
-            end = indptr[base + a + 1]
-            while k < end:
-                acc += data[k] * u[indices[k]]
-                k += 1
-            q = Cf[base + a] + acc
-            Qf[base + a] = q
-            if q < qmin:
-                qmin = q
-        z = 0.0
-        ce = 0.0
-        for a in range(nA):
-            x = Qf[base + a] - qmin
-            t = x * inv
-            if not t >= GIBBS_CUT:      # NaN takes this branch: it still reaches TV
-                e = np.exp(-t)
-                erow[a] = e
-                z += e
-                ce += e * (Cf[base + a] - x)
-            else:
-                erow[a] = 0.0
-        lz = tau * (np.log(z) + logvol)
-        TV[s] = qmin - lz
-        # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
-        c_pi[s] = ce / z - lz
-        iz = 1.0 / z
-        for j in range(ptr[s], ptr[s + 1]):
-            acc = 0.0
-            for m in range(cptr[j], cptr[j + 1]):
-                acc += erow[cact[m]] * data[cperm[m]]
-            pi_val[j] = acc * iz
-

@@ -1,0 +1,242 @@
+r"""Soft (entropy-regularized) Bellman sweeps of modified policy iteration.
+
+``P`` is the CSR transition matrix ``(nS*nA, nS)`` (row ``s*nA + a``), ``C`` the costs ``(nS, nA)``
+and ``u`` the continuation (``gamma V``), so that ``Q(s,a) = C(s,a) + sum_j P_{(s,a),j} u_j``.
+
+Kernels:
+
+- :func:`exp_gibbs`: the Gibbs weights ``exp(-t)`` of a row of scaled gaps ``t = (Q - q_min)/tau
+  >= 0``, exact zeros from :data:`GIBBS_CUT` on, in loops the compiler turns into SIMD code
+  (Cody-Waite range reduction, a degree-13 Taylor polynomial evaluated with fused multiply-adds,
+  and the power of two written into the exponent bits); within 1 ulp of the correctly rounded
+  exponential on ``[-GIBBS_CUT, 0]`` (the tests compare with ``np.exp`` and with extended
+  precision). Numpy twin: :func:`exp_gibbs_numpy`.
+- :func:`chain_gather_map`: the entries of ``P`` grouped by their position in the union pattern
+  of the policies' chains (computed once per ``P``).
+- :func:`soft_sweep_chain`: the soft Bellman sweep ``TV``, ``Q``, the Gibbs policy's cost
+  ``c_pi`` and its chain ``P_pi`` on the union pattern, in one pass over ``P``; no numpy twin:
+  the tests compare it with :func:`~wgflow.kernels.bellman.bellman_softmin_numpy` and the
+  policy-matrix assembly.
+- :func:`gibbs_rows`: the Gibbs masses of a ``Q`` table (:func:`wgflow.policy.gibbs_masses`,
+  without the temporaries).
+
+Positions into ``P`` are unsigned inside the loops: numba tests every signed index for
+negative-index wraparound, which costs about as much as the multiply-add it guards.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import jit
+
+__all__ = ["GIBBS_CUT", "exp_gibbs", "exp_gibbs_numpy", "chain_gather_map", "soft_sweep_chain",
+           "gibbs_rows"]
+
+#: soft sweeps skip the exponential of actions with ``(Q - q_min) / tau >= GIBBS_CUT``: their
+#: terms, below ``exp(-GIBBS_CUT) = 2e-22`` each against ``z >= 1``, cannot change ``z`` in double
+#: precision for fewer than ``10^5`` actions (their masses are stored as exact zeros)
+GIBBS_CUT = 50.0
+
+# exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (Cody-Waite: ln 2 split in a high part
+# with trailing zero bits, so n * _LN2_HI is exact for |n| < 2^11, and the rest), |r| <= ln(2)/2
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+# adding 1.5 * 2^52 rounds to an integer held in the low bits of the significand
+_SHIFT = 6755399441055744.0
+# Taylor coefficients 1/k!: the remainder |r|^14/14! <= 4e-18 is below 1/50 ulp of exp(r) >= 0.7
+_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (
+    1.0 / math.factorial(k) for k in range(2, 14))
+# inputs are clamped here before the reduction (their weights are zeroed afterwards): n stays
+# within the normal exponent range and the exponent-bit arithmetic never wraps
+_CLAMP = GIBBS_CUT + 8.0
+
+
+@jit(fastmath={"contract"})
+def exp_gibbs(t, out, scratch):
+    """``out = exp(-t)`` where ``t < GIBBS_CUT``, ``0`` where ``t >= GIBBS_CUT``, NaN where NaN.
+
+    ``t`` is meant to be ``>= 0`` (gaps to the row minimum over ``tau``; negative ``t`` down to
+    ``-600`` are still exact to 1 ulp, below that results overflow); ``scratch`` is a float
+    array of ``t``'s size. Three loops without branches or calls, which LLVM vectorizes: the
+    reduced argument and the polynomial (fused multiply-adds: ``fastmath`` allows contraction
+    only), the scale ``2^n`` built in the exponent bits (``scratch`` reinterpreted as integers),
+    and the product with the cut applied.
+    """
+    n = t.size
+    for i in range(n):
+        x = -t[i]
+        x = x if x > -_CLAMP else -_CLAMP       # NaN becomes -_CLAMP here; restored below
+        kd = x * _LOG2E + _SHIFT
+        scratch[i] = kd
+        nf = kd - _SHIFT
+        r = (x - nf * _LN2_HI) - nf * _LN2_LO
+        p = _C13
+        p = p * r + _C12
+        p = p * r + _C11
+        p = p * r + _C10
+        p = p * r + _C9
+        p = p * r + _C8
+        p = p * r + _C7
+        p = p * r + _C6
+        p = p * r + _C5
+        p = p * r + _C4
+        p = p * r + _C3
+        p = p * r + _C2
+        p = p * r + 1.0
+        p = p * r + 1.0
+        out[i] = p
+    # the low bits of kd's significand hold n (two's complement); shifting by 52 drops the
+    # rest, so (bits + 1023) << 52 is the pattern of the double 2^n
+    bits = scratch.view(np.int64)
+    for i in range(n):
+        bits[i] = (bits[i] + 1023) << 52
+    scale = bits.view(np.float64)
+    for i in range(n):
+        ti = t[i]
+        # (ti - ti) is 0, or NaN for a NaN gap: a NaN reaches the caller's sums
+        out[i] = 0.0 if ti >= GIBBS_CUT else out[i] * scale[i] + (ti - ti)
+
+
+def exp_gibbs_numpy(t):
+    """Plain-numpy twin of :func:`exp_gibbs`."""
+    t = np.asarray(t, dtype=float)
+    with np.errstate(over="ignore", under="ignore"):
+        return np.where(t >= GIBBS_CUT, 0.0, np.exp(-t))
+
+
+@jit
+def chain_gather_map(indptr, nS, nA, ptr, pos, act, perm):
+    """The entries of ``P`` grouped by their position in the union pattern (a counting sort).
+
+    With ``(ptr, idx, pos)`` from :func:`wgflow.kernels.assembly.union_pattern` (the union over
+    actions of each state's successors, in order of first appearance, and the position of each
+    entry of ``P`` in it), fills ``act`` and ``perm`` (one slot per entry of ``P``; ``act`` may
+    be ``uint8`` when ``nA <= 256``) and returns ``cptr``: the entries of ``P`` that fall on
+    pattern position ``j`` are ``perm[cptr[j]:cptr[j+1]]`` (indices into ``P.data``), with their
+    actions ``act[cptr[j]:cptr[j+1]]``, so that a policy's chain is the gather
+    ``P_pi[j] = sum_m pi(act[m] | s) data[perm[m]]`` (no scattered writes; the entries of a
+    state stay within its own rows of ``P``).
+    """
+    npat = ptr[nS]
+    cptr = np.zeros(npat + 1, dtype=np.int64)
+    nnz = indptr[nS * nA]
+    for k in range(nnz):
+        cptr[pos[k] + 1] += 1
+    for j in range(npat):
+        cptr[j + 1] += cptr[j]
+    fill = cptr[:npat].copy()
+    for s in range(nS):
+        for a in range(nA):
+            r = s * nA + a
+            for k in range(indptr[r], indptr[r + 1]):
+                m = fill[pos[k]]
+                act[m] = a
+                perm[m] = k
+                fill[pos[k]] = m + 1
+    return cptr
+
+
+@jit
+def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_val, c_pi):
+    r"""Soft Bellman sweep fused with the assembly of the Gibbs policy's chain, in one pass.
+
+    ``P`` enters grouped by state and pattern position: state ``s`` owns the positions
+    ``j in [ptr[s], ptr[s+1])`` of the union pattern (column ``idx[j]``) and position ``j`` the
+    entries ``m in [cptr[j], cptr[j+1])`` of ``P`` with their actions ``cact[m]`` and values
+    ``cdata[m]`` (:func:`chain_gather_map`: ``cdata = P.data[perm]``). Then
+
+    - ``Q(s, a) = C(s, a) + sum_m cdata[m] u[idx[j]]`` (over the entries of action ``a``),
+      written to ``Q`` (``(nS, nA)``);
+    - ``TV(s) = q_min - tau log sum_a exp(-(Q(s,a) - q_min)/tau) - tau log vol`` (``logvol`` is
+      ``log vol``; a min-shifted log-sum-exp: no overflow; terms with
+      ``(Q - q_min)/tau >= GIBBS_CUT`` are exact zeros, see :data:`GIBBS_CUT`; exponentials by
+      :func:`exp_gibbs`);
+    - with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, the regularized cost
+      ``c_pi(s) = sum_a pi (C + tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never
+      meets ``log 0``) and ``pi_val[j] = sum_m pi(cact[m]|s) cdata[m]``: the chain
+      ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern (masses that are exact zeros leave
+      stored zeros).
+
+    ``P`` is read once, in this order: ``u`` once per pattern position, each state's entries
+    twice while they are in cache, and no column index or row pointer of ``P``. ``Q`` is summed
+    per action in pattern order (a few ulps from the row-order sum). A NaN in ``u`` reaches
+    ``TV``.
+    """
+    nS, nA = C.shape
+    qrow = np.empty(nA)
+    trow = np.empty(nA)
+    erow = np.empty(nA)
+    scratch = np.empty(nA)
+    inv = 1.0 / tau
+    for s in range(nS):
+        for a in range(nA):
+            qrow[a] = C[s, a]
+        p0 = ptr[s]
+        p1 = ptr[s + 1]
+        # unsigned positions: no negative-index wraparound test per entry
+        for j in range(p0, p1):
+            uj = u[np.uint64(idx[j])]
+            for m in range(np.uint64(cptr[j]), np.uint64(cptr[j + 1])):
+                qrow[cact[m]] += cdata[m] * uj
+        qmin = np.inf
+        for a in range(nA):
+            q = qrow[a]
+            Q[s, a] = q
+            if q < qmin:
+                qmin = q
+        for a in range(nA):
+            trow[a] = (qrow[a] - qmin) * inv
+        exp_gibbs(trow, erow, scratch)
+        z = 0.0
+        ce = 0.0
+        for a in range(nA):
+            if not trow[a] >= GIBBS_CUT:        # NaN takes this branch: it reaches TV
+                e = erow[a]
+                z += e
+                ce += e * (C[s, a] - (qrow[a] - qmin))
+        lz = tau * (np.log(z) + logvol)
+        TV[s] = qmin - lz
+        # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
+        c_pi[s] = ce / z - lz
+        iz = 1.0 / z
+        for j in range(p0, p1):
+            acc = 0.0
+            for m in range(np.uint64(cptr[j]), np.uint64(cptr[j + 1])):
+                acc += erow[cact[m]] * cdata[m]
+            pi_val[j] = acc * iz
+
+
+@jit
+def gibbs_rows(Q, tau, out):
+    """``out[s] = exp(-Q[s]/tau) / sum_a exp(-Q[s, a]/tau)``, min-shifted per row.
+
+    The Gibbs map of :func:`wgflow.policy.gibbs_masses` (no cut: terms below
+    ``exp(-GIBBS_CUT)`` keep their value until they underflow to zero), one row at a time:
+    :func:`exp_gibbs` where ``(Q - q_min)/tau < GIBBS_CUT``, the library exponential elsewhere.
+    Agrees with the numpy version to a few ulps of each mass.
+    """
+    nS, nA = Q.shape
+    trow = np.empty(nA)
+    erow = np.empty(nA)
+    scratch = np.empty(nA)
+    for s in range(nS):
+        qmin = np.inf
+        for a in range(nA):
+            if Q[s, a] < qmin:
+                qmin = Q[s, a]
+        for a in range(nA):
+            # a division, as gibbs_masses: the gaps agree bitwise (exp amplifies a gap's
+            # rounding by the gap itself)
+            trow[a] = (Q[s, a] - qmin) / tau
+        exp_gibbs(trow, erow, scratch)
+        z = 0.0
+        for a in range(nA):
+            t = trow[a]
+            if t >= GIBBS_CUT:
+                erow[a] = np.exp(-t)
+            z += erow[a]
+        for a in range(nA):
+            out[s, a] = erow[a] / z

@@ -33,7 +33,7 @@ from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, Validat
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import (make_bellman_sweep, policy_sweep, chain_gather_map,
                               soft_sweep_chain)
-from .kernels.softmin import gibbs_rows
+from .kernels.softmin import gibbs_rows, span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache, single_thread_blas
@@ -936,9 +936,71 @@ def _deferred_weights(mdp, objective, masses):
 
 
 #: work of a soft sweep per state-action pair (exponential, gather), in units of one entry of
-#: ``P``: sets the number of evaluation sweeps per iteration (4 to 20 measured within noise of
-#: each other on the pendulum)
+#: ``P``: sets the number of evaluation sweeps per iteration
 _SOFT_PAIR_WORK = 12
+
+
+class _SoftEvaluator:
+    """Partial evaluations of the Gibbs policies of soft modified policy iteration.
+
+    Soft modified policy iteration is an inexact Newton method (soft policy iteration is Newton's
+    method on ``V = T V``); each evaluation runs Jacobi sweeps on the Gibbs chain with MacQueen's
+    span bounds (:func:`~wgflow.kernels.softmin.span_sweeps`, one call) from the sweep's ``TV``
+    to a target ``eta |TV - V|_inf`` or ``k_max`` sweeps. The forcing term ``eta`` follows
+    Eisenstat and Walker (1996, choice 2): ``eta = 0.9 (delta / delta_prev)^2``, kept within
+    ``[ETA_MIN, ETA_MAX]``: loose while the residual stalls (early policies change wholesale, an
+    accurate evaluation of them is wasted), ``ETA_MIN`` in the fast local phase. The Gibbs chain
+    is one strongly connected component, so the block substitution of deterministic chains does
+    not apply; after :attr:`MAX_PARTIAL` partial evaluations in a row, evaluations switch to
+    sparse LU factorizations (:class:`~wgflow.linalg.LinearSolveCache`).
+    """
+
+    ETA_MIN = 1e-3
+    ETA_MAX = 0.1
+    MAX_PARTIAL = 30
+
+    def __init__(self, nS, g, k_max):
+        self.nS, self.g, self.k_max = nS, g, int(k_max)
+        self.prev = None
+        self.unconverged = 0
+        self.cache = None
+        self.work = (np.empty(nS), np.empty(nS))
+        self.stats = {"evaluation_sweeps": 0, "block_evaluations": 0, "lu_evaluations": 0,
+                      "partial_evaluations": 0, "largest_block": 0, "evaluation_time": 0.0}
+
+    def target(self, delta, floor):
+        """The evaluation target after a sweep with residual ``delta`` (at least ``floor``)."""
+        eta = self.ETA_MIN
+        if self.prev is not None and self.prev > 0:
+            eta = min(self.ETA_MAX, max(self.ETA_MIN, 0.9 * (delta / self.prev) ** 2))
+        self.prev = delta
+        return max(floor, eta * delta)
+
+    def __call__(self, P_pi, c, v0, target, deterministic=False, final=True):
+        """``(V, err)``: the evaluation from ``v0`` and its error bound (the call of
+        :class:`_PolicyEvaluator`; ``deterministic`` and ``final`` are not used)."""
+        t = time.perf_counter()
+        try:
+            if self.cache is not None:
+                A = (sp.identity(self.nS, format="csr") - self.g * P_pi.tocsr()).tocsr()
+                V, = self.cache.solve(A, [c], [False])
+                self.stats["lu_evaluations"] += 1
+                return V, 0.0
+            v, out = self.work
+            v[:] = v0
+            w, k, err = span_sweeps(P_pi.indptr, P_pi.indices, P_pi.data, c, v, self.g,
+                                    self.k_max, target, out)
+            self.stats["evaluation_sweeps"] += int(k)
+            if err <= target:
+                self.unconverged = 0
+            else:
+                self.stats["partial_evaluations"] += 1
+                self.unconverged += 1
+                if self.unconverged >= self.MAX_PARTIAL:
+                    self.cache = LinearSolveCache(reuse=True)
+            return w.copy(), err
+        finally:
+            self.stats["evaluation_time"] += time.perf_counter() - t
 
 
 def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
@@ -968,7 +1030,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
     # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
     bellman_work = P.nnz + nS * nA * (1 if hard else _SOFT_PAIR_WORK)
-    evaluator = _PolicyEvaluator(nS, g, 10)
+    evaluator = _PolicyEvaluator(nS, g, 10) if hard else _SoftEvaluator(nS, g, 10)
 
     def set_k_max(P_pi):
         evaluator.k_max = int(np.clip(bellman_work / (P_pi.nnz + nS), 30, 1000))
@@ -1024,7 +1086,8 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                 c = cpi.copy()
             else:
                 P_pi = P_soft
-                c = cpi.copy()
+                c = cpi                 # read by the evaluation before the next sweep writes it
+                target = evaluator.target(delta, final_target)
             if it == 1:
                 set_k_max(P_pi)
             # the first greedy policy (of the costs alone) usually circulates (zero torque on the

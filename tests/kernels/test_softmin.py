@@ -164,3 +164,19 @@ def test_gibbs_rows_matches_gibbs_masses(rng, tau):
         assert np.any(ref == 0.0)
     if tau == 0.01:
         assert np.any((ref > 0) & (ref < np.exp(-GIBBS_CUT)))
+
+
+def test_gibbs_rows_near_underflow():
+    # gaps around the end of the normal range (exp(-708)) and of the subnormals (exp(-745)):
+    # masses as numpy's, subnormal ones included, and exact zeros beyond
+    t = np.array([0.0, 1.0, 700.0, 707.9, 708.0, 708.5, 720.0, 744.0, 745.2, 800.0, 1e6])
+    Q = np.vstack([t, t[::-1]]) * 0.5
+    out = np.empty(Q.shape)
+    gibbs_rows(Q, 0.5, out)
+    ref = gibbs_masses(Q, 0.5)
+    assert np.any((ref > 0) & (ref < np.finfo(float).tiny))      # subnormal masses occur
+    normal = ref >= np.finfo(float).tiny
+    np.testing.assert_allclose(out[normal], ref[normal], rtol=8 * EPS, atol=0)
+    # subnormals carry fewer digits: the same to a few units of the smallest subnormal
+    np.testing.assert_allclose(out[~normal], ref[~normal], rtol=0, atol=4 * 5e-324)
+    np.testing.assert_array_equal(out == 0.0, ref == 0.0)

@@ -19,6 +19,8 @@ Kernels:
   policy-matrix assembly.
 - :func:`gibbs_rows`: the Gibbs masses of a ``Q`` table (:func:`wgflow.policy.gibbs_masses`,
   without the temporaries).
+- :func:`span_sweeps`: the partial evaluation of a Gibbs policy: Jacobi sweeps on its chain
+  with MacQueen's span bounds, in one call.
 
 Positions into ``P`` are unsigned inside the loops: numba tests every signed index for
 negative-index wraparound, which costs about as much as the multiply-add it guards.
@@ -32,7 +34,7 @@ import numpy as np
 from .config import jit
 
 __all__ = ["GIBBS_CUT", "exp_gibbs", "exp_gibbs_numpy", "chain_gather_map", "soft_sweep_chain",
-           "gibbs_rows"]
+           "gibbs_rows", "span_sweeps"]
 
 #: soft sweeps skip the exponential of actions with ``(Q - q_min) / tau >= GIBBS_CUT``: their
 #: terms, below ``exp(-GIBBS_CUT) = 2e-22`` each against ``z >= 1``, cannot change ``z`` in double
@@ -49,26 +51,21 @@ _SHIFT = 6755399441055744.0
 # Taylor coefficients 1/k!: the remainder |r|^14/14! <= 4e-18 is below 1/50 ulp of exp(r) >= 0.7
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (
     1.0 / math.factorial(k) for k in range(2, 14))
-# inputs are clamped here before the reduction (their weights are zeroed afterwards): n stays
-# within the normal exponent range and the exponent-bit arithmetic never wraps
-_CLAMP = GIBBS_CUT + 8.0
+# inputs are clamped 8 below the cut before the reduction (their weights are zeroed
+# afterwards): n stays within the normal exponent range and the exponent-bit arithmetic never
+# wraps; exp(-708) is the smallest normal result
+_EXP_NORMAL = 708.0
 
 
 @jit(fastmath={"contract"})
-def exp_gibbs(t, out, scratch):
-    """``out = exp(-t)`` where ``t < GIBBS_CUT``, ``0`` where ``t >= GIBBS_CUT``, NaN where NaN.
-
-    ``t`` is meant to be ``>= 0`` (gaps to the row minimum over ``tau``; negative ``t`` down to
-    ``-600`` are still exact to 1 ulp, below that results overflow); ``scratch`` is a float
-    array of ``t``'s size. Three loops without branches or calls, which LLVM vectorizes: the
-    reduced argument and the polynomial (fused multiply-adds: ``fastmath`` allows contraction
-    only), the scale ``2^n`` built in the exponent bits (``scratch`` reinterpreted as integers),
-    and the product with the cut applied.
-    """
+def _exp_below(t, out, scratch, cut):
+    """``out = exp(-t)`` where ``t < cut``, ``0`` where ``t >= cut``, NaN where NaN
+    (``-700 <= t``, ``cut <= 708``: results stay normal numbers)."""
     n = t.size
+    clamp = cut + 8.0
     for i in range(n):
         x = -t[i]
-        x = x if x > -_CLAMP else -_CLAMP       # NaN becomes -_CLAMP here; restored below
+        x = x if x > -clamp else -clamp         # NaN becomes -clamp here; restored below
         kd = x * _LOG2E + _SHIFT
         scratch[i] = kd
         nf = kd - _SHIFT
@@ -97,7 +94,20 @@ def exp_gibbs(t, out, scratch):
     for i in range(n):
         ti = t[i]
         # (ti - ti) is 0, or NaN for a NaN gap: a NaN reaches the caller's sums
-        out[i] = 0.0 if ti >= GIBBS_CUT else out[i] * scale[i] + (ti - ti)
+        out[i] = 0.0 if ti >= cut else out[i] * scale[i] + (ti - ti)
+
+
+@jit
+def exp_gibbs(t, out, scratch):
+    """``out = exp(-t)`` where ``t < GIBBS_CUT``, ``0`` where ``t >= GIBBS_CUT``, NaN where NaN.
+
+    ``t`` is meant to be ``>= 0`` (gaps to the row minimum over ``tau``; values down to
+    ``-700`` are exact too); ``scratch`` is a float array of ``t``'s size. Three loops without
+    branches or calls, which LLVM vectorizes: the reduced argument and the polynomial (fused
+    multiply-adds: ``fastmath`` allows contraction only), the scale ``2^n`` built in the
+    exponent bits (``scratch`` reinterpreted as integers), and the product with the cut applied.
+    """
+    _exp_below(t, out, scratch, GIBBS_CUT)
 
 
 def exp_gibbs_numpy(t):
@@ -171,6 +181,8 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
     erow = np.empty(nA)
     scratch = np.empty(nA)
     inv = 1.0 / tau
+    one = np.uint64(1)
+    two = np.uint64(2)
     for s in range(nS):
         for a in range(nA):
             qrow[a] = C[s, a]
@@ -190,23 +202,44 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
         for a in range(nA):
             trow[a] = (qrow[a] - qmin) * inv
         exp_gibbs(trow, erow, scratch)
-        z = 0.0
-        ce = 0.0
-        for a in range(nA):
-            if not trow[a] >= GIBBS_CUT:        # NaN takes this branch: it reaches TV
-                e = erow[a]
-                z += e
-                ce += e * (C[s, a] - (qrow[a] - qmin))
+        # z and sum_a e (C - (q - q_min)); cut terms are exact zeros (q is finite: adding
+        # 0 * finite changes nothing), a NaN gap reaches z; two partial sums halve the chain
+        # of dependent additions
+        z0 = 0.0
+        z1 = 0.0
+        c0 = 0.0
+        c1 = 0.0
+        a = 0
+        while a + 1 < nA:
+            e0 = erow[a]
+            e1 = erow[a + 1]
+            z0 += e0
+            z1 += e1
+            c0 += e0 * (C[s, a] - (qrow[a] - qmin))
+            c1 += e1 * (C[s, a + 1] - (qrow[a + 1] - qmin))
+            a += 2
+        if a < nA:
+            z0 += erow[a]
+            c0 += erow[a] * (C[s, a] - (qrow[a] - qmin))
+        z = z0 + z1
+        ce = c0 + c1
         lz = tau * (np.log(z) + logvol)
         TV[s] = qmin - lz
         # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
         c_pi[s] = ce / z - lz
         iz = 1.0 / z
         for j in range(p0, p1):
-            acc = 0.0
-            for m in range(np.uint64(cptr[j]), np.uint64(cptr[j + 1])):
-                acc += erow[cact[m]] * cdata[m]
-            pi_val[j] = acc * iz
+            a0 = 0.0
+            a1 = 0.0
+            m = np.uint64(cptr[j])
+            m1 = np.uint64(cptr[j + 1])
+            while m + one < m1:
+                a0 += erow[cact[m]] * cdata[m]
+                a1 += erow[cact[m + one]] * cdata[m + one]
+                m += two
+            if m < m1:
+                a0 += erow[cact[m]] * cdata[m]
+            pi_val[j] = (a0 + a1) * iz
 
 
 @jit
@@ -215,7 +248,8 @@ def gibbs_rows(Q, tau, out):
 
     The Gibbs map of :func:`wgflow.policy.gibbs_masses` (no cut: terms below
     ``exp(-GIBBS_CUT)`` keep their value until they underflow to zero), one row at a time:
-    :func:`exp_gibbs` where ``(Q - q_min)/tau < GIBBS_CUT``, the library exponential elsewhere.
+    the exponential of :func:`exp_gibbs` while results are normal numbers
+    (``(Q - q_min)/tau < 708``), the library exponential below.
     Agrees with the numpy version to a few ulps of each mass.
     """
     nS, nA = Q.shape
@@ -231,12 +265,56 @@ def gibbs_rows(Q, tau, out):
             # a division, as gibbs_masses: the gaps agree bitwise (exp amplifies a gap's
             # rounding by the gap itself)
             trow[a] = (Q[s, a] - qmin) / tau
-        exp_gibbs(trow, erow, scratch)
+        _exp_below(trow, erow, scratch, _EXP_NORMAL)
         z = 0.0
         for a in range(nA):
             t = trow[a]
-            if t >= GIBBS_CUT:
+            if t >= _EXP_NORMAL:                # subnormal or zero: the library exponential
                 erow[a] = np.exp(-t)
             z += erow[a]
         for a in range(nA):
             out[s, a] = erow[a] / z
+
+
+@jit
+def span_sweeps(indptr, indices, data, c, v, g, k_max, target, out):
+    r"""Jacobi sweeps ``v <- c + g P v`` with span bounds, up to ``k_max`` or the target.
+
+    After each sweep the extreme entries ``lo, hi`` of ``c + g P v - v`` bound the solution
+    ``x = (I - g P)^{-1} c`` of a stochastic ``P`` (MacQueen):
+    ``new + g lo / (1 - g) <= x <= new + g hi / (1 - g)``, so the midpoint
+    ``new + g (hi + lo) / (2 (1 - g))`` is within ``err = g (hi - lo) / (2 (1 - g))`` of ``x``.
+    Stops once ``err <= target`` or after ``k_max`` sweeps. ``v`` and ``out`` are work arrays
+    of ``P``'s size (``v`` holds the start); returns ``(w, k, err)`` with ``w`` the corrected
+    iterate (one of the two arrays) and ``k`` the number of sweeps. Numpy twin: repeated
+    :func:`~wgflow.kernels.bellman.policy_sweep_numpy`.
+    """
+    n = v.size
+    lo = 0.0
+    hi = 0.0
+    err = np.inf
+    k = 0
+    while k < k_max:
+        lo = np.inf
+        hi = -np.inf
+        for s in range(n):
+            acc = 0.0
+            # unsigned positions: no negative-index wraparound test per entry
+            for m in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+                acc += data[m] * v[np.uint64(indices[m])]
+            x = c[s] + g * acc
+            out[s] = x
+            d = x - v[s]
+            if d < lo:
+                lo = d
+            if d > hi:
+                hi = d
+        v, out = out, v
+        k += 1
+        err = 0.5 * g * (hi - lo) / (1.0 - g)
+        if err <= target:
+            break
+    shift = 0.5 * g * (hi + lo) / (1.0 - g)
+    for s in range(n):
+        v[s] += shift
+    return v, k, err

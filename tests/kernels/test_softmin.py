@@ -10,7 +10,7 @@ from wgflow.kernels import policy_matrix
 from wgflow.kernels.assembly import union_pattern
 from wgflow.kernels.bellman import bellman_softmin_numpy
 from wgflow.kernels.softmin import (GIBBS_CUT, chain_gather_map, exp_gibbs, exp_gibbs_numpy,
-                                    gibbs_rows, soft_sweep_chain)
+                                    gibbs_rows, soft_sweep_chain, span_sweeps)
 from wgflow.policy import gibbs_masses
 
 EPS = np.finfo(float).eps
@@ -180,3 +180,36 @@ def test_gibbs_rows_near_underflow():
     # subnormals carry fewer digits: the same to a few units of the smallest subnormal
     np.testing.assert_allclose(out[~normal], ref[~normal], rtol=0, atol=4 * 5e-324)
     np.testing.assert_array_equal(out == 0.0, ref == 0.0)
+
+
+@pytest.mark.parametrize("k_max,target", [(7, 0.0), (500, 1e-6)])
+def test_span_sweeps_match_numpy_and_bound_the_error(rng, k_max, target):
+    # the Gibbs chain of the pendulum at gamma 0.99: k_max sweeps (or fewer, to the target) of
+    # the numpy twin, the midpoint correction, and MacQueen's bound against a direct solve
+    from scipy.sparse.linalg import spsolve
+    from wgflow.kernels.bellman import policy_sweep_numpy
+    mdp = _mdps()[1]
+    P, nS, nA = mdp.P, mdp.n_states, mdp.n_actions
+    g = 0.99
+    masses = gibbs_masses(mdp.C + rng.random((nS, nA)), 0.3)
+    P_pi = policy_matrix(P, masses).tocsr()
+    c = rng.random(nS)
+    v0 = rng.random(nS) / (1 - g)
+    v, out = v0.copy(), np.empty(nS)
+    w, k, err = span_sweeps(P_pi.indptr, P_pi.indices.astype(np.int32), P_pi.data, c, v, g, k_max,
+                            target, out)
+    ref = v0.copy()
+    for _ in range(k):
+        new, lo, hi = policy_sweep_numpy(P_pi, c, ref, g)
+        ref = new
+    ref = ref + 0.5 * g * (hi + lo) / (1 - g)
+    # the same sums in the same order, up to the compiler's rounding: ulps of |v|
+    np.testing.assert_allclose(w, ref, rtol=0, atol=1e-13 / (1 - g))
+    assert err == pytest.approx(0.5 * g * (hi - lo) / (1 - g), rel=1e-9, abs=1e-13)
+    x = spsolve((sp.identity(nS) - g * P_pi).tocsc(), c)
+    # the bound holds (up to the direct solve's rounding, ulps of |x| / (1 - g))
+    assert np.max(np.abs(w - x)) <= err + 1e-12 * np.max(np.abs(x))
+    if target > 0:
+        assert err <= target and k < k_max
+    else:
+        assert k == k_max

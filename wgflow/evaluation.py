@@ -33,7 +33,7 @@ from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, Validat
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import (make_bellman_sweep, policy_sweep, chain_gather_map,
                               soft_sweep_chain)
-from .kernels.softmin import gibbs_rows, span_sweeps
+from .kernels.softmin import span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache, single_thread_blas
@@ -961,7 +961,7 @@ class _SoftEvaluator:
 
     def __init__(self, nS, g, k_max):
         self.nS, self.g, self.k_max = nS, g, int(k_max)
-        self.prev = None
+        self.prev = self.prev2 = None
         self.unconverged = 0
         self.cache = None
         self.work = (np.empty(nS), np.empty(nS))
@@ -973,8 +973,20 @@ class _SoftEvaluator:
         eta = self.ETA_MIN
         if self.prev is not None and self.prev > 0:
             eta = min(self.ETA_MAX, max(self.ETA_MIN, 0.9 * (delta / self.prev) ** 2))
-        self.prev = delta
+        self.prev, self.prev2 = delta, self.prev
         return max(floor, eta * delta)
+
+    def last_sweep_expected(self, threshold):
+        """Whether the next sweep is expected to meet the stopping test ``delta <= threshold``.
+
+        In the local (quadratic) phase ``delta_next ~ K delta^2`` with ``K ~ delta /
+        delta_prev^2``; a margin of 100 on the threshold. Only decides whether that sweep writes
+        ``Q`` and the masses (a wrong guess costs one more sweep, never accuracy).
+        """
+        d1, d0 = self.prev, self.prev2
+        if d1 is None or d0 is None or not d1 < d0:
+            return False
+        return d1 ** 3 / d0 ** 2 <= 100.0 * threshold
 
     def __call__(self, P_pi, c, v0, target, deterministic=False, final=True):
         """``(V, err)``: the evaluation from ``v0`` and its error bound (the call of
@@ -1027,6 +1039,9 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
         # the chains of all Gibbs policies live on one pattern, filled by the sweep itself
         u_ptr, u_idx, u_cptr, u_act, u_data = _union_pattern(mdp)
         P_soft = CSRArrays(u_ptr, u_idx, np.empty(u_idx.size), nS)
+        # Q and the Gibbs masses are written by the sweep expected to be the last
+        soft_masses = np.empty((nS, nA))
+        wrote = False
     # one Bellman sweep reads every (s, a) row of P; a policy sweep only the rows of P_pi:
     # allow about one Bellman sweep's worth of policy sweeps per partial evaluation
     bellman_work = P.nnz + nS * nA * (1 if hard else _SOFT_PAIR_WORK)
@@ -1059,8 +1074,10 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                                P_hard.indptr, P_hard.indices, P_hard.data, cpi)
                 delta = max(-lo, hi)
             else:
+                stop = max((1.0 - g) * tol, 64 * eps) * max(float(np.max(np.abs(V))), tiny)
+                wrote = evaluator.last_sweep_expected(stop)
                 soft_sweep_chain(u_ptr, u_idx, u_cptr, u_act, u_data, C, u, tau, logvol, TV, Q,
-                                 P_soft.data, cpi)
+                                 P_soft.data, cpi, soft_masses, wrote)
                 d = TV - V
                 delta = float(max(-d.min(), d.max()))
             n_sweeps += 1
@@ -1100,8 +1117,13 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
         final = np.zeros((nS, nA))
         final[states, new_sigma] = 1.0
     else:
-        final = np.empty((nS, nA))
-        gibbs_rows(Q, tau, final)        # the library's Gibbs map of the returned Q
+        if not wrote:
+            # the last sweep was not expected to be: once more, writing Q and the masses (the
+            # library's Gibbs map of Q, as gibbs_masses)
+            soft_sweep_chain(u_ptr, u_idx, u_cptr, u_act, u_data, C, u, tau, logvol, TV, Q,
+                             P_soft.data, cpi, soft_masses, True)
+            n_sweeps += 1
+        final = soft_masses
     if converged and history[-1] > tol * scale:
         # stopped at the rounding floor: the bound is what double precision allows here
         est = history[-1] / scale

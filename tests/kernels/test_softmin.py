@@ -98,15 +98,31 @@ def test_soft_sweep_chain_matches_numpy_and_assembly(rng, k, tau):
     j_of = np.repeat(np.arange(ptr[nS]), np.diff(cptr))     # pattern position of each slot
     np.testing.assert_array_equal(pos[perm], j_of)
     np.testing.assert_array_equal(rows[perm], owner[j_of] * nA + act)
-    TV, Q, cpi, val = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.full(idx.size, np.nan)
-    soft_sweep_chain(ptr, idx.astype(np.int32), cptr, act, P.data[perm], C, u, tau, np.log(vol),
-                     TV, Q, val, cpi)
+    TV, Q, cpi, val = np.empty(nS), np.full((nS, nA), np.nan), np.empty(nS), np.full(idx.size, np.nan)
+    m = np.full((nS, nA), np.nan)
+    args = (ptr, idx.astype(np.int32), cptr, act, P.data[perm], C, u, tau, np.log(vol), TV, Q, val,
+            cpi, m)
+    soft_sweep_chain(*args, False)
+    assert np.isnan(Q).all() and np.isnan(m).all()           # not asked for: not written
+    TV0, val0, cpi0 = TV.copy(), val.copy(), cpi.copy()
+    soft_sweep_chain(*args, True)
+    # writing Q and the masses changes nothing else
+    np.testing.assert_array_equal(TV, TV0)
+    np.testing.assert_array_equal(val, val0)
+    np.testing.assert_array_equal(cpi, cpi0)
+    # the masses are the library's Gibbs map of the written Q (the same kernel as gibbs_rows)
+    g_ref = np.empty((nS, nA))
+    gibbs_rows(Q, tau, g_ref)
+    np.testing.assert_array_equal(m, g_ref)
     TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, u, tau, vol)
     scale = 1 + np.max(np.abs(Qn))
     # the same sums in another order: a few ulps of |Q| (exp/log add a few more)
     np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
     np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
+    # masses: exp of gaps within a few ulps of |Q| / tau (the sums above)
+    np.testing.assert_allclose(m, mn, rtol=0, atol=1e-13 * scale / tau)
+    np.testing.assert_array_equal(m == 0.0, gibbs_masses(Q, tau) == 0.0)
     P_pi = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
     ref = policy_matrix(P, mn)
     # entries are sums of at most nA products of masses (each within 1e-12, see above) and P
@@ -132,7 +148,9 @@ def test_soft_sweep_chain_cut_of_negligible_exponentials_and_nan(rng):
     tau = 0.05
     ptr, idx, pos, cptr, act, perm = _grouped(mdp)
     TV, Q, cpi, val = np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.empty(idx.size)
-    soft_sweep_chain(ptr, idx, cptr, act, P.data[perm], C, u, tau, np.log(vol), TV, Q, val, cpi)
+    m = np.empty((nS, nA))
+    soft_sweep_chain(ptr, idx, cptr, act, P.data[perm], C, u, tau, np.log(vol), TV, Q, val, cpi, m,
+                     True)
     t = (Q - Q.min(axis=1, keepdims=True)) / tau
     assert np.any((t >= GIBBS_CUT) & (t < 700))     # the cut is exercised on representable terms
     TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, u, tau, vol)
@@ -144,7 +162,8 @@ def test_soft_sweep_chain_cut_of_negligible_exponentials_and_nan(rng):
     P_pi = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
     np.testing.assert_allclose(P_pi.toarray(), ref.toarray(), rtol=0, atol=1e-12)
     u[3] = np.nan
-    soft_sweep_chain(ptr, idx, cptr, act, P.data[perm], C, u, tau, np.log(vol), TV, Q, val, cpi)
+    soft_sweep_chain(ptr, idx, cptr, act, P.data[perm], C, u, tau, np.log(vol), TV, Q, val, cpi, m,
+                     False)
     assert np.any(np.isnan(TV))
 
 

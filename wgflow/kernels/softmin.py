@@ -150,7 +150,8 @@ def chain_gather_map(indptr, nS, nA, ptr, pos, act, perm):
 
 
 @jit
-def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_val, c_pi):
+def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_val, c_pi, masses,
+                     write):
     r"""Soft Bellman sweep fused with the assembly of the Gibbs policy's chain, in one pass.
 
     ``P`` enters grouped by state and pattern position: state ``s`` owns the positions
@@ -158,8 +159,7 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
     entries ``m in [cptr[j], cptr[j+1])`` of ``P`` with their actions ``cact[m]`` and values
     ``cdata[m]`` (:func:`chain_gather_map`: ``cdata = P.data[perm]``). Then
 
-    - ``Q(s, a) = C(s, a) + sum_m cdata[m] u[idx[j]]`` (over the entries of action ``a``),
-      written to ``Q`` (``(nS, nA)``);
+    - ``Q(s, a) = C(s, a) + sum_m cdata[m] u[idx[j]]`` (over the entries of action ``a``);
     - ``TV(s) = q_min - tau log sum_a exp(-(Q(s,a) - q_min)/tau) - tau log vol`` (``logvol`` is
       ``log vol``; a min-shifted log-sum-exp: no overflow; terms with
       ``(Q - q_min)/tau >= GIBBS_CUT`` are exact zeros, see :data:`GIBBS_CUT`; exponentials by
@@ -168,7 +168,10 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
       ``c_pi(s) = sum_a pi (C + tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never
       meets ``log 0``) and ``pi_val[j] = sum_m pi(cact[m]|s) cdata[m]``: the chain
       ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern (masses that are exact zeros leave
-      stored zeros).
+      stored zeros);
+    - when ``write`` is true, ``Q`` and the Gibbs masses of :func:`gibbs_rows` (no cut) into
+      ``Q`` and ``masses`` (both ``(nS, nA)``; unused otherwise: modified policy iteration asks
+      for them on the sweep it expects to be its last, saving two ``nS * nA`` writes per sweep).
 
     ``P`` is read once, in this order: ``u`` once per pattern position, each state's entries
     twice while they are in cache, and no column index or row pointer of ``P``. ``Q`` is summed
@@ -195,10 +198,8 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
                 qrow[cact[m]] += cdata[m] * uj
         qmin = np.inf
         for a in range(nA):
-            q = qrow[a]
-            Q[s, a] = q
-            if q < qmin:
-                qmin = q
+            if qrow[a] < qmin:
+                qmin = qrow[a]
         for a in range(nA):
             trow[a] = (qrow[a] - qmin) * inv
         exp_gibbs(trow, erow, scratch)
@@ -240,6 +241,33 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
             if m < m1:
                 a0 += erow[cact[m]] * cdata[m]
             pi_val[j] = (a0 + a1) * iz
+        if write:
+            for a in range(nA):
+                Q[s, a] = qrow[a]
+            _gibbs_row(qrow, tau, trow, erow, scratch, masses[s])
+
+
+@jit
+def _gibbs_row(q, tau, trow, erow, scratch, out):
+    """``out = exp(-(q - min q)/tau) / z`` for one row (see :func:`gibbs_rows`)."""
+    nA = q.size
+    qmin = np.inf
+    for a in range(nA):
+        if q[a] < qmin:
+            qmin = q[a]
+    for a in range(nA):
+        # a division, as gibbs_masses: the gaps agree bitwise (exp amplifies a gap's
+        # rounding by the gap itself)
+        trow[a] = (q[a] - qmin) / tau
+    _exp_below(trow, erow, scratch, _EXP_NORMAL)
+    z = 0.0
+    for a in range(nA):
+        t = trow[a]
+        if t >= _EXP_NORMAL:                # subnormal or zero: the library exponential
+            erow[a] = np.exp(-t)
+        z += erow[a]
+    for a in range(nA):
+        out[a] = erow[a] / z
 
 
 @jit
@@ -257,23 +285,7 @@ def gibbs_rows(Q, tau, out):
     erow = np.empty(nA)
     scratch = np.empty(nA)
     for s in range(nS):
-        qmin = np.inf
-        for a in range(nA):
-            if Q[s, a] < qmin:
-                qmin = Q[s, a]
-        for a in range(nA):
-            # a division, as gibbs_masses: the gaps agree bitwise (exp amplifies a gap's
-            # rounding by the gap itself)
-            trow[a] = (Q[s, a] - qmin) / tau
-        _exp_below(trow, erow, scratch, _EXP_NORMAL)
-        z = 0.0
-        for a in range(nA):
-            t = trow[a]
-            if t >= _EXP_NORMAL:                # subnormal or zero: the library exponential
-                erow[a] = np.exp(-t)
-            z += erow[a]
-        for a in range(nA):
-            out[s, a] = erow[a] / z
+        _gibbs_row(Q[s], tau, trow, erow, scratch, out[s])
 
 
 @jit

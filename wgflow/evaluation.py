@@ -821,11 +821,14 @@ class _PolicyEvaluator:
     BLOCK_FRACTION = 0.75
     #: partial evaluations in a row after which evaluations are factorized
     MAX_PARTIAL = 30
+    #: evaluations that skip the search for blocks after it found one too large
+    SKIP_AFTER_LARGE = 3
 
     def __init__(self, nS, g, k_max):
         self.nS, self.g, self.k_max = nS, g, int(k_max)
         self.unconverged = 0
         self.prefer_blocks = False
+        self.skip_blocks = 0     # evaluations left before blocks are looked for again
         self.cache = None
         self.out = np.empty(nS)
         self.stats = {"evaluation_sweeps": 0, "block_evaluations": 0, "lu_evaluations": 0,
@@ -872,9 +875,15 @@ class _PolicyEvaluator:
     def _blocks(self, P_pi, c, v0, target, factorize):
         """Block substitution, or None when the chain has a large component or a block would
         need a factorization and ``factorize`` is False."""
+        if self.skip_blocks > 0:
+            self.skip_blocks -= 1
+            return None
         bts = BlockTriangularSolver(P_pi, self.g)
         self.stats["largest_block"] = bts.largest_block
         if bts.largest_block > max(self.BLOCK_MAX, self.BLOCK_FRACTION * self.nS):
+            # successive policies of a slowly mixing problem (mountain car) keep one large
+            # component: look again only after a few iterations (saves Tarjan's pass each time)
+            self.skip_blocks = self.SKIP_AFTER_LARGE
             return None
         v = bts.solve(c, v0, tol=target, factorize=factorize)
         if v is not None:

@@ -1000,7 +1000,8 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
             u = g * V
             if hard:
                 lo, hi = sweep(P.indptr, P.indices, P.data, C, u, 0.0, V, sigma, TV, new_sigma, Q,
-                               P_hard.indptr, P_hard.indices, P_hard.data, cpi)
+                               P_hard.indptr, P_hard.indices, P_hard.data, cpi,
+                               it == 1 and policy0 is None)
                 delta = max(-lo, hi)
             else:
                 soft_sweep_chain(P.indptr, P.indices, P.data, C, u, tau, logvol, u_ptr, u_cptr, u_act,

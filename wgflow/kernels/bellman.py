@@ -59,7 +59,8 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
     ``sigma``), ``(lo, hi)`` are the extreme entries of ``TV - V``, and the greedy policy's chain
     is written while its row is in cache: the CSR arrays ``pptr`` (``nS + 1``), ``pidx``, ``pval``
     (room for the ``new_sigma`` rows of ``P``) and its costs ``cpi = C[s, new_sigma[s]]``. ``Q`` is
-    ``(nS, nA)`` when ``write_q`` (any array otherwise).
+    ``(nS, nA)`` when ``write_q`` (any array otherwise). ``u_zero=True`` says ``u`` is zero (the
+    first sweep from ``V = 0``): ``P`` is then read only for the chosen rows.
 
     ``"softmin"``: ``sweep(indptr, indices, data, C, u, offset, tau, logvol, TV, masses, cpi, Q)``;
     ``masses`` receives the Gibbs masses and ``cpi`` their regularized cost.
@@ -70,7 +71,7 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
     if kind == "min":
         @jit
         def sweep(indptr, indices, data, C, u, offset, V, sigma, TV, new_sigma, Q, pptr, pidx, pval,
-                  cpi):
+                  cpi, u_zero=False):
             nS, nA = C.shape
             Cf = C.ravel()
             Qf = Q.ravel()
@@ -90,10 +91,11 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
                 arg = np.uint64(0)
                 for a in range(nAu):
                     acc = 0.0
-                    end = np.uint64(indptr[base + a + one])
-                    while k < end:
-                        acc += data[k] * u[np.uint64(indices[k])]
-                        k += one
+                    if not u_zero:
+                        end = np.uint64(indptr[base + a + one])
+                        while k < end:
+                            acc += data[k] * u[np.uint64(indices[k])]
+                            k += one
                     q = Cf[base + a] + acc - offset
                     if write_q:
                         Qf[base + a] = q

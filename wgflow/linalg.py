@@ -109,9 +109,7 @@ class BlockTriangularSolver:
         self._n_swept = max(int(np.count_nonzero(sizes > DENSE_BLOCK)), 1)
         self._big = {}          # block index -> SuperLU factors of I - g P_BB
         self._loc = np.full(n, -1, dtype=np.int64)
-        if self.largest_block > DENSE_BLOCK:
-            downwind_order(self.P.indptr, self.P.indices, self.P.data, self.order, self.block_ptr,
-                           DENSE_BLOCK, self._loc)
+        self._downwind = self.largest_block <= DENSE_BLOCK   # large blocks reordered on first solve
 
     #: Gauss-Seidel sweeps allowed on a large block before it is factorized instead
     GS_MAX = 200
@@ -127,6 +125,10 @@ class BlockTriangularSolver:
         c = np.ascontiguousarray(c, dtype=np.float64)
         v = np.zeros(P.shape[0]) if v0 is None else np.array(v0, dtype=np.float64)
         nb = self.block_ptr.size - 1
+        if not self._downwind:
+            downwind_order(P.indptr, P.indices, P.data, self.order, self.block_ptr, DENSE_BLOCK,
+                           self._loc)
+            self._downwind = True
         blk = 0
         while blk < nb:
             blk = btf_substitute(P.indptr, P.indices, P.data, c, g, self.order, self.block_ptr, blk,

@@ -232,3 +232,25 @@ def test_span_sweeps_match_numpy_and_bound_the_error(rng, k_max, target):
         assert err <= target and k < k_max
     else:
         assert k == k_max
+
+
+def test_soft_sweep_chain_from_zero_values():
+    # u = 0 (the first sweep of a solve from V = 0) skips the sums: Q = C exactly, and the rest
+    # as the numpy twin
+    mdp = _mdps()[1]
+    P, nS, nA = mdp.P, mdp.n_states, mdp.n_actions
+    vol = mdp.actions.cell_volume
+    C = np.ascontiguousarray(mdp.C)
+    ptr, idx, pos, cptr, act, perm = _grouped(mdp)
+    TV, Q, cpi, val, m = (np.empty(nS), np.empty((nS, nA)), np.empty(nS), np.empty(idx.size),
+                          np.empty((nS, nA)))
+    soft_sweep_chain(ptr, idx, cptr, act, P.data[perm], C, np.zeros(nS), 0.3, np.log(vol), TV, Q,
+                     val, cpi, m, True)
+    np.testing.assert_array_equal(Q, C)
+    TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, np.zeros(nS), 0.3, vol)
+    scale = 1 + np.max(np.abs(C))
+    # exp/log rounding: a few ulps of |Q| (as above)
+    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(sp.csr_matrix((val, idx, ptr), shape=(nS, nS)).toarray(),
+                               policy_matrix(P, mn).toarray(), rtol=0, atol=1e-12)

@@ -186,16 +186,23 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
     inv = 1.0 / tau
     one = np.uint64(1)
     two = np.uint64(2)
+    # u = 0 (the first sweep from V = 0): Q = C exactly, P is read for the chain only
+    zero = True
+    for i in range(u.size):
+        if u[i] != 0.0:
+            zero = False
+            break
     for s in range(nS):
         for a in range(nA):
             qrow[a] = C[s, a]
         p0 = ptr[s]
         p1 = ptr[s + 1]
-        # unsigned positions: no negative-index wraparound test per entry
-        for j in range(p0, p1):
-            uj = u[np.uint64(idx[j])]
-            for m in range(np.uint64(cptr[j]), np.uint64(cptr[j + 1])):
-                qrow[cact[m]] += cdata[m] * uj
+        if not zero:
+            # unsigned positions: no negative-index wraparound test per entry
+            for j in range(p0, p1):
+                uj = u[np.uint64(idx[j])]
+                for m in range(np.uint64(cptr[j]), np.uint64(cptr[j + 1])):
+                    qrow[cact[m]] += cdata[m] * uj
         qmin = np.inf
         for a in range(nA):
             if qrow[a] < qmin:

@@ -858,3 +858,33 @@ def test_linear_solve_cache_orders_nearly_acyclic_chains():
     np.testing.assert_allclose(x1, x2, rtol=0, atol=tol)
     np.testing.assert_allclose(y1, y2, rtol=0, atol=1e-13 / (1 - gamma) * np.max(np.abs(y2)))
     assert np.linalg.norm(A @ x1 - b) <= 1e-12 * np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("guess", [True, False])
+def test_soft_mpi_last_sweep_writes_q_and_underflowing_masses(monkeypatch, guess):
+    # entropy 1e-3 on the pendulum at gamma 0.99: Gibbs tails underflow to exact zeros. Q and the
+    # masses come from the sweep expected to be the last, or (guess=False: never expected) from
+    # one more sweep at the same V: the same values either way, Q = C + gamma P V to rounding,
+    # masses = the Gibbs map of Q with the same exact zeros
+    from wgflow.evaluation import _SoftEvaluator
+    mdp, gamma = _realistic("pendulum", small=True)
+    obj = wg.Discounted(gamma, entropy=1e-3)
+    ref = wg.solve(mdp, obj)
+    if not guess:
+        monkeypatch.setattr(_SoftEvaluator, "last_sweep_expected", lambda self, threshold: False)
+    sol = wg.solve(mdp, obj)
+    assert sol.converged
+    extra = 0 if guess else 1
+    assert sol.diagnostics["bellman_sweeps"] == ref.diagnostics["bellman_sweeps"] + extra
+    np.testing.assert_array_equal(sol.V, ref.V)
+    np.testing.assert_array_equal(sol.Q, ref.Q)
+    np.testing.assert_array_equal(sol.policy.masses, ref.policy.masses)
+    scale = np.max(np.abs(sol.V))
+    # sums in another order: a few ulps of |Q|
+    np.testing.assert_allclose(sol.Q, mdp.C + gamma * (mdp.P @ sol.V).reshape(sol.Q.shape), rtol=0,
+                               atol=1e-13 * (1 + scale))
+    g = _gibbs(sol.Q, 1e-3)
+    assert np.any(g == 0.0)
+    np.testing.assert_array_equal(sol.policy.masses == 0.0, g == 0.0)
+    # exp of a gap of a few ulps of |Q| / tau: relative error ~ 1e-13 |Q| / tau per mass
+    np.testing.assert_allclose(sol.policy.masses, g, rtol=0, atol=1e-13 * (1 + scale) / 1e-3)

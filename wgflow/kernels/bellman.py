@@ -42,10 +42,14 @@ from .softmin import GIBBS_CUT, chain_gather_map, soft_sweep_chain
 
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
-           "chain_gather_map", "soft_sweep_chain", "downwind_order"]
+           "chain_gather_map", "soft_sweep_chain", "downwind_order", "SINK_FRACTION"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
+#: :func:`downwind_order` starts from every state of a block whose self-loop is at least this
+#: fraction of the block's largest (pendulum 41x41 and 71x71: 15-17 % fewer Gauss-Seidel sweeps
+#: than from the largest alone; 0.7 to 0.9 measured alike, 0.5 and below worse)
+SINK_FRACTION = 0.9
 
 
 @lru_cache(maxsize=None)
@@ -304,12 +308,15 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
     Gauss-Seidel sweeps run downwind.
 
     Within a block (a strongly connected component from :func:`scc_order`), the states are listed
-    in breadth-first order over *predecessors*, from the state with the largest self-loop (where
-    the chain lingers: a sink of the block's flow). Every state but the first then comes after one
-    of its successors, so one sweep carries values along the whole flow instead of one step of it
+    in breadth-first order over *predecessors*, from the states whose self-loop is at least
+    :data:`SINK_FRACTION` of the block's largest (where the chain lingers: sinks of the block's
+    flow; the state with the largest self-loop first). Every other state then comes after one of
+    its successors, so one sweep carries values along the whole flow instead of one step of it
     (pendulum 101x101, gamma 0.99: the largest block of the optimal policy converges in under 10
-    sweeps instead of about 45). Only the order inside blocks changes, so the block-triangular
-    structure is kept. ``loc`` is scratch of length ``n`` filled with ``-1`` (restored).
+    sweeps instead of about 45; 41x41: 25 sweeps to 1e-10 with these sources, 30 from the largest
+    self-loop alone, about 90 in Tarjan's order). Only the order inside blocks changes, so the
+    block-triangular structure is kept. ``loc`` is scratch of length ``n`` filled with ``-1``
+    (restored).
     """
     nb = block_ptr.size - 1
     for blk in range(nb):
@@ -320,6 +327,7 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
             continue
         root = 0
         best = -1.0
+        selfp = np.empty(size)
         for i in range(size):
             s = order[lo + i]
             loc[s] = i
@@ -327,6 +335,7 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
             for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
                 if indices[k] == s:
                     d += data[k]
+            selfp[i] = d
             if d > best:
                 best = d
                 root = i
@@ -353,8 +362,15 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
         seen = np.zeros(size, dtype=np.bool_)
         queue[0] = root
         seen[root] = True
-        head = 0
         tail = 1
+        if best > 0.0:
+            # every state whose self-loop is within 10 % of the largest is a source too
+            for i in range(size):
+                if not seen[i] and selfp[i] >= SINK_FRACTION * best:
+                    seen[i] = True
+                    queue[tail] = i
+                    tail += 1
+        head = 0
         while head < tail:
             i = queue[head]
             head += 1
@@ -364,7 +380,7 @@ def downwind_order(indptr, indices, data, order, block_ptr, dense_max, loc):
                     seen[w] = True
                     queue[tail] = w
                     tail += 1
-        # strongly connected: every state is reached from the root over predecessors
+        # strongly connected: every state is reached from the sources over predecessors
         for i in range(size):
             loc[order[lo + i]] = -1
             queue[i] = order[lo + queue[i]]

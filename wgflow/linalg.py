@@ -26,7 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .kernels.bellman import DENSE_BLOCK, block_system, btf_substitute, downwind_order, scc_order
+from .kernels.bellman import (DENSE_BLOCK, block_system, blocks_still_triangular, btf_substitute,
+                              downwind_order, scc_order)
 from .kernels.config import jit
 
 __all__ = ["single_thread_blas", "LinearSolveCache", "block_triangular_solve", "scc_blocks", "BlockTriangularSolver",
@@ -97,19 +98,33 @@ class BlockTriangularSolver:
     n_blocks : int
     """
 
-    def __init__(self, P, g: float):
+    def __init__(self, P, g: float, previous: "BlockTriangularSolver | None" = None):
         # any object with CSR arrays ``indptr, indices, data`` and ``shape`` (no format checks)
         self.P = P if hasattr(P, "indptr") else sp.csr_matrix(P)
         self.g = float(g)
         n = self.P.shape[0]
-        self.order, self.block_ptr = scc_order(self.P.indptr, self.P.indices, n)
-        sizes = np.diff(self.block_ptr)
+        self.reused_order = previous is not None and previous.P.shape[0] == n and bool(
+            blocks_still_triangular(self.P.indptr, self.P.indices, previous._block_of))
+        if self.reused_order:
+            # the previous chain's blocks (and downwind order) still make this chain block
+            # lower-triangular: Tarjan's pass is skipped (a block that is no longer strongly
+            # connected is still solved exactly)
+            self.order, self.block_ptr = previous.order, previous.block_ptr
+            self._block_of, sizes = previous._block_of, previous._sizes
+            self._downwind = previous._downwind
+        else:
+            self.order, self.block_ptr = scc_order(self.P.indptr, self.P.indices, n)
+            sizes = np.diff(self.block_ptr)
+            self._block_of = np.empty(n, dtype=np.int64)
+            self._block_of[self.order] = np.repeat(np.arange(sizes.size), sizes)
+            # large blocks reordered on the first solve
+            self._downwind = sizes.size == 0 or sizes.max() <= DENSE_BLOCK
+        self._sizes = sizes
         self.largest_block = int(sizes.max()) if sizes.size else 0
         self.n_blocks = int(sizes.size)
         self._n_swept = max(int(np.count_nonzero(sizes > DENSE_BLOCK)), 1)
         self._big = {}          # block index -> SuperLU factors of I - g P_BB
         self._loc = np.full(n, -1, dtype=np.int64)
-        self._downwind = self.largest_block <= DENSE_BLOCK   # large blocks reordered on first solve
 
     #: Gauss-Seidel sweeps allowed on a large block before it is factorized instead
     GS_MAX = 200

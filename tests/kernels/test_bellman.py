@@ -173,6 +173,35 @@ def test_downwind_order_keeps_blocks_and_follows_successors(rng):
             seen.add(int(s))
 
 
+def test_block_solver_reuses_a_previous_order_only_when_it_still_holds(rng):
+    # a chain that differs from the previous one by edges that stay within or go down the old
+    # block order keeps it (no Tarjan pass); an edge up the order forces a fresh one; both solve
+    # exactly (against spsolve)
+    n, g = 400, 0.99
+    P = _random_substochastic(rng, n, 0.01, 2000)
+    first = BlockTriangularSolver(P, g)
+    first.solve(rng.random(n))
+    block = first._block_of
+    coo = P.tocoo()
+    keep = block[coo.col] <= block[coo.row]
+    assert np.all(keep)
+    # reweight existing edges (same graph): the old order holds
+    P2 = sp.csr_matrix((coo.data * (0.5 + 0.5 * rng.random(coo.nnz)), (coo.row, coo.col)), shape=(n, n))
+    # an edge from the first block's state to a state of the last block goes up the order
+    lo_state, hi_state = first.order[0], first.order[-1]
+    P3 = (P2 + sp.csr_matrix(([0.01], ([lo_state], [hi_state])), shape=(n, n))).tocsr()
+    P3 = sp.diags(1.0 / np.maximum(np.asarray(P3.sum(axis=1)).ravel(), 1.0)) @ P3
+    P3 = sp.csr_matrix(P3)
+    for Pn, reused in [(P2, True), (P3, False)]:
+        Pn.sort_indices()
+        bts = BlockTriangularSolver(Pn, g, previous=first)
+        assert bts.reused_order is reused
+        c = rng.random(n)
+        ref = spla.spsolve((sp.identity(n) - g * Pn).tocsc(), c)
+        # rounding times the condition (<= 2/(1-g)) times |v|, as above
+        np.testing.assert_allclose(bts.solve(c), ref, rtol=0, atol=1e-13 / (1 - g) * np.max(np.abs(ref)))
+
+
 @pytest.mark.parametrize("cycles", [0, 30, 2000])
 @pytest.mark.parametrize("g", [0.5, 0.99])
 def test_block_triangular_solver_matches_spsolve(rng, cycles, g):

@@ -42,7 +42,8 @@ from .softmin import GIBBS_CUT, chain_gather_map, soft_sweep_chain
 
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
-           "chain_gather_map", "soft_sweep_chain", "downwind_order", "SINK_FRACTION"]
+           "chain_gather_map", "soft_sweep_chain", "downwind_order", "SINK_FRACTION",
+           "blocks_still_triangular"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
@@ -300,6 +301,20 @@ def scc_order(indptr, indices, n):
                     if low[v] < low[u]:
                         low[u] = low[v]
     return order, block_ptr[:nb + 1].copy()
+
+
+@jit
+def blocks_still_triangular(indptr, indices, block_of):
+    """Whether every edge ``s -> j`` of the graph goes to a block numbered at most ``s``'s
+    (``block_of`` from an earlier :func:`scc_order`): then that order and those blocks still make
+    ``I - g P`` block lower-triangular. One pass over the edges, stopped at the first violation.
+    """
+    for s in range(block_of.size):
+        b = block_of[s]
+        for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+            if block_of[np.uint64(indices[k])] > b:
+                return False
+    return True
 
 
 @jit

@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 from scipy.special import logsumexp, xlogy
 
 from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
-from .kernels.bellman import (make_bellman_sweep, policy_sweep, chain_gather_map,
-                              soft_sweep_chain)
+from .kernels.bellman import (chain_gather_map, closed_components, make_bellman_sweep,
+                              policy_sweep, soft_sweep_chain)
 from .kernels.softmin import span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
@@ -226,19 +225,12 @@ def policy_cost(mdp: MDP, masses: np.ndarray, tau: float) -> np.ndarray:
 
 
 def recurrent_classes(P_pi: sp.csr_matrix) -> list:
-    """Closed communicating classes of the chain ``P_pi`` (lists of state indices)."""
-    pos = P_pi.copy()
-    pos.data = (pos.data > 0).astype(float)
-    pos.eliminate_zeros()
-    n, labels = connected_components(pos, directed=True, connection="strong")
-    coo = P_pi.tocoo()
-    coo = sp.coo_matrix((coo.data[coo.data > 0], (coo.row[coo.data > 0], coo.col[coo.data > 0])),
-                        shape=coo.shape)
-    leaving = labels[coo.row] != labels[coo.col]
-    open_ = np.zeros(n, dtype=bool)
-    open_[labels[coo.row[leaving]]] = True
-    closed = np.nonzero(~open_)[0]
-    return [np.nonzero(labels == k)[0] for k in closed]
+    """Closed communicating classes of the chain ``P_pi`` (sorted arrays of state indices; stored
+    zeros are not transitions), in increasing order of their smallest state."""
+    P = sp.csr_matrix(P_pi)
+    order, block_ptr, closed = closed_components(P.indptr, P.indices, P.data, P.shape[0])
+    classes = [np.sort(order[block_ptr[b]:block_ptr[b + 1]]) for b in np.flatnonzero(closed)]
+    return sorted(classes, key=lambda c: c[0])
 
 
 def _check_policy(mdp: MDP, policy) -> np.ndarray:

@@ -10,7 +10,7 @@ from scipy.sparse.csgraph import connected_components
 import wgflow as wg
 from wgflow.kernels.bellman import (DENSE_BLOCK, SINK_FRACTION, bellman_min_numpy,
                                     bellman_softmin_numpy, make_bellman_sweep, policy_sweep,
-                                    policy_sweep_numpy, scc_order, downwind_order)
+                                    policy_sweep_numpy, scc_order, downwind_order, closed_components)
 from wgflow.kernels import policy_matrix
 from wgflow.linalg import BlockTriangularSolver
 
@@ -200,6 +200,26 @@ def test_block_solver_reuses_a_previous_order_only_when_it_still_holds(rng):
         ref = spla.spsolve((sp.identity(n) - g * Pn).tocsc(), c)
         # rounding times the condition (<= 2/(1-g)) times |v|, as above
         np.testing.assert_allclose(bts.solve(c), ref, rtol=0, atol=1e-13 / (1 - g) * np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize("cycles", [0, 30, 400])
+def test_closed_components_match_scipy_and_ignore_stored_zeros(rng, cycles):
+    # recurrent classes: scipy's strong components of the positive entries, kept when no positive
+    # entry leaves them; stored zeros (here on a fifth of the entries) are not edges
+    n = 300
+    P = _random_substochastic(rng, n, 0.01, cycles)
+    P = (P + sp.diags(np.where(np.asarray(P.sum(axis=1)).ravel() == 0, 1.0, 0.0))).tocsr()
+    P.data[rng.random(P.nnz) < 0.2] = 0.0            # stored zeros
+    order, ptr, closed = closed_components(P.indptr, P.indices, P.data, n)
+    pos = P.copy()
+    pos.eliminate_zeros()
+    ncomp, labels = connected_components(pos, directed=True, connection="strong")
+    coo = pos.tocoo()
+    open_ = np.zeros(ncomp, dtype=bool)
+    open_[labels[coo.row[labels[coo.row] != labels[coo.col]]]] = True
+    expected = {frozenset(np.flatnonzero(labels == k).tolist()) for k in np.flatnonzero(~open_)}
+    found = {frozenset(order[ptr[b]:ptr[b + 1]].tolist()) for b in np.flatnonzero(closed)}
+    assert ptr.size - 1 == ncomp and found == expected
 
 
 @pytest.mark.parametrize("cycles", [0, 30, 2000])

@@ -43,7 +43,7 @@ from .softmin import GIBBS_CUT, chain_gather_map, soft_sweep_chain
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
            "chain_gather_map", "soft_sweep_chain", "downwind_order", "SINK_FRACTION",
-           "blocks_still_triangular"]
+           "blocks_still_triangular", "closed_components"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`
 DENSE_BLOCK = 48
@@ -301,6 +301,39 @@ def scc_order(indptr, indices, n):
                     if low[v] < low[u]:
                         low[u] = low[v]
     return order, block_ptr[:nb + 1].copy()
+
+
+@jit
+def closed_components(indptr, indices, data, n):
+    """Strongly connected components of the graph of the *positive* entries of a CSR ``(n, n)``
+    matrix (stored zeros are not edges), and which of them are closed (no positive entry leaves
+    them): for a transition matrix, its recurrent classes. Returns ``(order, block_ptr, closed)``
+    with the blocks of :func:`scc_order` and ``closed[b]`` for block ``b``.
+    """
+    ptr = np.empty(n + 1, dtype=np.int64)
+    ptr[0] = 0
+    idx = np.empty(indptr[n], dtype=np.int64)
+    m = 0
+    for s in range(n):
+        for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+            if data[k] > 0.0:
+                idx[m] = indices[k]
+                m += 1
+        ptr[s + 1] = m
+    order, block_ptr = scc_order(ptr, idx, n)
+    nb = block_ptr.size - 1
+    block_of = np.empty(n, dtype=np.int64)
+    for b in range(nb):
+        for i in range(block_ptr[b], block_ptr[b + 1]):
+            block_of[order[i]] = b
+    closed = np.ones(nb, dtype=np.bool_)
+    for s in range(n):
+        b = block_of[s]
+        for k in range(ptr[s], ptr[s + 1]):
+            if block_of[idx[k]] != b:
+                closed[b] = False
+                break
+    return order, block_ptr, closed
 
 
 @jit

@@ -656,8 +656,8 @@ EXACT_BACKWARD = 4 * np.finfo(float).eps
 #: policy iteration (an effective horizon of 100 steps)
 AVERAGE_START_GAMMA = 0.99
 #: relative accuracy of that solve: its policy is only a start (mountain car 121^2, reset: the
-#: same 4 policy-iteration steps, 2 factorizations and gain from tolerances 1e-8 to 1e-1; the
-#: start's share of the solve falls from about half to a third)
+#: same 4 policy-iteration steps, 2 factorizations and gain from tolerances 1e-8 to 1e-1; in one
+#: process the whole average-cost solve took 0.415 s at 1e-2, 0.451 s at 1e-3)
 AVERAGE_START_TOL = 1e-2
 
 
@@ -668,8 +668,8 @@ def _discounted_start(mdp, tau):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AccuracyWarning)
-            sol = _solve_mpi(mdp, Discounted(AVERAGE_START_GAMMA, entropy=tau), AVERAGE_START_TOL, 10000, None,
-                             False, time.perf_counter(), compile_seconds())
+            sol = _solve_mpi(mdp, Discounted(AVERAGE_START_GAMMA, entropy=tau), AVERAGE_START_TOL,
+                             10000, None, False, time.perf_counter(), compile_seconds())
     except ConvergenceError:
         return None
     masses = sol.policy.masses

@@ -30,9 +30,8 @@ from scipy.special import logsumexp, xlogy
 from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
-from .kernels.bellman import (chain_gather_map, closed_components, make_bellman_sweep,
-                              policy_sweep, soft_sweep_chain)
-from .kernels.softmin import span_sweeps
+from .kernels.bellman import closed_components, make_bellman_sweep, policy_sweep
+from .kernels.softmin import chain_gather_map, soft_sweep_chain, span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache, single_thread_blas

@@ -19,9 +19,8 @@ Kernels (each has a plain-numpy twin ``*_numpy`` used by the tests):
   log-sum-exp: no overflow, underflowing Gibbs tails are exact zeros), the Gibbs masses
   ``pi ~ exp(-Q/tau)`` and their cost ``c_pi = sum_a pi (C + tau log(pi/vol))`` with ``log pi``
   computed analytically (``0 log 0 = 0`` without evaluating ``log 0``).
-- :func:`soft_sweep_chain` (from :mod:`wgflow.kernels.softmin`): the soft sweep of modified
-  policy iteration, which also assembles the Gibbs policy's chain ``P_pi`` (a gather through
-  :func:`chain_gather_map`, computed once per ``P``) while each state's rows are in cache.
+- the soft sweep of modified policy iteration, which also assembles the Gibbs policy's chain,
+  is in :mod:`wgflow.kernels.softmin`.
 - :func:`policy_sweep`: one Jacobi sweep ``out = c + g P_pi v`` of a policy's evaluation with the
   extreme entries of ``out - v`` (for span bounds).
 - :func:`scc_order`: Tarjan's strongly connected components of the graph of ``P_pi``, emitted
@@ -38,11 +37,10 @@ import numpy as np
 
 from .config import jit
 # the soft sweep of modified policy iteration (re-exported)
-from .softmin import GIBBS_CUT, chain_gather_map, soft_sweep_chain
 
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",
-           "chain_gather_map", "soft_sweep_chain", "downwind_order", "SINK_FRACTION",
+           "downwind_order", "SINK_FRACTION",
            "blocks_still_triangular", "closed_components"]
 
 #: blocks up to this size are solved densely inside :func:`btf_substitute`

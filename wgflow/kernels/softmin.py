@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from .bellman import policy_sweep
 from .config import jit
 
 __all__ = ["GIBBS_CUT", "exp_gibbs", "exp_gibbs_numpy", "chain_gather_map", "soft_sweep_chain",
@@ -308,32 +309,18 @@ def span_sweeps(indptr, indices, data, c, v, g, k_max, target, out):
     iterate (one of the two arrays) and ``k`` the number of sweeps. Numpy twin: repeated
     :func:`~wgflow.kernels.bellman.policy_sweep_numpy`.
     """
-    n = v.size
     lo = 0.0
     hi = 0.0
     err = np.inf
     k = 0
     while k < k_max:
-        lo = np.inf
-        hi = -np.inf
-        for s in range(n):
-            acc = 0.0
-            # unsigned positions: no negative-index wraparound test per entry
-            for m in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
-                acc += data[m] * v[np.uint64(indices[m])]
-            x = c[s] + g * acc
-            out[s] = x
-            d = x - v[s]
-            if d < lo:
-                lo = d
-            if d > hi:
-                hi = d
+        lo, hi = policy_sweep(indptr, indices, data, c, v, g, out)
         v, out = out, v
         k += 1
         err = 0.5 * g * (hi - lo) / (1.0 - g)
         if err <= target:
             break
     shift = 0.5 * g * (hi + lo) / (1.0 - g)
-    for s in range(n):
+    for s in range(v.size):
         v[s] += shift
     return v, k, err

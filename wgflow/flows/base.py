@@ -299,6 +299,22 @@ class Scheme:
         return False
 
 
+class ProposedStep:
+    """Restart protocol of a scheme whose step controller proposes the next step ``_dt_next``
+    (``None`` before the first): stored as ``"dt_next"`` (``nan`` for ``None``) beside the base
+    class's ``"dt_prev"``. Mix in before :class:`Scheme`."""
+
+    def state_dict(self) -> dict:
+        out = super().state_dict()
+        out["dt_next"] = np.nan if self._dt_next is None else float(self._dt_next)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        h = float(np.asarray(state.get("dt_next", np.nan)))
+        self._dt_next = None if np.isnan(h) else h
+
+
 def _check_option(where: str, name: str, value, param: inspect.Parameter):
     """Type check of a scheme option from its annotation (or its default's type)."""
     ann = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")

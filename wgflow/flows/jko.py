@@ -44,7 +44,7 @@ from scipy.linalg import LinAlgError, solve_banded, solveh_banded
 
 from ..errors import ConvergenceError, ValidationError
 from ..kernels.config import jit
-from .base import FlowState, Scheme
+from .base import FlowState, ProposedStep, Scheme
 from .otto import otto_rhs
 
 __all__ = ["JKO", "w2sq_pc", "w2sq_pc_grad", "jko_prox_1d", "jko_velocity_1d", "jko_prox_entropic",
@@ -831,7 +831,7 @@ def jko_prox_entropic(p, Q, tau, h, eps, actions, tol=1e-10, max_iter=20000, on_
 # =============================================================================================
 # the scheme
 # =============================================================================================
-class JKO(Scheme):
+class JKO(ProposedStep, Scheme):
     r"""Minimizing movement (JKO) steps: exact 1-D ``W_2`` of the grid densities; multi-D actions:
     entropic JKO (log-domain Sinkhorn, :func:`jko_prox_entropic`).
 
@@ -943,17 +943,6 @@ class JKO(Scheme):
 
     def suggest_dt(self, state) -> float:
         return min(self.default_dt if self._dt_next is None else self._dt_next, self.dt_max)
-
-    # -- restart protocol: the growing default step ---------------------------------------
-    def state_dict(self) -> dict:
-        out = super().state_dict()
-        out["dt_next"] = np.nan if self._dt_next is None else float(self._dt_next)
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        h = float(np.asarray(state.get("dt_next", np.nan)))
-        self._dt_next = None if np.isnan(h) else h
 
     def prox(self, masses, Q, h, m0=None):
         """The proximal step ``argmin <Q,m> + tau <m, log m/vol> + W_2^2(m, masses)/(2h)`` per state

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ConvergenceError, ValidationError
 from ..kernels.fluxes import sg_flux, sg_flux_numpy
 from ..kernels.sg_implicit import SGOperator
-from .base import FlowState, Scheme, grid_potential
+from .base import FlowState, ProposedStep, Scheme, grid_potential
 
 __all__ = ["Otto", "otto_rhs"]
 
@@ -70,7 +70,7 @@ def otto_rhs(masses, Q, tau, actions, weights=None, use_numba=True):
     return dm.reshape(masses.shape), rate.reshape(masses.shape), diss
 
 
-class Otto(Scheme):
+class Otto(ProposedStep, Scheme):
     r"""Time integration of the semi-discrete flow with the exact ``Q`` of each step's policy.
 
     Both integrators advance the same semi-discrete equation ``dm/dt = -L(Q^m) m``, ``L`` the
@@ -175,17 +175,6 @@ class Otto(Scheme):
     @property
     def adaptive(self) -> bool:
         return True
-
-    # -- restart protocol: the implicit step controller's proposal -----------------------
-    def state_dict(self) -> dict:
-        out = super().state_dict()
-        out["dt_next"] = np.nan if self._dt_next is None else float(self._dt_next)
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        h = float(np.asarray(state.get("dt_next", np.nan)))
-        self._dt_next = None if np.isnan(h) else h
 
     # -- cached per state -----------------------------------------------------------------
     def _rhs(self, state, with_dissipation=False):

@@ -177,16 +177,15 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
 
 
 def bellman_min_numpy(P, C, u, offset=0.0, sigma=None):
-    """Plain-numpy twin of the ``"min"`` sweep: returns ``(TV, Tsig, new_sigma, Q)``."""
+    """Plain-numpy twin of the ``"min"`` sweep's values: returns ``(TV, new_sigma, Q)``."""
     nS, nA = C.shape
     Q = C + (P @ u).reshape(nS, nA) - offset
     best = np.argmin(Q, axis=1)
     TV = Q[np.arange(nS), best]
     if sigma is None:
-        return TV, np.full(nS, np.inf), best, Q
-    Tsig = Q[np.arange(nS), sigma]
-    keep = Tsig <= TV + 1e-12 * np.maximum(1.0, np.abs(TV))
-    return TV, Tsig, np.where(keep, sigma, best), Q
+        return TV, best, Q
+    keep = Q[np.arange(nS), sigma] <= TV + 1e-12 * np.maximum(1.0, np.abs(TV))
+    return TV, np.where(keep, sigma, best), Q
 
 
 def bellman_softmin_numpy(P, C, u, tau, vol=1.0, offset=0.0):

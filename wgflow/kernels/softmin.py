@@ -53,15 +53,24 @@ _SHIFT = 6755399441055744.0
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (
     1.0 / math.factorial(k) for k in range(2, 14))
 # inputs are clamped 8 below the cut before the reduction (their weights are zeroed
-# afterwards): n stays within the normal exponent range and the exponent-bit arithmetic never
-# wraps; exp(-708) is the smallest normal result
-_EXP_NORMAL = 708.0
+# afterwards): n >= -1088 for cuts up to 746 and the exponent-bit arithmetic never wraps
+# the bit pattern of _SHIFT: kd's pattern minus this is n
+_SHIFT_BITS = 0x4338000000000000
+# 2^n below 2^-1000 (results near or below the smallest normal 2^-1022): the scale is built in
+# two steps, 2^(n + 128) (normal, exact product) then 2^-128 (one rounding, into the subnormals)
+_TWO_STEP = -1000
+_TWO_STEP_SCALE = -(2.0 ** -128)
+#: exp(-t) rounds to zero from here on (exp(-746) < 2.5e-324, half the smallest subnormal)
+_EXP_ZERO = 746.0
 
 
 @jit(fastmath={"contract"})
 def _exp_below(t, out, scratch, cut):
     """``out = exp(-t)`` where ``t < cut``, ``0`` where ``t >= cut``, NaN where NaN
-    (``-700 <= t``, ``cut <= 708``: results stay normal numbers)."""
+    (``-700 <= t``, ``cut <= 746``). Results are ``p 2^n`` with ``p`` the polynomial: exact
+    products while they are normal numbers (``t < 708``), a single rounding of ``p 2^n`` to the
+    subnormals below (``2^(n+128)`` then ``2^-128``: within one unit of the smallest
+    subnormal, exact zeros where ``exp`` rounds to zero)."""
     n = t.size
     clamp = cut + 8.0
     for i in range(n):
@@ -86,16 +95,21 @@ def _exp_below(t, out, scratch, cut):
         p = p * r + 1.0
         p = p * r + 1.0
         out[i] = p
-    # the low bits of kd's significand hold n (two's complement); shifting by 52 drops the
-    # rest, so (bits + 1023) << 52 is the pattern of the double 2^n
+    # kd's pattern is _SHIFT's plus n (kd = 1.5 2^52 + n is an integer-valued double), so
+    # (n + 1023) << 52 is the pattern of the double 2^n; below 2^_TWO_STEP the pattern of
+    # -2^(n + 128) (the sign marks the second step)
     bits = scratch.view(np.int64)
     for i in range(n):
-        bits[i] = (bits[i] + 1023) << 52
+        m = bits[i] - _SHIFT_BITS
+        two = m < _TWO_STEP
+        bits[i] = ((m + 128 * two + 1023) << 52) | (np.int64(two) << 63)
     scale = bits.view(np.float64)
     for i in range(n):
         ti = t[i]
+        y = out[i] * scale[i]
+        y = y * _TWO_STEP_SCALE if y < 0.0 else y
         # (ti - ti) is 0, or NaN for a NaN gap: a NaN reaches the caller's sums
-        out[i] = 0.0 if ti >= cut else out[i] * scale[i] + (ti - ti)
+        out[i] = 0.0 if ti >= cut else y + (ti - ti)
 
 
 @jit
@@ -150,6 +164,95 @@ def chain_gather_map(indptr, nS, nA, ptr, pos, act, perm):
     return cptr
 
 
+#: states per batch of :func:`soft_sweep_chain`: the exponentials of a batch are one call of the
+#: vector loops of :func:`_exp_below` (per-call overhead and remainder loops amortized)
+_SWEEP_BATCH = 16
+
+
+@jit
+def _row_min(q, o, n):
+    """``min q[o:o+n]`` over the entries that are not NaN (``inf`` if none), in four lanes
+    (independent compare chains); ``o``, ``n`` unsigned."""
+    m0 = np.inf
+    m1 = np.inf
+    m2 = np.inf
+    m3 = np.inf
+    one = np.uint64(1)
+    a = o
+    end = o + n
+    while a + np.uint64(3) < end:
+        x0 = q[a]
+        x1 = q[a + one]
+        x2 = q[a + np.uint64(2)]
+        x3 = q[a + np.uint64(3)]
+        m0 = x0 if x0 < m0 else m0
+        m1 = x1 if x1 < m1 else m1
+        m2 = x2 if x2 < m2 else m2
+        m3 = x3 if x3 < m3 else m3
+        a += np.uint64(4)
+    while a < end:
+        x0 = q[a]
+        m0 = x0 if x0 < m0 else m0
+        a += one
+    m0 = m1 if m1 < m0 else m0
+    m2 = m3 if m3 < m2 else m2
+    return m2 if m2 < m0 else m0
+
+
+@jit
+def _gaps(q, qmin, tau, t, o, n):
+    """``t = (q - qmin) / tau`` on ``[o, o + n)``: a division, as
+    :func:`wgflow.policy.gibbs_masses` (the gaps agree bitwise, and exp amplifies a gap's
+    rounding by the gap itself)."""
+    for a in range(o, o + n):
+        t[a] = (q[a] - qmin) / tau
+
+
+@jit
+def _sum4(e):
+    """``sum e`` in four interleaved partial sums (``e[a]`` in sum ``a mod 4``),
+    ``(z0 + z1) + (z2 + z3)``: the order of the ``z`` of :func:`soft_sweep_chain`."""
+    n = e.size
+    z0 = 0.0
+    z1 = 0.0
+    z2 = 0.0
+    z3 = 0.0
+    a = 0
+    while a + 3 < n:
+        z0 += e[a]
+        z1 += e[a + 1]
+        z2 += e[a + 2]
+        z3 += e[a + 3]
+        a += 4
+    if a < n:
+        z0 += e[a]
+    if a + 1 < n:
+        z1 += e[a + 1]
+    if a + 2 < n:
+        z2 += e[a + 2]
+    return (z0 + z1) + (z2 + z3)
+
+
+@jit(fastmath={"reassoc", "contract"})
+def _dot_run(e, a0, d, m0, n):
+    """``sum_k e[a0 + k] d[m0 + k]`` over ``k < n`` (a position's run of consecutive actions);
+    the compiler may reorder the sum (vector lanes, fused multiply-adds)."""
+    p = 0.0
+    for k in range(n):
+        p += e[a0 + k] * d[m0 + k]
+    return p
+
+
+@jit(fastmath={"reassoc", "contract"})
+def _cost_sum(e, C, s, q, qmin, o, n):
+    """``sum_a e[o+a] (C[s, a] - (q[o+a] - qmin))`` over ``a < n``; the compiler may reorder
+    the sum (vector lanes, fused multiply-adds)."""
+    p = 0.0
+    for a in range(n):
+        p += e[o + a] * (C[s, a] - (q[o + a] - qmin))
+    return p
+
+
 @jit
 def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_val, c_pi, masses,
                      write):
@@ -157,123 +260,144 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
 
     ``P`` enters grouped by state and pattern position: state ``s`` owns the positions
     ``j in [ptr[s], ptr[s+1])`` of the union pattern (column ``idx[j]``) and position ``j`` the
-    entries ``m in [cptr[j], cptr[j+1])`` of ``P`` with their actions ``cact[m]`` and values
-    ``cdata[m]`` (:func:`chain_gather_map`: ``cdata = P.data[perm]``). Then
+    entries ``m in [cptr[j], cptr[j+1])`` of ``P`` with their actions ``cact[m]`` (increasing)
+    and values ``cdata[m]`` (:func:`chain_gather_map`: ``cdata = P.data[perm]``). Then
 
     - ``Q(s, a) = C(s, a) + sum_m cdata[m] u[idx[j]]`` (over the entries of action ``a``);
-    - ``TV(s) = q_min - tau log sum_a exp(-(Q(s,a) - q_min)/tau) - tau log vol`` (``logvol`` is
-      ``log vol``; a min-shifted log-sum-exp: no overflow; terms with
-      ``(Q - q_min)/tau >= GIBBS_CUT`` are exact zeros, see :data:`GIBBS_CUT`; exponentials by
-      :func:`exp_gibbs`);
-    - with the Gibbs masses ``pi(a|s) = exp(-(Q - q_min)/tau) / z``, the regularized cost
+    - with the Gibbs weights ``e(s, a) = exp(-t)``, ``t = (Q(s,a) - q_min)/tau`` (a division,
+      as :func:`wgflow.policy.gibbs_masses`), ``z = sum_a e``:
+      ``TV(s) = q_min - tau log z - tau log vol`` (``logvol`` is ``log vol``; a min-shifted
+      log-sum-exp: no overflow, ``z >= 1``);
+    - with the Gibbs masses ``pi(a|s) = e / z``, the regularized cost
       ``c_pi(s) = sum_a pi (C + tau log(pi/vol))`` (``log pi`` analytic, so ``0 log 0`` never
       meets ``log 0``) and ``pi_val[j] = sum_m pi(cact[m]|s) cdata[m]``: the chain
-      ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern (masses that are exact zeros leave
-      stored zeros);
-    - when ``write`` is true, ``Q`` and the Gibbs masses of :func:`gibbs_rows` (no cut) into
-      ``Q`` and ``masses`` (both ``(nS, nA)``; unused otherwise: modified policy iteration asks
-      for them on the sweep it expects to be its last, saving two ``nS * nA`` writes per sweep).
+      ``P_pi = sum_a pi(a|s) P[(s,a), :]`` on the pattern (masses that underflow to exact zeros
+      leave stored zeros);
+    - when ``write`` is true, ``Q`` and the masses ``e / z`` into ``Q`` and ``masses`` (both
+      ``(nS, nA)``; unused otherwise: modified policy iteration asks for them on the sweep it
+      expects to be its last, saving two ``nS * nA`` writes per sweep). The masses are
+      :func:`gibbs_rows` of the written ``Q`` (the same operations); ``TV``, ``c_pi`` and
+      ``pi_val`` do not depend on ``write``.
+
+    The weights are :func:`_exp_below`'s exponential while they are normal numbers (``t < 708``,
+    within 1 ulp), the library exponential below (subnormal), exact zeros from ``t >= 746`` on:
+    exact zeros exactly where ``exp`` underflows. States go in batches of :data:`_SWEEP_BATCH`:
+    the ``Q`` rows, minima and gaps of a batch, one call of the exponential on all its gaps,
+    then per state the sums, the chain and the writes. ``z`` and the cost sum keep four partial
+    sums (:func:`_sum4`'s order).
 
     ``P`` is read once, in this order: ``u`` once per pattern position, each state's entries
-    twice while they are in cache, and no column index or row pointer of ``P``. ``Q`` is summed
-    per action in pattern order (a few ulps from the row-order sum). A NaN in ``u`` reaches
-    ``TV``.
+    twice while they are in cache, and no column index or row pointer of ``P``. Where a
+    position's actions are consecutive (every position of a grid MDP whose successors move
+    monotonically with the action) its entries are a stride-1 slice of the ``Q`` row and of
+    the weights: ``cact`` is not read per entry and the updates are vector loops; other
+    positions take the indexed loops. ``Q`` is summed per action in pattern order (a few ulps
+    from the row-order sum). A NaN in ``u`` reaches ``TV``.
     """
     nS, nA = C.shape
-    qrow = np.empty(nA)
-    trow = np.empty(nA)
-    erow = np.empty(nA)
-    scratch = np.empty(nA)
-    inv = 1.0 / tau
+    nbat = _SWEEP_BATCH
+    # rows of the batch buffers padded to a multiple of 4 (w), with gaps inf (weights 0) in
+    # the padding: z's four partial sums run without a remainder loop
+    w = (nA + 3) // 4 * 4
+    qb = np.empty(nbat * w)
+    tb = np.empty(nbat * w)
+    eb = np.empty(nbat * w)
+    scratch = np.empty(nbat * w)
+    qmins = np.empty(nbat)
     one = np.uint64(1)
     two = np.uint64(2)
+    three = np.uint64(3)
     # u = 0 (the first sweep from V = 0): Q = C exactly, P is read for the chain only
     zero = True
     for i in range(u.size):
         if u[i] != 0.0:
             zero = False
             break
-    for s in range(nS):
-        for a in range(nA):
-            qrow[a] = C[s, a]
-        p0 = ptr[s]
-        p1 = ptr[s + 1]
-        if not zero:
-            # unsigned positions: no negative-index wraparound test per entry
-            for j in range(p0, p1):
-                uj = u[np.uint64(idx[j])]
-                for m in range(np.uint64(cptr[j]), np.uint64(cptr[j + 1])):
-                    qrow[cact[m]] += cdata[m] * uj
-        qmin = np.inf
-        for a in range(nA):
-            if qrow[a] < qmin:
-                qmin = qrow[a]
-        for a in range(nA):
-            trow[a] = (qrow[a] - qmin) * inv
-        exp_gibbs(trow, erow, scratch)
-        # z and sum_a e (C - (q - q_min)); cut terms are exact zeros (q is finite: adding
-        # 0 * finite changes nothing), a NaN gap reaches z; two partial sums halve the chain
-        # of dependent additions
-        z0 = 0.0
-        z1 = 0.0
-        c0 = 0.0
-        c1 = 0.0
-        a = 0
-        while a + 1 < nA:
-            e0 = erow[a]
-            e1 = erow[a + 1]
-            z0 += e0
-            z1 += e1
-            c0 += e0 * (C[s, a] - (qrow[a] - qmin))
-            c1 += e1 * (C[s, a + 1] - (qrow[a + 1] - qmin))
-            a += 2
-        if a < nA:
-            z0 += erow[a]
-            c0 += erow[a] * (C[s, a] - (qrow[a] - qmin))
-        z = z0 + z1
-        ce = c0 + c1
-        lz = tau * (np.log(z) + logvol)
-        TV[s] = qmin - lz
-        # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
-        c_pi[s] = ce / z - lz
-        iz = 1.0 / z
-        for j in range(p0, p1):
-            a0 = 0.0
-            a1 = 0.0
-            m = np.uint64(cptr[j])
-            m1 = np.uint64(cptr[j + 1])
-            while m + one < m1:
-                a0 += erow[cact[m]] * cdata[m]
-                a1 += erow[cact[m + one]] * cdata[m + one]
-                m += two
-            if m < m1:
-                a0 += erow[cact[m]] * cdata[m]
-            pi_val[j] = (a0 + a1) * iz
-        if write:
-            for a in range(nA):
-                Q[s, a] = qrow[a]
-            _gibbs_row(qrow, tau, trow, erow, scratch, masses[s])
+    for s0 in range(0, nS, nbat):
+        nb = min(nbat, nS - s0)
+        for b in range(nb):
+            s = s0 + b
+            # row b of the batch buffers starts at o (unsigned: no wraparound tests; no
+            # slices, which cost a reference count each)
+            o = np.uint64(b * w)
+            for a in range(np.uint64(nA)):
+                qb[o + a] = C[s, a]
+            if not zero:
+                for j in range(ptr[s], ptr[s + 1]):
+                    uj = u[np.uint64(idx[j])]
+                    m0 = np.uint64(cptr[j])
+                    m1 = np.uint64(cptr[j + 1])
+                    a0 = np.uint64(cact[m0])
+                    if np.uint64(cact[m1 - one]) - a0 == m1 - m0 - one:
+                        # consecutive actions a0, a0 + 1, ...: a vector loop
+                        qa = o + a0
+                        for i in range(m1 - m0):
+                            qb[qa + i] += cdata[m0 + i] * uj
+                    else:
+                        for m in range(m0, m1):
+                            qb[o + cact[m]] += cdata[m] * uj
+            qmin = _row_min(qb, o, np.uint64(nA))
+            qmins[b] = qmin
+            _gaps(qb, qmin, tau, tb, o, np.uint64(nA))
+            for a in range(np.uint64(nA), np.uint64(w)):
+                tb[o + a] = np.inf
+        n = nb * w
+        _exp_below(tb[:n], eb[:n], scratch[:n], _EXP_ZERO)
+        for b in range(nb):
+            s = s0 + b
+            o = np.uint64(b * w)
+            qmin = qmins[b]
+            # z in _sum4's order (the masses divide by it: gibbs_rows must agree bitwise); a
+            # NaN gap reaches z
+            z0 = 0.0
+            z1 = 0.0
+            z2 = 0.0
+            z3 = 0.0
+            for a in range(o, o + np.uint64(w), np.uint64(4)):
+                z0 += eb[a]
+                z1 += eb[a + one]
+                z2 += eb[a + two]
+                z3 += eb[a + three]
+            z = (z0 + z1) + (z2 + z3)
+            ce = _cost_sum(eb, C, s, qb, qmin, o, np.uint64(nA))
+            lz = tau * (np.log(z) + logvol)
+            TV[s] = qmin - lz
+            # sum_a pi (C - (q - q_min) - tau (log z + log vol)), with sum_a pi = 1
+            c_pi[s] = ce / z - lz
+            iz = 1.0 / z
+            for j in range(ptr[s], ptr[s + 1]):
+                m0 = np.uint64(cptr[j])
+                m1 = np.uint64(cptr[j + 1])
+                a0 = np.uint64(cact[m0])
+                if np.uint64(cact[m1 - one]) - a0 == m1 - m0 - one:
+                    pi_val[j] = _dot_run(eb, o + a0, cdata, m0, m1 - m0) * iz
+                else:
+                    p0 = 0.0
+                    p1 = 0.0
+                    m = m0
+                    while m + one < m1:
+                        p0 += eb[o + cact[m]] * cdata[m]
+                        p1 += eb[o + cact[m + one]] * cdata[m + one]
+                        m += two
+                    if m < m1:
+                        p0 += eb[o + cact[m]] * cdata[m]
+                    pi_val[j] = (p0 + p1) * iz
+            if write:
+                for a in range(np.uint64(nA)):
+                    Q[s, a] = qb[o + a]
+                for a in range(np.uint64(nA)):
+                    masses[s, a] = eb[o + a] / z
 
 
 @jit
 def _gibbs_row(q, tau, trow, erow, scratch, out):
     """``out = exp(-(q - min q)/tau) / z`` for one row (see :func:`gibbs_rows`)."""
-    nA = q.size
-    qmin = np.inf
-    for a in range(nA):
-        if q[a] < qmin:
-            qmin = q[a]
-    for a in range(nA):
-        # a division, as gibbs_masses: the gaps agree bitwise (exp amplifies a gap's
-        # rounding by the gap itself)
-        trow[a] = (q[a] - qmin) / tau
-    _exp_below(trow, erow, scratch, _EXP_NORMAL)
-    z = 0.0
-    for a in range(nA):
-        t = trow[a]
-        if t >= _EXP_NORMAL:                # subnormal or zero: the library exponential
-            erow[a] = np.exp(-t)
-        z += erow[a]
+    nA = np.uint64(q.size)
+    zero = np.uint64(0)
+    qmin = _row_min(q, zero, nA)
+    _gaps(q, qmin, tau, trow, zero, nA)
+    _exp_below(trow, erow, scratch, _EXP_ZERO)
+    z = _sum4(erow)
     for a in range(nA):
         out[a] = erow[a] / z
 
@@ -285,8 +409,9 @@ def gibbs_rows(Q, tau, out):
     The Gibbs map of :func:`wgflow.policy.gibbs_masses` (no cut: terms below
     ``exp(-GIBBS_CUT)`` keep their value until they underflow to zero), one row at a time:
     the exponential of :func:`exp_gibbs` while results are normal numbers
-    (``(Q - q_min)/tau < 708``), the library exponential below.
-    Agrees with the numpy version to a few ulps of each mass.
+    (``(Q - q_min)/tau < 708``), the library exponential below, exact zeros where it
+    underflows; the sum in :func:`_sum4`'s order. The same operations as the masses of
+    :func:`soft_sweep_chain`. Agrees with the numpy version to a few ulps of each mass.
     """
     nS, nA = Q.shape
     trow = np.empty(nA)

@@ -201,6 +201,71 @@ def test_gibbs_rows_near_underflow():
     np.testing.assert_array_equal(out == 0.0, ref == 0.0)
 
 
+@pytest.mark.parametrize("name,kw", [
+    ("garnet", dict(n_states=37, n_actions=1, branching=3, seed=1)),     # one action
+    ("garnet", dict(n_states=37, n_actions=5, branching=3, seed=2)),     # rows padded 5 -> 8
+    ("pendulum", dict(n_theta=7, n_omega=5, n_actions=4))])               # no padding
+def test_soft_sweep_chain_batch_edges(rng, name, kw):
+    # states in batches of 16 (37 and 35 states: a last, partial batch), rows padded to a
+    # multiple of 4: the same values as the numpy twin, writing Q and the masses changes nothing
+    # else, and the masses are gibbs_rows of the written Q
+    mdp = wg.problems.get(name, **kw)
+    P, nS, nA = mdp.P, mdp.n_states, mdp.n_actions
+    vol = mdp.actions.cell_volume if name == "pendulum" else 1.0
+    C = np.ascontiguousarray(mdp.C)
+    u = 3 * rng.random(nS)
+    tau = 0.2
+    ptr, idx, pos, cptr, act, perm = _grouped(mdp)
+    out = [(np.empty(nS), np.full((nS, nA), np.nan), np.empty(idx.size), np.empty(nS),
+            np.full((nS, nA), np.nan)) for _ in range(2)]
+    for write, (TV, Q, val, cpi, m) in zip((False, True), out):
+        soft_sweep_chain(ptr, idx.astype(np.int32), cptr, act, P.data[perm], C, u, tau,
+                         np.log(vol), TV, Q, val, cpi, m, write)
+    (TV0, _, val0, cpi0, _), (TV, Q, val, cpi, m) = out
+    np.testing.assert_array_equal(TV, TV0)
+    np.testing.assert_array_equal(val, val0)
+    np.testing.assert_array_equal(cpi, cpi0)
+    g_ref = np.empty((nS, nA))
+    gibbs_rows(Q, tau, g_ref)
+    np.testing.assert_array_equal(m, g_ref)
+    TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, u, tau, vol)
+    scale = 1 + np.max(np.abs(Qn))
+    # sums in another order, exp/log: a few ulps of |Q| (as in the tests above)
+    np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(m, mn, rtol=0, atol=1e-13 * scale / tau)
+    np.testing.assert_allclose(sp.csr_matrix((val, idx, ptr), shape=(nS, nS)).toarray(),
+                               policy_matrix(P, mn).toarray(), rtol=0, atol=1e-12)
+    if nA == 1:
+        np.testing.assert_array_equal(m, 1.0)
+
+
+def test_gibbs_rows_subnormal_band():
+    # gaps across [700, 746), where exp(-t) is subnormal from 708.4 on, and the doubles on both
+    # sides of the underflow threshold t = 745.1332...: each row [0, t] has z = 1 + exp(-t) = 1,
+    # so the second mass is the exponential itself
+    thr = 745.1332191019412
+    around = thr + np.spacing(thr) * np.arange(-20, 21)
+    t = np.concatenate([np.linspace(700.0, 746.0, 20_001), around])
+    Q = np.column_stack([np.zeros_like(t), t])
+    out = np.empty(Q.shape)
+    gibbs_rows(Q, 1.0, out)
+    with np.errstate(under="ignore"):
+        ref = np.exp(-t)
+    tiny = np.finfo(float).tiny
+    assert np.any((ref > 0) & (ref < tiny)) and np.any(ref == 0.0)
+    normal = ref >= tiny
+    # normal results: the exponential's 1 ulp against numpy's (itself within an ulp)
+    np.testing.assert_allclose(out[normal, 1], ref[normal], rtol=4 * EPS, atol=0)
+    # subnormal results: one rounding of p 2^n (p within an ulp of exp(r)) against numpy's:
+    # a unit of the smallest subnormal each
+    np.testing.assert_allclose(out[~normal, 1], ref[~normal], rtol=0, atol=2 * 5e-324)
+    # exact zeros exactly where numpy's exponential rounds to zero, at the threshold too
+    np.testing.assert_array_equal(out[:, 1] == 0.0, ref == 0.0)
+    np.testing.assert_array_equal(out[:, 0], 1.0)
+
+
 @pytest.mark.parametrize("k_max,target", [(7, 0.0), (500, 1e-6)])
 def test_span_sweeps_match_numpy_and_bound_the_error(rng, k_max, target):
     # the Gibbs chain of the pendulum at gamma 0.99: k_max sweeps (or fewer, to the target) of

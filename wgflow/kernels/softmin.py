@@ -37,9 +37,10 @@ from .config import jit
 __all__ = ["GIBBS_CUT", "exp_gibbs", "exp_gibbs_numpy", "chain_gather_map", "soft_sweep_chain",
            "gibbs_rows", "span_sweeps"]
 
-#: soft sweeps skip the exponential of actions with ``(Q - q_min) / tau >= GIBBS_CUT``: their
-#: terms, below ``exp(-GIBBS_CUT) = 2e-22`` each against ``z >= 1``, cannot change ``z`` in double
-#: precision for fewer than ``10^5`` actions (their masses are stored as exact zeros)
+#: :func:`exp_gibbs` gives exact zeros from ``t >= GIBBS_CUT`` on: such terms, below
+#: ``exp(-GIBBS_CUT) = 2e-22`` each against ``z >= 1``, cannot change ``z`` in double precision
+#: for fewer than ``10^5`` actions (:func:`soft_sweep_chain` and :func:`gibbs_rows` keep every
+#: term until it underflows)
 GIBBS_CUT = 50.0
 
 # exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (Cody-Waite: ln 2 split in a high part
@@ -279,12 +280,14 @@ def soft_sweep_chain(ptr, idx, cptr, cact, cdata, C, u, tau, logvol, TV, Q, pi_v
       :func:`gibbs_rows` of the written ``Q`` (the same operations); ``TV``, ``c_pi`` and
       ``pi_val`` do not depend on ``write``.
 
-    The weights are :func:`_exp_below`'s exponential while they are normal numbers (``t < 708``,
-    within 1 ulp), the library exponential below (subnormal), exact zeros from ``t >= 746`` on:
-    exact zeros exactly where ``exp`` underflows. States go in batches of :data:`_SWEEP_BATCH`:
-    the ``Q`` rows, minima and gaps of a batch, one call of the exponential on all its gaps,
-    then per state the sums, the chain and the writes. ``z`` and the cost sum keep four partial
-    sums (:func:`_sum4`'s order).
+    The weights are :func:`exp_gibbs`'s exponential without its cut (:func:`_exp_below` up to
+    ``t = 746``): within 1 ulp while they are normal numbers (``t < 708``), one rounding into
+    the subnormals below, exact zeros exactly where ``exp`` rounds to zero. No term is skipped,
+    so the masses written are the weights the sweep used, over the same ``z``. States go in
+    batches of :data:`_SWEEP_BATCH`: the ``Q`` rows, minima and gaps of a batch, one call of
+    the exponential on all its gaps, then per state the sums, the chain and the writes. ``z``
+    keeps four interleaved partial sums (:func:`_sum4`'s order); the cost sum and the chain's
+    sums are left to the compiler's order (vector lanes).
 
     ``P`` is read once, in this order: ``u`` once per pattern position, each state's entries
     twice while they are in cache, and no column index or row pointer of ``P``. Where a
@@ -408,10 +411,11 @@ def gibbs_rows(Q, tau, out):
 
     The Gibbs map of :func:`wgflow.policy.gibbs_masses` (no cut: terms below
     ``exp(-GIBBS_CUT)`` keep their value until they underflow to zero), one row at a time:
-    the exponential of :func:`exp_gibbs` while results are normal numbers
-    (``(Q - q_min)/tau < 708``), the library exponential below, exact zeros where it
-    underflows; the sum in :func:`_sum4`'s order. The same operations as the masses of
-    :func:`soft_sweep_chain`. Agrees with the numpy version to a few ulps of each mass.
+    gaps by division, the exponential of :func:`exp_gibbs` without its cut (within 1 ulp while
+    results are normal numbers, ``(Q - q_min)/tau < 708``; one rounding into the subnormals
+    below, within a unit of the smallest subnormal; exact zeros exactly where ``exp`` rounds to
+    zero), the sum in :func:`_sum4`'s order: the operations of the masses of
+    :func:`soft_sweep_chain`. Agrees with the numpy version to a few ulps of each normal mass.
     """
     nS, nA = Q.shape
     trow = np.empty(nA)

@@ -31,8 +31,8 @@ from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import closed_components, make_bellman_sweep, policy_sweep
-from .kernels.softmin import (chain_gather_map, corrected_gs_sweeps, diagonal_positions,
-                              soft_sweep_chain, span_sweeps, transpose_apply)
+from .kernels.gauss_seidel import corrected_gs_sweeps, diagonal_positions, transpose_apply
+from .kernels.softmin import chain_gather_map, soft_sweep_chain, span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
 from .linalg import BlockTriangularSolver, CSRArrays, LinearSolveCache, single_thread_blas
@@ -957,17 +957,31 @@ class _SoftEvaluator:
     """Partial evaluations of the Gibbs policies of soft modified policy iteration.
 
     Soft modified policy iteration is an inexact Newton method (soft policy iteration is Newton's
-    method on ``V = T V``); each evaluation runs Jacobi sweeps on the Gibbs chain with MacQueen's
-    span bounds (:func:`~wgflow.kernels.softmin.span_sweeps`, one call) from the sweep's ``TV``
-    to a target ``eta |TV - V|_inf`` or ``k_max`` sweeps. The forcing term ``eta`` follows
-    Eisenstat and Walker (1996, choice 2): ``eta = 0.9 (delta / delta_prev)^2``, kept within
-    ``[ETA_MIN, ETA_MAX]``: loose while the residual stalls (early policies change wholesale, an
-    accurate evaluation of them is wasted; while the residual has not decreased, the evaluation
-    also gets only ``1 / GLOBAL_SHARE`` of the sweep budget ``k_max``), ``ETA_MIN`` in the fast
-    local phase. The Gibbs chain
-    is one strongly connected component, so the block substitution of deterministic chains does
-    not apply; after :attr:`MAX_PARTIAL` partial evaluations in a row, evaluations switch to
-    sparse LU factorizations (:class:`~wgflow.linalg.LinearSolveCache`).
+    method on ``V = T V``); each evaluation starts from the sweep's ``TV`` and stops at a target
+    ``eta |TV - V|_inf`` or after ``k_max`` sweeps' worth of work. The forcing term ``eta``
+    follows Eisenstat and Walker (1996, choice 2): ``eta = 0.9 (delta / delta_prev)^2``, kept
+    within ``[ETA_MIN, ETA_MAX]``: loose while the residual stalls, ``ETA_MIN`` in the fast local
+    phase. The Gibbs chain is one strongly connected component, so the block substitution of
+    deterministic chains does not apply. Two kinds of sweeps:
+
+    - *global phase* (until the residual falls to ``LOCAL_DROP`` of the largest so far): Jacobi
+      sweeps with MacQueen's span bounds (:func:`~wgflow.kernels.softmin.span_sweeps`); robust
+      for any chain. Early policies change wholesale, an accurate evaluation of them is wasted:
+      while the residual has not decreased, an evaluation gets ``1 / GLOBAL_SHARE`` of the
+      budget.
+    - *local phase*: symmetric Gauss-Seidel sweeps, each corrected by a constant weighted by an
+      estimate of the chain's stationary law (:func:`~wgflow.kernels.gauss_seidel.corrected_gs_sweeps`;
+      the estimate starts with ``RHO_START`` power steps from the uniform law and is carried
+      from policy to policy). About three times fewer sweeps than Jacobi's for the same accuracy
+      on the pendulum at ``gamma = 0.99`` (the chain mixes slowly: Jacobi sweeps contract by
+      0.88 there), each about ``GS_COST`` Jacobi sweeps. Their error is estimated, not bounded
+      (the outer sweep certifies the result), so the target is read as the Jacobi sweeps' span
+      bound reads it: a residual ``2 (1 - gamma) / gamma`` times the target. If the sweeps
+      diverge (the kernel's bound check: a poor estimate, amplified by ``1 / (1 - gamma)``) or
+      the residual grows after a local evaluation, the solve goes back to Jacobi sweeps for good.
+
+    After :attr:`MAX_PARTIAL` partial evaluations in a row, evaluations switch to sparse LU
+    factorizations (:class:`~wgflow.linalg.LinearSolveCache`).
     """
 
     ETA_MIN = 1e-3

@@ -860,6 +860,35 @@ def test_linear_solve_cache_orders_nearly_acyclic_chains():
     assert np.linalg.norm(A @ x1 - b) <= 1e-12 * np.linalg.norm(b)
 
 
+@pytest.mark.parametrize("diverge", [False, True])
+def test_soft_mpi_gauss_seidel_phase_and_its_fallback(monkeypatch, diverge):
+    # the local phase of soft modified policy iteration evaluates by corrected Gauss-Seidel
+    # sweeps; when the kernel reports divergence (here: forced, with a garbage iterate), the
+    # solve goes back to Jacobi sweeps for good and still meets its accuracy against exact
+    # policy iteration
+    import wgflow.evaluation as evaluation
+    mdp, gamma = _realistic("pendulum", small=True)
+    obj = wg.Discounted(gamma, entropy=0.1)
+    calls = []
+    if diverge:
+        def broken(indptr, indices, data, dpos, c, v, *args):
+            calls.append(1)
+            v[:] = 1e30
+            return 2, np.inf, False
+        monkeypatch.setattr(evaluation, "corrected_gs_sweeps", broken)
+    tol = 1e-10
+    sol = wg.solve(mdp, obj, tol=tol)
+    exact = wg.solve(mdp, obj, method="policy_iteration")
+    assert sol.converged
+    gs = sol.diagnostics["gauss_seidel_sweeps"]
+    if diverge:
+        assert len(calls) == 1 and gs == 2
+    else:
+        assert gs > 0
+    scale = np.max(np.abs(exact.V))
+    np.testing.assert_allclose(sol.V, exact.V, rtol=0, atol=tol * scale + 1e-13 * scale / (1 - gamma))
+
+
 @pytest.mark.parametrize("guess", [True, False])
 def test_soft_mpi_last_sweep_writes_q_and_underflowing_masses(monkeypatch, guess):
     # entropy 1e-3 on the pendulum at gamma 0.99: Gibbs tails underflow to exact zeros. Q and the

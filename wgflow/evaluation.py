@@ -31,6 +31,7 @@ from . import validation
 from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, ValidationError
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import closed_components, make_bellman_sweep, policy_sweep
+from .kernels.gauss_seidel import corrected_gs_sweeps, diagonal_positions, transpose_apply
 from .kernels.softmin import chain_gather_map, soft_sweep_chain, span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds
@@ -956,29 +957,62 @@ class _SoftEvaluator:
     """Partial evaluations of the Gibbs policies of soft modified policy iteration.
 
     Soft modified policy iteration is an inexact Newton method (soft policy iteration is Newton's
-    method on ``V = T V``); each evaluation runs Jacobi sweeps on the Gibbs chain with MacQueen's
-    span bounds (:func:`~wgflow.kernels.softmin.span_sweeps`, one call) from the sweep's ``TV``
-    to a target ``eta |TV - V|_inf`` or ``k_max`` sweeps. The forcing term ``eta`` follows
-    Eisenstat and Walker (1996, choice 2): ``eta = 0.9 (delta / delta_prev)^2``, kept within
-    ``[ETA_MIN, ETA_MAX]``: loose while the residual stalls (early policies change wholesale, an
-    accurate evaluation of them is wasted), ``ETA_MIN`` in the fast local phase. The Gibbs chain
-    is one strongly connected component, so the block substitution of deterministic chains does
-    not apply; after :attr:`MAX_PARTIAL` partial evaluations in a row, evaluations switch to
-    sparse LU factorizations (:class:`~wgflow.linalg.LinearSolveCache`).
+    method on ``V = T V``); each evaluation starts from the sweep's ``TV`` and stops at a target
+    ``eta |TV - V|_inf`` or after ``k_max`` sweeps' worth of work. The forcing term ``eta``
+    follows Eisenstat and Walker (1996, choice 2): ``eta = 0.9 (delta / delta_prev)^2``, kept
+    within ``[ETA_MIN, ETA_MAX]``: loose while the residual stalls, ``ETA_MIN`` in the fast local
+    phase. The Gibbs chain is one strongly connected component, so the block substitution of
+    deterministic chains does not apply. Two kinds of sweeps:
+
+    - *global phase* (until the residual falls to ``LOCAL_DROP`` of the largest so far): Jacobi
+      sweeps with MacQueen's span bounds (:func:`~wgflow.kernels.softmin.span_sweeps`); robust
+      for any chain. Early policies change wholesale, an accurate evaluation of them is wasted:
+      while the residual has not decreased, an evaluation gets ``1 / GLOBAL_SHARE`` of the
+      budget.
+    - *local phase*: symmetric Gauss-Seidel sweeps, each corrected by a constant weighted by an
+      estimate of the chain's stationary law (:func:`~wgflow.kernels.gauss_seidel.corrected_gs_sweeps`;
+      the estimate starts with ``RHO_START`` power steps from the uniform law and is carried
+      from policy to policy). About three times fewer sweeps than Jacobi's for the same accuracy
+      on the pendulum at ``gamma = 0.99`` (the chain mixes slowly: Jacobi sweeps contract by
+      0.88 there), each about ``GS_COST`` Jacobi sweeps. Their error is estimated, not bounded
+      (the outer sweep certifies the result), so the target is read as the Jacobi sweeps' span
+      bound reads it: a residual ``2 (1 - gamma) / gamma`` times the target. If the sweeps
+      diverge (the kernel's bound check: a poor estimate, amplified by ``1 / (1 - gamma)``) or
+      the residual grows after a local evaluation, the solve goes back to Jacobi sweeps for good.
+
+    After :attr:`MAX_PARTIAL` partial evaluations in a row, evaluations switch to sparse LU
+    factorizations (:class:`~wgflow.linalg.LinearSolveCache`).
     """
 
     ETA_MIN = 1e-3
     ETA_MAX = 0.1
     MAX_PARTIAL = 30
+    #: while the residual has not decreased, evaluations get this fraction of ``k_max``
+    #: (pendulum 101^2 x 41, entropy 0.1: 303 evaluation sweeps instead of 361, the same 9
+    #: Bellman sweeps)
+    GLOBAL_SHARE = 3
+    #: a corrected Gauss-Seidel sweep costs about this many Jacobi sweeps (``k_max`` counts the
+    #: latter)
+    GS_COST = 1.3
+    #: a power step of the stationary-law estimate every this many sweeps
+    RHO_EVERY = 4
+    #: the local phase starts once the residual is this fraction of the largest so far
+    LOCAL_DROP = 0.1
+    #: power steps from the uniform law that start the stationary-law estimate
+    RHO_START = 30
 
     def __init__(self, nS, g, k_max):
         self.nS, self.g, self.k_max = nS, g, int(k_max)
         self.prev = self.prev2 = None
         self.unconverged = 0
         self.cache = None
-        self.work = (np.empty(nS), np.empty(nS))
-        self.stats = {"evaluation_sweeps": 0, "block_evaluations": 0, "lu_evaluations": 0,
-                      "partial_evaluations": 0, "largest_block": 0, "evaluation_time": 0.0}
+        self.work = (np.empty(nS), np.empty(nS), np.empty(nS))
+        self.rho = self.dpos = None
+        self.local = self.failed = False
+        self.largest = 0.0
+        self.stats = {"evaluation_sweeps": 0, "gauss_seidel_sweeps": 0, "block_evaluations": 0,
+                      "lu_evaluations": 0, "partial_evaluations": 0, "largest_block": 0,
+                      "evaluation_time": 0.0}
 
     def target(self, delta, floor):
         """The evaluation target after a sweep with residual ``delta`` (at least ``floor``)."""
@@ -986,6 +1020,7 @@ class _SoftEvaluator:
         if self.prev is not None and self.prev > 0:
             eta = min(self.ETA_MAX, max(self.ETA_MIN, 0.9 * (delta / self.prev) ** 2))
         self.prev, self.prev2 = delta, self.prev
+        self.largest = max(self.largest, delta)
         return max(floor, eta * delta)
 
     def last_sweep_expected(self, threshold):
@@ -1010,11 +1045,43 @@ class _SoftEvaluator:
                 V, = self.cache.solve(A, [c], [False])
                 self.stats["lu_evaluations"] += 1
                 return V, 0.0
-            v, out = self.work
+            if self.local and self.prev2 is not None and self.prev > self.prev2:
+                # the residual grew after a Gauss-Seidel evaluation: back to Jacobi sweeps
+                self.local, self.failed = False, True
+            if not (self.local or self.failed) and self.prev <= self.LOCAL_DROP * self.largest:
+                self.local = True
+                # the chains of a solve share one pattern (the union pattern)
+                self.dpos = diagonal_positions(P_pi.indptr, P_pi.indices, self.nS)
+                self.rho = np.full(self.nS, 1.0 / self.nS)
+                prho = self.work[1]
+                for _ in range(self.RHO_START):
+                    transpose_apply(P_pi.indptr, P_pi.indices, P_pi.data, self.rho, prho)
+                    self.rho, prho = prho / prho.sum(), self.rho
+            v, prho, dv = self.work
             v[:] = v0
-            w, k, err = span_sweeps(P_pi.indptr, P_pi.indices, P_pi.data, c, v, self.g,
-                                    self.k_max, target, out)
-            self.stats["evaluation_sweeps"] += int(k)
+            if self.local:
+                # the target as the Jacobi sweeps' span bound reads it: their residual within
+                # 2 (1 - g) / g of it (the next sweep's residual is what the evaluation leaves)
+                k, err, ok = corrected_gs_sweeps(P_pi.indptr, P_pi.indices, P_pi.data, self.dpos,
+                                                 c, v, self.g, self.rho, prho, dv,
+                                                 max(1, int(self.k_max / self.GS_COST)),
+                                                 2.0 * (1.0 - self.g) / self.g * target,
+                                                 self.RHO_EVERY)
+                self.stats["gauss_seidel_sweeps"] += int(k)
+                self.stats["evaluation_sweeps"] += int(k)
+                if not ok:
+                    # diverging (a poor stationary-law estimate): Jacobi sweeps from here on
+                    self.local, self.failed = False, True
+                    v[:] = v0
+            if not self.local:
+                k_max = self.k_max
+                if self.prev2 is None or self.prev >= self.prev2:
+                    # no decrease of the residual yet: the policies still change wholesale, an
+                    # accurate evaluation of them is wasted
+                    k_max = max(1, k_max // self.GLOBAL_SHARE)
+                v, k, err = span_sweeps(P_pi.indptr, P_pi.indices, P_pi.data, c, v, self.g,
+                                        k_max, target, prho)
+                self.stats["evaluation_sweeps"] += int(k)
             if err <= target:
                 self.unconverged = 0
             else:
@@ -1022,7 +1089,7 @@ class _SoftEvaluator:
                 self.unconverged += 1
                 if self.unconverged >= self.MAX_PARTIAL:
                     self.cache = LinearSolveCache(reuse=True)
-            return w.copy(), err
+            return v.copy(), err
         finally:
             self.stats["evaluation_time"] += time.perf_counter() - t
 

@@ -19,8 +19,9 @@ Kernels:
   policy-matrix assembly.
 - :func:`gibbs_rows`: the Gibbs masses of a ``Q`` table (:func:`wgflow.policy.gibbs_masses`,
   without the temporaries).
-- :func:`span_sweeps`: the partial evaluation of a Gibbs policy: Jacobi sweeps on its chain
-  with MacQueen's span bounds, in one call.
+- :func:`span_sweeps`: a partial evaluation of a Gibbs policy: Jacobi sweeps on its chain with
+  MacQueen's span bounds, in one call (the Gauss-Seidel alternative is in
+  :mod:`wgflow.kernels.gauss_seidel`).
 
 Positions into ``P`` are unsigned inside the loops: numba tests every signed index for
 negative-index wraparound, which costs about as much as the multiply-add it guards.

@@ -948,8 +948,9 @@ def _deferred_weights(mdp, objective, masses):
 
 #: work of a soft sweep per state-action pair (exponential, gather), in units of one entry of
 #: ``P``: sets the number of evaluation sweeps per iteration (``k_max``, about one soft sweep's
-#: worth: 50 on the pendulum 101^2 x 41, where a soft sweep takes 4.6 ms and an evaluation
-#: sweep 0.09 ms; 8 to 16 give within one sweep's worth of the same total work there)
+#: worth: 50 Jacobi sweeps on the pendulum 101^2 x 41, where a soft sweep takes 3.8 ms and a
+#: Jacobi sweep on the Gibbs chain 0.08 ms; 8 to 16 give within one sweep's worth of the same
+#: total work there)
 _SOFT_PAIR_WORK = 12
 
 

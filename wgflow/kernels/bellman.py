@@ -36,7 +36,6 @@ from functools import lru_cache
 import numpy as np
 
 from .config import jit
-# the soft sweep of modified policy iteration (re-exported)
 
 __all__ = ["make_bellman_sweep", "bellman_min_numpy", "bellman_softmin_numpy", "policy_sweep",
            "policy_sweep_numpy", "scc_order", "btf_substitute", "block_system", "DENSE_BLOCK",

@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.sparse.linalg import eigs, spsolve
+from scipy.sparse.linalg import spsolve
 
 import wgflow as wg
 from wgflow.kernels import policy_matrix
-from wgflow.kernels.gauss_seidel import corrected_gs_sweeps, diagonal_positions, transpose_apply
+from wgflow.kernels.gauss_seidel import (corrected_gs_sweeps, csr_apply, diagonal_positions,
+                                        stationary_sweeps, transpose_apply, transpose_pattern)
 from wgflow.kernels.softmin import span_sweeps
 from wgflow.policy import gibbs_masses
 
@@ -21,17 +22,23 @@ def _chain(mdp, rng, tau):
 
 
 def _stationary(P):
-    _, vec = eigs(P.T.tocsc(), k=1, which="LM")
-    rho = np.abs(vec[:, 0].real)
-    return rho / rho.sum()
+    # rho (P - I) = 0 with the last equation replaced by sum(rho) = 1, by a direct solve
+    n = P.shape[0]
+    A = (P.T - sp.identity(n)).tolil()
+    A[n - 1, :] = np.ones(n)
+    b = np.zeros(n)
+    b[-1] = 1.0
+    return spsolve(A.tocsc(), b)
 
 
 def _run(P, c, g, rho, k_max, target, v=None):
     n = P.shape[0]
     v = np.zeros(n) if v is None else v
+    tptr, tidx, tmap = transpose_pattern(P.indptr, P.indices, n)
     k, err, ok = corrected_gs_sweeps(P.indptr, P.indices.astype(np.int32), P.data,
-                                     diagonal_positions(P.indptr, P.indices, n), c, v, g,
-                                     rho.copy(), np.empty(n), np.empty(n), k_max, target, 4)
+                                     diagonal_positions(P.indptr, P.indices, n), tptr, tidx,
+                                     P.data[tmap], c, v, g, rho.copy(), np.empty(n), np.empty(n),
+                                     k_max, target, 8)
     return v, k, err, ok
 
 
@@ -53,6 +60,37 @@ def test_diagonal_positions_and_transpose_apply_match_scipy(rng):
     transpose_apply(A.indptr, A.indices, A.data, x, out)
     # sums in another order: a few ulps of the largest term
     np.testing.assert_allclose(out, A.T @ x, rtol=1e-14, atol=1e-15)
+    tptr, tidx, tmap = transpose_pattern(A.indptr, A.indices, n)
+    T = A.T.tocsr()
+    T.sort_indices()
+    np.testing.assert_array_equal(tptr, T.indptr)
+    np.testing.assert_array_equal(tidx, T.indices)
+    np.testing.assert_array_equal(A.data[tmap], T.data)
+    csr_apply(tptr, tidx, A.data[tmap], x, out)
+    np.testing.assert_allclose(out, A.T @ x, rtol=1e-14, atol=1e-15)
+
+
+def test_stationary_sweeps_reach_the_stationary_law_faster_than_power_steps(rng):
+    # a Gibbs chain of the pendulum (slow mixing: its second eigenvalue is 0.99): Gauss-Seidel
+    # sweeps on rho = P^T rho from the uniform law converge to the stationary law of a direct
+    # solve, far ahead of as many power steps
+    mdp = wg.problems.get("pendulum", n_theta=25, n_omega=25, n_actions=11)
+    P = _chain(mdp, rng, 0.3)
+    n = P.shape[0]
+    st = _stationary(P)
+    tptr, tidx, tmap = transpose_pattern(P.indptr, P.indices, n)
+    errors = []
+    for k in (30, 1000):
+        rho = np.full(n, 1.0 / n)
+        stationary_sweeps(tptr, tidx, P.data[tmap], rho, k, True)
+        assert rho.sum() == pytest.approx(1.0, rel=1e-13) and np.all(rho >= 0)
+        errors.append(np.abs(rho - st).sum())
+    # 1000 sweeps: the direct solve's rounding, ulps times the conditioning 1 / (1 - 0.99)
+    assert errors[1] <= 1e-11
+    power = np.full(n, 1.0 / n)
+    for _ in range(30):
+        power = P.T @ power
+    assert np.abs(power - st).sum() > 10 * errors[0]
 
 
 @pytest.mark.parametrize("tau", [1e-3, 0.3])
@@ -93,7 +131,12 @@ def test_corrected_sweeps_give_up_when_a_poor_estimate_makes_them_diverge(rng):
     target = 1e-10 * np.max(np.abs(x))
     v, k, err, ok = _run(P, c, g, np.full(n, 1.0 / n), 5000, target)
     assert not ok and k <= 10 and err == np.inf
-    v, k, err, ok = _run(P, c, g, _stationary(P), 5000, target)
+    # a stationary law (the chain has more than one closed class: any of them serves)
+    tptr, tidx, tmap = transpose_pattern(P.indptr, P.indices, n)
+    rho = np.full(n, 1.0 / n)
+    stationary_sweeps(tptr, tidx, P.data[tmap], rho, 2000, True)
+    assert np.abs(P.T @ rho - rho).sum() <= 1e-12
+    v, k, err, ok = _run(P, c, g, rho, 5000, target)
     assert ok and np.max(np.abs(v - x)) <= 10 * err + 1e-12 * np.max(np.abs(x))
 
 

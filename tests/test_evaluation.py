@@ -871,7 +871,7 @@ def test_soft_mpi_gauss_seidel_phase_and_its_fallback(monkeypatch, diverge):
     obj = wg.Discounted(gamma, entropy=0.1)
     calls = []
     if diverge:
-        def broken(indptr, indices, data, dpos, c, v, *args):
+        def broken(indptr, indices, data, dpos, tptr, tidx, tdata, c, v, *args):
             calls.append(1)
             v[:] = 1e30
             return 2, np.inf, False

@@ -796,7 +796,31 @@ def _value_iteration(mdp, objective, tol, max_iter, aperiodicity, progress):
 # ---------------------------------------------------------------------------------------------
 # modified policy iteration: the default for discounted objectives
 # ---------------------------------------------------------------------------------------------
-class _PolicyEvaluator:
+class _LUFallback:
+    """What the evaluators of modified policy iteration share: after :attr:`MAX_PARTIAL` partial
+    evaluations in a row, evaluations switch to sparse LU factorizations, reused as
+    preconditioners between iterations (:class:`~wgflow.linalg.LinearSolveCache`). Subclasses
+    hold ``nS``, ``g``, ``cache`` (None until then), ``unconverged`` and ``stats``."""
+
+    #: partial evaluations in a row after which evaluations are factorized
+    MAX_PARTIAL = 30
+
+    def _lu_evaluate(self, P_pi, c):
+        """``(V, 0.0)``: the exact evaluation by the cached factorization."""
+        A = (sp.identity(self.nS, format="csr") - self.g * P_pi.tocsr()).tocsr()
+        V, = self.cache.solve(A, [c], [False])
+        self.stats["lu_evaluations"] += 1
+        return V, 0.0
+
+    def _partial(self):
+        """Count a partial evaluation; the last one allowed in a row switches to LU."""
+        self.stats["partial_evaluations"] += 1
+        self.unconverged += 1
+        if self.unconverged >= self.MAX_PARTIAL:
+            self.cache = LinearSolveCache(reuse=True)
+
+
+class _PolicyEvaluator(_LUFallback):
     """Evaluates the successive policies of modified policy iteration.
 
     Jacobi sweeps ``v <- c + g P_pi v`` run from the warm start; after each sweep the span bound
@@ -819,8 +843,6 @@ class _PolicyEvaluator:
     #: ``max(BLOCK_MAX, BLOCK_FRACTION * nS)`` states (its sparse LU is then cheap)
     BLOCK_MAX = 2000
     BLOCK_FRACTION = 0.75
-    #: partial evaluations in a row after which evaluations are factorized
-    MAX_PARTIAL = 30
     #: evaluations that skip the search for blocks after it found one too large
     SKIP_AFTER_LARGE = 3
 
@@ -899,10 +921,7 @@ class _PolicyEvaluator:
 
     def _evaluate(self, P_pi, c, v0, target, deterministic, final):
         if self.cache is not None:
-            A = (sp.identity(self.nS, format="csr") - self.g * P_pi.tocsr()).tocsr()
-            V, = self.cache.solve(A, [c], [False])
-            self.stats["lu_evaluations"] += 1
-            return V, 0.0
+            return self._lu_evaluate(P_pi, c)
         tried = False
         if deterministic and self.prefer_blocks:
             # the previous chain was nearly acyclic: its successor usually is too
@@ -929,10 +948,7 @@ class _PolicyEvaluator:
                 if err <= target:
                     self.unconverged = 0
                     return self._finish(v), err
-        self.stats["partial_evaluations"] += 1
-        self.unconverged += 1
-        if self.unconverged >= self.MAX_PARTIAL:
-            self.cache = LinearSolveCache(reuse=True)
+        self._partial()
         return self._finish(v), err
 
 
@@ -955,7 +971,7 @@ def _deferred_weights(mdp, objective, masses):
 _SOFT_PAIR_WORK = 12
 
 
-class _SoftEvaluator:
+class _SoftEvaluator(_LUFallback):
     """Partial evaluations of the Gibbs policies of soft modified policy iteration.
 
     Soft modified policy iteration is an inexact Newton method (soft policy iteration is Newton's
@@ -988,7 +1004,6 @@ class _SoftEvaluator:
 
     ETA_MIN = 1e-3
     ETA_MAX = 0.1
-    MAX_PARTIAL = 30
     #: while the residual has not decreased, evaluations get this fraction of ``k_max``
     #: (pendulum 101^2 x 41, entropy 0.1: 303 evaluation sweeps instead of 361, the same 9
     #: Bellman sweeps)
@@ -1039,15 +1054,13 @@ class _SoftEvaluator:
         return d1 ** 3 / d0 ** 2 <= 100.0 * threshold
 
     def __call__(self, P_pi, c, v0, target, deterministic=False, final=True):
-        """``(V, err)``: the evaluation from ``v0`` and its error bound (the call of
-        :class:`_PolicyEvaluator`; ``deterministic`` and ``final`` are not used)."""
+        """``(V, err)``: the evaluation from ``v0`` and its error (a bound from Jacobi sweeps, an
+        estimate from Gauss-Seidel sweeps; the call of :class:`_PolicyEvaluator`;
+        ``deterministic`` and ``final`` are not used)."""
         t = time.perf_counter()
         try:
             if self.cache is not None:
-                A = (sp.identity(self.nS, format="csr") - self.g * P_pi.tocsr()).tocsr()
-                V, = self.cache.solve(A, [c], [False])
-                self.stats["lu_evaluations"] += 1
-                return V, 0.0
+                return self._lu_evaluate(P_pi, c)
             if self.local and self.prev2 is not None and self.prev > self.prev2:
                 # the residual grew after a Gauss-Seidel evaluation: back to Jacobi sweeps
                 self.local, self.failed = False, True
@@ -1056,17 +1069,18 @@ class _SoftEvaluator:
                 # the chains of a solve share one pattern (the union pattern)
                 self.dpos = diagonal_positions(P_pi.indptr, P_pi.indices, self.nS)
                 self.tpat = transpose_pattern(P_pi.indptr, P_pi.indices, self.nS)
-                self.rho = np.full(self.nS, 1.0 / self.nS)
-                tptr, tidx, tmap = self.tpat
-                stationary_sweeps(tptr, tidx, P_pi.data[tmap], self.rho, self.RHO_START, True)
             v, prho, dv = self.work
             v[:] = v0
             if self.local:
                 tptr, tidx, tmap = self.tpat
+                tdata = P_pi.data[tmap]
+                if self.rho is None:
+                    self.rho = np.full(self.nS, 1.0 / self.nS)
+                    stationary_sweeps(tptr, tidx, tdata, self.rho, self.RHO_START, True)
                 # the target as the Jacobi sweeps' span bound reads it: their residual within
                 # 2 (1 - g) / g of it (the next sweep's residual is what the evaluation leaves)
                 k, err, ok = corrected_gs_sweeps(P_pi.indptr, P_pi.indices, P_pi.data, self.dpos,
-                                                 tptr, tidx, P_pi.data[tmap], c, v, self.g,
+                                                 tptr, tidx, tdata, c, v, self.g,
                                                  self.rho, prho, dv,
                                                  max(1, int(self.k_max / self.GS_COST)),
                                                  2.0 * (1.0 - self.g) / self.g * target,
@@ -1089,10 +1103,7 @@ class _SoftEvaluator:
             if err <= target:
                 self.unconverged = 0
             else:
-                self.stats["partial_evaluations"] += 1
-                self.unconverged += 1
-                if self.unconverged >= self.MAX_PARTIAL:
-                    self.cache = LinearSolveCache(reuse=True)
+                self._partial()
             return v.copy(), err
         finally:
             self.stats["evaluation_time"] += time.perf_counter() - t

@@ -10,8 +10,7 @@ r"""Gauss-Seidel sweeps for the evaluation ``(I - gamma P) x = c`` of a policy's
   ``rho = P^T rho`` (the weights of the correction), on the transpose of ``P`` in CSR
   (:func:`transpose_pattern` once per pattern, then ``data[tmap]`` per matrix).
 - :func:`diagonal_positions`: where each row's self-loop is stored.
-- :func:`transpose_apply`: ``P^T x`` by a scatter over the rows of ``P``;
-  :func:`csr_apply`: ``A x`` for a CSR ``A`` (``P^T x`` as a gather over the transpose).
+- :func:`csr_apply`: ``A x`` for a CSR ``A`` (``P^T x`` as a gather over the transpose).
 
 Positions are unsigned inside the loops (see :mod:`wgflow.kernels.bellman`).
 """
@@ -22,7 +21,7 @@ import numpy as np
 from .config import jit
 
 __all__ = ["corrected_gs_sweeps", "stationary_sweeps", "transpose_pattern", "diagonal_positions",
-           "transpose_apply", "csr_apply"]
+           "csr_apply"]
 
 
 @jit
@@ -35,17 +34,6 @@ def diagonal_positions(indptr, indices, n):
             if indices[k] == s:
                 pos[s] = np.int64(k)
     return pos
-
-
-@jit
-def transpose_apply(indptr, indices, data, x, out):
-    """``out = P^T x`` for a CSR ``P`` (a scatter over the rows)."""
-    for j in range(out.size):
-        out[j] = 0.0
-    for s in range(x.size):
-        xs = x[s]
-        for k in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
-            out[np.uint64(indices[k])] += data[k] * xs
 
 
 @jit

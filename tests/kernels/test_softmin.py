@@ -21,6 +21,34 @@ def _mdps():
             wg.problems.get("pendulum", n_theta=9, n_omega=9, n_actions=7)]
 
 
+def _check_write_and_twin(P, C, u, tau, vol, ptr, idx, plain, written):
+    """A plain and a writing soft sweep of the same ``u``: writing Q and the masses changes
+    nothing else (bitwise), the masses are :func:`gibbs_rows` of the written Q (the same
+    kernel), and everything agrees with the numpy twin and the policy-matrix assembly to the
+    stated tolerances. Returns the twin's masses."""
+    TV0, val0, cpi0 = plain
+    TV, Q, val, cpi, m = written
+    np.testing.assert_array_equal(TV, TV0)
+    np.testing.assert_array_equal(val, val0)
+    np.testing.assert_array_equal(cpi, cpi0)
+    g_ref = np.empty(Q.shape)
+    gibbs_rows(Q, tau, g_ref)
+    np.testing.assert_array_equal(m, g_ref)
+    TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, u, tau, vol)
+    scale = 1 + np.max(np.abs(Qn))
+    # the same sums in another order: a few ulps of |Q| (exp/log add a few more)
+    np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
+    # masses: exp of gaps within a few ulps of |Q| / tau (the sums above)
+    np.testing.assert_allclose(m, mn, rtol=0, atol=1e-13 * scale / tau)
+    # chain entries are sums of at most nA products of masses (each within 1e-12) and P
+    nS = TV.size
+    np.testing.assert_allclose(sp.csr_matrix((val, idx, ptr), shape=(nS, nS)).toarray(),
+                               policy_matrix(P, mn).toarray(), rtol=0, atol=1e-12)
+    return mn
+
+
 def _ulps(x, ref):
     """|x - ref| in units of the spacing of doubles at ref (ref > 0)."""
     return np.abs(x - ref) / np.spacing(ref)
@@ -104,29 +132,12 @@ def test_soft_sweep_chain_matches_numpy_and_assembly(rng, k, tau):
             cpi, m)
     soft_sweep_chain(*args, False)
     assert np.isnan(Q).all() and np.isnan(m).all()           # not asked for: not written
-    TV0, val0, cpi0 = TV.copy(), val.copy(), cpi.copy()
+    plain = (TV.copy(), val.copy(), cpi.copy())
     soft_sweep_chain(*args, True)
-    # writing Q and the masses changes nothing else
-    np.testing.assert_array_equal(TV, TV0)
-    np.testing.assert_array_equal(val, val0)
-    np.testing.assert_array_equal(cpi, cpi0)
-    # the masses are the library's Gibbs map of the written Q (the same kernel as gibbs_rows)
-    g_ref = np.empty((nS, nA))
-    gibbs_rows(Q, tau, g_ref)
-    np.testing.assert_array_equal(m, g_ref)
-    TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, u, tau, vol)
-    scale = 1 + np.max(np.abs(Qn))
-    # the same sums in another order: a few ulps of |Q| (exp/log add a few more)
-    np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
-    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
-    # masses: exp of gaps within a few ulps of |Q| / tau (the sums above)
-    np.testing.assert_allclose(m, mn, rtol=0, atol=1e-13 * scale / tau)
+    mn = _check_write_and_twin(P, C, u, tau, vol, ptr, idx, plain, (TV, Q, val, cpi, m))
     np.testing.assert_array_equal(m == 0.0, gibbs_masses(Q, tau) == 0.0)
     P_pi = sp.csr_matrix((val, idx, ptr), shape=(nS, nS))
     ref = policy_matrix(P, mn)
-    # entries are sums of at most nA products of masses (each within 1e-12, see above) and P
-    np.testing.assert_allclose(P_pi.toarray(), ref.toarray(), rtol=0, atol=1e-12)
     if tau == 1e-4:
         # underflowed masses: exact zeros in the chain wherever the reference has none
         assert np.any(mn == 0.0)
@@ -221,22 +232,9 @@ def test_soft_sweep_chain_batch_edges(rng, name, kw):
     for write, (TV, Q, val, cpi, m) in zip((False, True), out):
         soft_sweep_chain(ptr, idx.astype(np.int32), cptr, act, P.data[perm], C, u, tau,
                          np.log(vol), TV, Q, val, cpi, m, write)
-    (TV0, _, val0, cpi0, _), (TV, Q, val, cpi, m) = out
-    np.testing.assert_array_equal(TV, TV0)
-    np.testing.assert_array_equal(val, val0)
-    np.testing.assert_array_equal(cpi, cpi0)
-    g_ref = np.empty((nS, nA))
-    gibbs_rows(Q, tau, g_ref)
-    np.testing.assert_array_equal(m, g_ref)
-    TVn, mn, cpin, Qn = bellman_softmin_numpy(P, C, u, tau, vol)
-    scale = 1 + np.max(np.abs(Qn))
-    # sums in another order, exp/log: a few ulps of |Q| (as in the tests above)
-    np.testing.assert_allclose(Q, Qn, rtol=0, atol=1e-13 * scale)
-    np.testing.assert_allclose(TV, TVn, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(cpi, cpin, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(m, mn, rtol=0, atol=1e-13 * scale / tau)
-    np.testing.assert_allclose(sp.csr_matrix((val, idx, ptr), shape=(nS, nS)).toarray(),
-                               policy_matrix(P, mn).toarray(), rtol=0, atol=1e-12)
+    (TV0, _, val0, cpi0, _), written = out
+    _check_write_and_twin(P, C, u, tau, vol, ptr, idx, (TV0, val0, cpi0), written)
+    m = written[4]
     if nA == 1:
         np.testing.assert_array_equal(m, 1.0)
 

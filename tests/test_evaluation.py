@@ -860,6 +860,54 @@ def test_linear_solve_cache_orders_nearly_acyclic_chains():
     assert np.linalg.norm(A @ x1 - b) <= 1e-12 * np.linalg.norm(b)
 
 
+@pytest.mark.parametrize("tau", [0.0, 0.1])
+def test_mpi_factorized_evaluations_reach_the_tolerance_at_gamma_0999(monkeypatch, tau):
+    # after MAX_PARTIAL partial evaluations, modified policy iteration factorizes; forced from
+    # the first one on the mountain car (3,721 states, goal cells absorbing) at gamma 0.999, the
+    # reused factorizations must be as accurate as direct solves: an evaluation accurate only
+    # to GMRES's relative residual left a Bellman residual of 1e-10, above the stopping test,
+    # and the solve ran to max_iter
+    from wgflow.evaluation import _LUFallback
+    monkeypatch.setattr(_LUFallback, "MAX_PARTIAL", 1)
+    mdp = wg.problems.get("mountain_car")
+    obj = wg.Discounted(0.999, entropy=tau)
+    tol = 1e-10
+    sol = wg.solve(mdp, obj, tol=tol, max_iter=60)
+    d = sol.diagnostics
+    assert sol.converged and d["lu_evaluations"] >= 1 and d["bellman_sweeps"] < 30
+    exact = wg.solve(mdp, obj, method="policy_iteration")
+    scale = np.max(np.abs(exact.V))
+    assert d["error_bound"] <= tol * np.max(np.abs(sol.V))
+    np.testing.assert_allclose(sol.V, exact.V, rtol=0, atol=tol * scale + 1e-13 * scale / (1 - 0.999))
+
+
+def test_mpi_stops_at_a_floor_of_exact_evaluations_with_a_warning(monkeypatch):
+    # factorized evaluations that cannot lower the Bellman residual any further (here made so:
+    # each answer carries an error of 1e-7 of |V|) end the solve at that floor within a few
+    # sweeps, with an AccuracyWarning and a bound that still holds, instead of sweeping on to
+    # max_iter
+    from wgflow.evaluation import _LUFallback
+    monkeypatch.setattr(_LUFallback, "MAX_PARTIAL", 1)
+    exact_lu = _LUFallback._lu_evaluate
+    rng = np.random.default_rng(3)
+
+    def floored(self, P_pi, c):
+        V, err = exact_lu(self, P_pi, c)
+        return V + 1e-7 * np.max(np.abs(V)) * rng.standard_normal(V.size), err
+
+    monkeypatch.setattr(_LUFallback, "_lu_evaluate", floored)
+    mdp, gamma = _realistic("pendulum", small=True)
+    for tau in (0.0, 0.1):
+        obj = wg.Discounted(gamma, entropy=tau)
+        with pytest.warns(wg.AccuracyWarning, match="rounding floor"):
+            sol = wg.solve(mdp, obj, tol=1e-10, max_iter=200)
+        d = sol.diagnostics
+        assert sol.converged and d["bellman_sweeps"] <= 20
+        exact = wg.solve(mdp, obj, method="policy_iteration")
+        assert np.max(np.abs(sol.V - exact.V)) <= d["error_bound"]
+        assert d["error_bound"] <= 1e-4 * np.max(np.abs(exact.V))
+
+
 @pytest.mark.parametrize("diverge", [False, True])
 def test_soft_mpi_gauss_seidel_phase_and_its_fallback(monkeypatch, diverge):
     # the local phase of soft modified policy iteration evaluates by corrected Gauss-Seidel

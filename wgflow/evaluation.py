@@ -817,7 +817,11 @@ class _LUFallback:
         self.stats["partial_evaluations"] += 1
         self.unconverged += 1
         if self.unconverged >= self.MAX_PARTIAL:
-            self.cache = LinearSolveCache(reuse=True)
+            # as exact policy iteration's evaluations: a reused factorization's answer is
+            # accepted at the backward error of a direct solve (GMRES's relative residual
+            # alone leaves errors of 1e-13 |c| / (1 - gamma), a floor that the Bellman residual
+            # cannot pass at gamma = 0.999)
+            self.cache = LinearSolveCache(reuse=True, backward_tol=EXACT_BACKWARD)
 
 
 class _PolicyEvaluator(_LUFallback):
@@ -1109,6 +1113,12 @@ class _SoftEvaluator(_LUFallback):
             self.stats["evaluation_time"] += time.perf_counter() - t
 
 
+#: modified policy iteration stops at the rounding floor once this many sweeps in a row after
+#: exact (factorized) evaluations have not lowered the Bellman residual (policy iteration with
+#: exact evaluations lowers it every step until rounding takes over)
+STALLED_EXACT = 3
+
+
 def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     r"""Modified policy iteration with certified stopping (see :func:`solve`)."""
     from .kernels import config
@@ -1159,6 +1169,7 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
     converged = False
     n_sweeps = 0
     delta = np.inf
+    best, since_best = np.inf, 0
     it = 0
     try:
         for it in range(1, max_iter + 1):
@@ -1188,6 +1199,12 @@ def _solve_mpi(mdp, objective, tol, max_iter, policy0, progress, t0, c0):
                 bar.set_postfix(bound=f"{delta / (1.0 - g):.2e}")
             # |V - V*| and |V - V_pi| are both <= |TV - V|_inf / (1 - g) for pi greedy in TV
             if delta <= (1.0 - g) * tol * scale or delta <= 64 * eps * scale:
+                converged = True
+                break
+            best, since_best = (delta, 0) if delta < best else (best, since_best + 1)
+            if evaluator.cache is not None and since_best >= STALLED_EXACT:
+                # exact evaluations no longer lower the residual: the rounding floor of this
+                # problem (the check below warns, or raises if the bound is useless)
                 converged = True
                 break
             final_target = 0.25 * (1.0 - g) * tol * scale

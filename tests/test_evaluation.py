@@ -908,6 +908,33 @@ def test_mpi_stops_at_a_floor_of_exact_evaluations_with_a_warning(monkeypatch):
         assert d["error_bound"] <= 1e-4 * np.max(np.abs(exact.V))
 
 
+@pytest.mark.parametrize("name", ["mountain_car", "pendulum"])
+def test_soft_mpi_stationary_law_only_for_chains_without_absorbing_states(monkeypatch, name):
+    # the constant correction of the local phase needs the chain's stationary law; the mountain
+    # car's goal cells are absorbing (no unique stationary law, no slow constant mode): its
+    # sweeps go uncorrected, and the estimate is never computed; the pendulum's chain is
+    # irreducible and gets it (at 21^2; at 15^2 the Gibbs policy stays at the bottom equilibrium
+    # with probability 1 - 1e-13, an absorbing state in double precision). Both meet their
+    # accuracy against exact policy iteration
+    import wgflow.evaluation as evaluation
+    calls = []
+    real = evaluation.stationary_sweeps
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(evaluation, "stationary_sweeps", counted)
+    mdp, gamma = _realistic(name, small=name == "mountain_car")
+    obj = wg.Discounted(gamma, entropy=0.1)
+    sol = wg.solve(mdp, obj, tol=1e-10)
+    assert sol.converged and sol.diagnostics["gauss_seidel_sweeps"] > 0
+    assert (len(calls) > 0) == (name == "pendulum")
+    exact = wg.solve(mdp, obj, method="policy_iteration")
+    scale = np.max(np.abs(exact.V))
+    np.testing.assert_allclose(sol.V, exact.V, rtol=0, atol=1e-10 * scale + 1e-13 * scale / (1 - gamma))
+
+
 @pytest.mark.parametrize("diverge", [False, True])
 def test_soft_mpi_gauss_seidel_phase_and_its_fallback(monkeypatch, diverge):
     # the local phase of soft modified policy iteration evaluates by corrected Gauss-Seidel

@@ -151,3 +151,26 @@ def test_corrected_sweeps_keep_a_solution(rng):
     assert ok and k <= 3
     # rounding of the sweep and of the direct solve: ulps of |x| / (1 - g)
     np.testing.assert_allclose(v, x, rtol=0, atol=1e-11 * scale)
+
+
+def test_uncorrected_sweeps_do_not_read_rho_and_converge_on_an_absorbing_chain(rng):
+    # mountain car (goal cells absorbing) at gamma 0.999: with correct=False the sweeps are plain
+    # symmetric Gauss-Seidel; rho and the transpose are not read (NaN here), and they converge
+    # to the direct solve with the estimate following the true error
+    mdp = wg.problems.get("mountain_car", n_position=25, n_velocity=25)
+    g = 0.999
+    P = _chain(mdp, rng, 0.3)
+    n = P.shape[0]
+    assert np.any(P.diagonal() == 1.0)
+    c = rng.random(n)
+    x = spsolve((sp.identity(n) - g * P).tocsc(), c)
+    scale = np.max(np.abs(x))
+    v = np.zeros(n)
+    nan = np.full(n, np.nan)
+    k, err, ok = corrected_gs_sweeps(P.indptr, P.indices.astype(np.int32), P.data,
+                                     diagonal_positions(P.indptr, P.indices, n), P.indptr,
+                                     P.indices, nan, c, v, g, nan.copy(), np.empty(n),
+                                     np.empty(n), 20000, 1e-10 * scale, 8, False)
+    assert ok and err <= 1e-10 * scale and np.all(np.isfinite(v))
+    # the direct solve's rounding: ulps of |x| / (1 - g)
+    assert np.max(np.abs(v - x)) <= 10 * err + 1e-12 * scale

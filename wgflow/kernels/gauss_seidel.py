@@ -102,7 +102,7 @@ def stationary_sweeps(tptr, tidx, tdata, rho, k, forward):
 
 @jit
 def corrected_gs_sweeps(indptr, indices, data, dpos, tptr, tidx, tdata, c, v, g, rho, prho, dv,
-                        k_max, target, rho_every):
+                        k_max, target, rho_every, correct=True):
     r"""Symmetric Gauss-Seidel sweeps for ``(I - g P) x = c`` (stochastic CSR ``P``), each
     followed by a correction by a constant, up to ``k_max`` sweeps or the estimated error
     ``target``.
@@ -128,13 +128,15 @@ def corrected_gs_sweeps(indptr, indices, data, dpos, tptr, tidx, tdata, c, v, g,
     last sweep and ``q`` the ratio of the last two changes, at least 1/2. ``prho`` and ``dv`` are
     scratch of ``v``'s size. The bound ``g (max(dv, 0) - min(dv, 0)) / (1 - g)`` on the error of
     ``v`` (rigorous, but tens of times the error) serves as a divergence check: if after three
-    or more sweeps it exceeds ten times its value after the first, the call gives up. Returns
+    or more sweeps it exceeds ten times its value after the first, the call gives up. With
+    ``correct`` false the sweeps go uncorrected from the start (``rho``, ``prho`` and the
+    transpose are not read: chains with absorbing states). Returns
     ``(k, err, ok)``: the number of sweeps, the estimate and whether the sweeps converged
     (``ok`` false: ``v`` is unusable).
     """
     n = v.size
-    csr_apply(tptr, tidx, tdata, rho, prho)
-    correct = True
+    if correct:
+        csr_apply(tptr, tidx, tdata, rho, prho)
     grow = 0
     prev = np.inf
     err = np.inf

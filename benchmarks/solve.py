@@ -24,7 +24,8 @@ Cases (``--quick``: the small ones):
 - ``garnet SxA``: random MDP, 5 successors per pair, ``Discounted(0.95)``.
 - ``soft pendulum``: ``Discounted(0.99, entropy=0.1)`` against the hard solve of the same MDP
   (goal: soft at most 2x hard; ratio = hard / soft, goal >= 0.5), and against wgflow's soft
-  policy iteration (exact evaluations).
+  policy iteration (exact evaluations); on 101^2 and 150^2 also entropies 1e-3 (Gibbs tails
+  underflow) and 1, against the hard solve only.
 - ``average mountain car``: ``Average()`` on ``mountain_car(goal="reset")`` against
   ``Discounted(0.99)`` on the same MDP (goal: ratio = discounted / average >= 0.5).
 
@@ -74,6 +75,15 @@ FULL = [
     {"kind": "soft", "problem": "pendulum", "n": 71, "na": 31, "gamma": 0.99, "tau": 0.1},
     {"kind": "soft", "problem": "pendulum", "n": 101, "na": 41, "gamma": 0.99, "tau": 0.1},
     {"kind": "soft", "problem": "pendulum", "n": 150, "na": 51, "gamma": 0.99, "tau": 0.1,
+     "exact_peer": False},
+    # small entropies (Gibbs tails underflow) and large ones on the large grids
+    {"kind": "soft", "problem": "pendulum", "n": 101, "na": 41, "gamma": 0.99, "tau": 0.001,
+     "exact_peer": False},
+    {"kind": "soft", "problem": "pendulum", "n": 101, "na": 41, "gamma": 0.99, "tau": 1.0,
+     "exact_peer": False},
+    {"kind": "soft", "problem": "pendulum", "n": 150, "na": 51, "gamma": 0.99, "tau": 0.001,
+     "exact_peer": False},
+    {"kind": "soft", "problem": "pendulum", "n": 150, "na": 51, "gamma": 0.99, "tau": 1.0,
      "exact_peer": False},
     {"kind": "average", "problem": "mountain_car", "n": 121, "na": 21},
 ]

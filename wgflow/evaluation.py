@@ -1058,11 +1058,12 @@ class _SoftEvaluator(_LUFallback):
     #: growths of the residual after local evaluations that send the solve back to Jacobi sweeps
     GROW_LIMIT = 3
 
-    def __init__(self, nS, g, k_max, pattern=None):
-        # pattern: None, or a callable giving the self-loop positions and the transpose of the
-        # chains' common pattern (:func:`_union_transpose`, kept on the MDP)
+    def __init__(self, nS, g, k_max, pattern):
+        # pattern: a callable giving the self-loop positions and the transpose of the chains'
+        # common pattern (:func:`_union_transpose`, kept on the MDP)
         self.nS, self.g, self.k_max, self.pattern = nS, g, int(k_max), pattern
         self.prev = self.prev2 = None
+        self.floor = 0.0
         self.unconverged = 0
         self.cache = None
         self.work = (np.empty(nS), np.empty(nS), np.empty(nS))
@@ -1106,11 +1107,7 @@ class _SoftEvaluator(_LUFallback):
                 return self._lu_evaluate(P_pi, c)
             if self.dpos is None:
                 # the chains of a solve share one pattern (the union pattern)
-                if self.pattern is not None:
-                    self.dpos, self.tpat = self.pattern()
-                else:
-                    self.dpos = diagonal_positions(P_pi.indptr, P_pi.indices, self.nS)
-                    self.tpat = transpose_pattern(P_pi.indptr, P_pi.indices, self.nS)
+                self.dpos, self.tpat = self.pattern()
                 self.loops = self.dpos[self.dpos >= 0]
             # a chain with an absorbing state (a goal cell) has no slow constant mode (the
             # absorbing values pin it) and no unique stationary law: plain Gauss-Seidel sweeps,
@@ -1125,6 +1122,9 @@ class _SoftEvaluator(_LUFallback):
                     self.local, self.failed = False, True
             if not (self.local or self.failed) and self.prev <= self.LOCAL_DROP * self.largest:
                 self.local = True
+            # no decrease of the residual yet: the policies still change wholesale, an accurate
+            # evaluation of them is wasted (a GLOBAL_SHARE of the budget in the global phase)
+            starting = self.prev2 is None or self.prev >= self.prev2
             v, prho, dv = self.work
             v[:] = v0
             gauss_seidel = self.local or (absorbing and not self.failed)
@@ -1140,8 +1140,8 @@ class _SoftEvaluator(_LUFallback):
                 tdata = self.tdata
                 rho = self.rho if self.rho is not None else prho      # (not read if absorbing)
                 k_max = self.k_max / self.GS_COST
-                if not self.local and (self.prev2 is None or self.prev >= self.prev2):
-                    # the global phase of a chain with absorbing states (see the Jacobi sweeps)
+                if not self.local and starting:
+                    # the global phase of a chain with absorbing states
                     k_max /= self.GLOBAL_SHARE
                 # the target as the Jacobi sweeps' span bound reads it: their residual within
                 # 2 (1 - g) / g of it (the next sweep's residual is what the evaluation leaves)
@@ -1158,11 +1158,7 @@ class _SoftEvaluator(_LUFallback):
                     self.local, self.failed, gauss_seidel = False, True, False
                     v[:] = v0
             if not gauss_seidel:
-                k_max = self.k_max
-                if self.prev2 is None or self.prev >= self.prev2:
-                    # no decrease of the residual yet: the policies still change wholesale, an
-                    # accurate evaluation of them is wasted
-                    k_max = max(1, k_max // self.GLOBAL_SHARE)
+                k_max = max(1, self.k_max // self.GLOBAL_SHARE) if starting else self.k_max
                 v, k, err = span_sweeps(P_pi.indptr, P_pi.indices, P_pi.data, c, v, self.g,
                                         k_max, target, prho)
                 self.stats["evaluation_sweeps"] += int(k)

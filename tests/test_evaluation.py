@@ -1008,3 +1008,37 @@ def test_soft_mpi_last_sweep_writes_q_and_underflowing_masses(monkeypatch, guess
     np.testing.assert_array_equal(sol.policy.masses == 0.0, g == 0.0)
     # exp of a gap of a few ulps of |Q| / tau: relative error ~ 1e-13 |Q| / tau per mass
     np.testing.assert_allclose(sol.policy.masses, g, rtol=0, atol=1e-13 * (1 + scale) / 1e-3)
+
+
+def test_soft_mpi_sweeps_a_thinned_chain_at_a_small_entropy(monkeypatch):
+    # pendulum 21^2 x 11, gamma 0.99, entropy 1e-3: about a quarter of the Gibbs chain's entries
+    # are below eps (1 - gamma) / (4 w) (thinned from a fifth on here; by default from 40 %, on
+    # larger grids), and the evaluations sweep a copy without them. The solve keeps its stated
+    # accuracy against soft policy iteration (exact evaluations of the full chains) and takes
+    # the Bellman sweeps of the same solve on the full chains
+    from wgflow import evaluation
+    from wgflow.evaluation import _SoftEvaluator
+    mdp = wg.problems.get("pendulum", n_theta=21, n_omega=21, n_actions=11)
+    obj = wg.Discounted(0.99, entropy=1e-3)
+    tol = 1e-10
+    real, kept = evaluation.drop_negligible, []
+
+    def counted(indptr, indices, data, *args):
+        k = real(indptr, indices, data, *args)
+        kept.append(k / data.size)
+        return k
+
+    monkeypatch.setattr(evaluation, "drop_negligible", counted)
+    monkeypatch.setattr(_SoftEvaluator, "MIN_DROPPED", 0.2)
+    sol = wg.solve(mdp, obj, tol=tol)
+    assert kept and max(kept) <= 0.8
+    monkeypatch.setattr(_SoftEvaluator, "MIN_DROPPED", 2.0)      # never thinned
+    n = len(kept)
+    full = wg.solve(mdp, obj, tol=tol)
+    assert len(kept) == n
+    assert sol.diagnostics["bellman_sweeps"] == full.diagnostics["bellman_sweeps"]
+    exact = wg.solve(mdp, obj, method="policy_iteration")
+    scale = np.max(np.abs(exact.V))
+    for s in (sol, full):
+        # the certified bound, plus the reference's own rounding (ulps of |V| / (1 - gamma))
+        np.testing.assert_allclose(s.V, exact.V, rtol=0, atol=tol * scale + 1e-13 * scale / 0.01)

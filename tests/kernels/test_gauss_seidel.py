@@ -9,7 +9,7 @@ from scipy.sparse.linalg import spsolve
 import wgflow as wg
 from wgflow.kernels import policy_matrix
 from wgflow.kernels.gauss_seidel import (corrected_gs_sweeps, csr_apply, diagonal_positions,
-                                        stationary_sweeps, transpose_pattern)
+                                        drop_negligible, stationary_sweeps, transpose_pattern)
 from wgflow.kernels.softmin import span_sweeps
 from wgflow.policy import gibbs_masses
 
@@ -66,6 +66,45 @@ def test_diagonal_positions_and_transpose_match_scipy(rng):
     csr_apply(tptr, tidx, A.data[tmap], x, out)
     # sums in another order: a few ulps of the largest term
     np.testing.assert_allclose(out, A.T @ x, rtol=1e-14, atol=1e-15)
+
+
+def test_drop_negligible_keeps_the_diagonal_and_every_entry_above_the_threshold(rng):
+    # entries spread over 10^-30..1 (a third below theta, as the masses of a Gibbs chain at a
+    # small entropy), some rows without a self-loop, one self-loop tiny and one zero: the copy is
+    # scipy's matrix with the off-diagonal entries <= theta removed, its diagonal positions
+    # those of diagonal_positions on it
+    n = 80
+    P = sp.random(n, n, density=0.15, random_state=np.random.RandomState(3), format="lil")
+    P.setdiag(np.where(rng.random(n) < 0.7, 1.0, 0.0))
+    P = P.tocsr()
+    P.eliminate_zeros()
+    P.data = 10.0 ** rng.uniform(-30.0, 0.0, P.nnz)
+    P.sort_indices()
+    d = diagonal_positions(P.indptr, P.indices, n)
+    rows = np.flatnonzero(d >= 0)
+    assert 3 < rows.size < n
+    P.data[d[rows[0]]] = 1e-300
+    P.data[d[rows[1]]] = 0.0
+    theta = 1e-20
+    optr, oidx, odata, dpos = (np.empty(n + 1, dtype=np.int64), np.empty_like(P.indices),
+                               np.empty(P.nnz), np.empty(n, dtype=np.int64))
+    k = drop_negligible(P.indptr, P.indices, P.data, theta, optr, oidx, odata, dpos)
+    keep = P.data > theta
+    keep[d[rows]] = True
+    ref = sp.csr_matrix((P.data[keep], P.indices[keep],
+                         np.concatenate([[0], np.cumsum(np.add.reduceat(keep, P.indptr[:-1]))])),
+                        shape=P.shape)
+    assert 0.5 * P.nnz < k < 0.8 * P.nnz
+    np.testing.assert_array_equal(optr, ref.indptr)
+    np.testing.assert_array_equal(oidx[:k], ref.indices)
+    np.testing.assert_array_equal(odata[:k], ref.data)
+    np.testing.assert_array_equal(dpos, diagonal_positions(optr, oidx[:k], n))
+    assert odata[dpos[rows[0]]] == 1e-300 and odata[dpos[rows[1]]] == 0.0
+    assert np.all(dpos[d < 0] == -1)
+    # what was dropped: at most theta per entry
+    dropped = P.copy()
+    dropped.data[keep] = 0.0
+    assert dropped.data.max() <= theta
 
 
 def test_stationary_sweeps_reach_the_stationary_law_faster_than_power_steps(rng):

@@ -10,6 +10,8 @@ r"""Gauss-Seidel sweeps for the evaluation ``(I - gamma P) x = c`` of a policy's
   ``rho = P^T rho`` (the weights of the correction), on the transpose of ``P`` in CSR
   (:func:`transpose_pattern` once per pattern, then ``data[tmap]`` per matrix).
 - :func:`diagonal_positions`: where each row's self-loop is stored.
+- :func:`drop_negligible`: a copy of a chain without its negligible entries (and where its
+  self-loops now are).
 - :func:`csr_apply`: ``A x`` for a CSR ``A`` (``P^T x`` as a gather over the transpose).
 
 Positions are unsigned inside the loops (see :mod:`wgflow.kernels.bellman`).
@@ -21,7 +23,7 @@ import numpy as np
 from .config import jit
 
 __all__ = ["corrected_gs_sweeps", "stationary_sweeps", "transpose_pattern", "diagonal_positions",
-           "csr_apply"]
+           "drop_negligible", "csr_apply"]
 
 
 @jit
@@ -34,6 +36,38 @@ def diagonal_positions(indptr, indices, n):
             if indices[k] == s:
                 pos[s] = np.int64(k)
     return pos
+
+
+@jit
+def drop_negligible(indptr, indices, data, theta, optr, oidx, odata, dpos):
+    """Copy a CSR matrix ``(n, n)`` without its off-diagonal entries ``<= theta``; returns the
+    number of entries kept.
+
+    ``optr`` (``n + 1``), ``oidx`` and ``odata`` (room for every entry) receive the copy,
+    ``dpos`` the position of each row's diagonal entry in it (``-1`` where none is stored; the
+    last one where several are), as :func:`diagonal_positions` of the copy. Diagonal entries are
+    kept whatever their value (the sweeps solve each state with its self-loop). Dropping entries
+    of at most ``theta`` from rows of at most ``w`` entries changes the solution ``x`` of
+    ``(I - g P) x = c`` by at most ``g w theta |x|_inf / (1 - g)``.
+    """
+    n = indptr.size - 1
+    k = np.uint64(0)
+    optr[0] = 0
+    for s in range(n):
+        d = np.int64(-1)
+        for m in range(np.uint64(indptr[s]), np.uint64(indptr[s + 1])):
+            x = data[m]
+            j = indices[m]
+            if j == s:
+                d = np.int64(k)
+            elif not x > theta:
+                continue
+            odata[k] = x
+            oidx[k] = j
+            k += np.uint64(1)
+        dpos[s] = d
+        optr[s + 1] = k
+    return np.int64(k)
 
 
 @jit

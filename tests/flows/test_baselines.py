@@ -133,6 +133,85 @@ def test_pmd_keeps_support_and_validates():
         PMD(mdp, wg.Discounted(0.9)).init(np.ones((mdp.n_states, mdp.n_actions)))
 
 
+def test_pmd_at_a_small_entropy_keeps_the_masses_that_underflow():
+    # pendulum 15^2 x 9, gamma 0.99, entropy 1e-3: exp(-hQ/(1 + h tau)) spans thousands of
+    # orders of magnitude, so most masses underflow to zero along the way. The scheme carries
+    # their logs (finite) and reaches the optimum, as the exact iteration does; the same
+    # iteration on the masses loses those actions for good and stalls far from it
+    mdp = wg.problems.get("pendulum", n_theta=15, n_omega=15, n_actions=9)
+    obj = wg.Discounted(0.99, entropy=1e-3)
+    sol = wg.solve(mdp, obj, method="policy_iteration")                 # exact to rounding
+    h = 1.0 / obj.entropy
+    tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="pmd", t_end=20 * h, save_every=h,
+                 progress=False)
+    logm = tr.params["log_masses"]
+    assert np.all(np.isfinite(logm))
+    assert np.mean(tr.masses[-1] == 0.0) > 0.3                     # underflowed, kept as logs
+    # the masses are the logs' exponentials: rounding of log pi amplified by |log pi| <= 750
+    np.testing.assert_allclose(tr.masses[-1], np.exp(logm[-1]), rtol=750 * 4e-16, atol=0)
+    # J* exact to rounding (|V| ~ 100): the gap is the iteration's, 1e-9 its linear rate's
+    assert abs(tr.J[-1] - sol.J) < 1e-9
+    # log pi contracts to -Q/tau by 1/(1 + h tau) = 1/2 a step (with Q still moving): 2^-20 of
+    # log ratios of order 10 after 20 steps
+    np.testing.assert_allclose(tr.masses[-1], sol.policy.masses, rtol=0, atol=1e-4)
+    m = wg.Policy.uniform(mdp).masses
+    for _ in range(20):
+        m = pmd_update(m, wg.evaluate(mdp, wg.Policy.from_masses(mdp, m), obj).Q, obj.entropy, h)
+    assert wg.evaluate(mdp, wg.Policy.from_masses(mdp, m), obj).J - sol.J > 1e-3
+
+
+def test_pmd_resumes_with_initial_zeros_and_underflowed_masses(tmp_path):
+    # the log masses (-inf at the initial zeros, finite where masses underflowed) are the
+    # restart data: interrupted and resumed, the run's file equals the uninterrupted run's
+    from wgflow.flows import CallbackTracker
+    mdp = wg.problems.get("pendulum", n_theta=15, n_omega=15, n_actions=9)
+    obj = wg.Discounted(0.99, entropy=1e-3)
+    m = np.full((mdp.n_states, mdp.n_actions), 1.0 / (mdp.n_actions - 1))
+    m[:, 4] = 0.0
+    kw = dict(scheme="pmd", t_end=8e3, save_every=1e3, progress=False)
+    ref = wg.flow(mdp, obj, m, storage=tmp_path / "ref.h5", **kw)
+    assert np.all(ref.params["support"][:, :, 4] == 0) and np.all(
+        np.delete(ref.params["support"], 4, axis=2) == 1)
+    under = (ref.masses[-1] == 0.0) & (ref.params["support"][-1] == 1)
+    assert np.any(under)                                   # masses that underflowed: their logs
+    assert np.all(ref.params["log_masses"][-1][under] < -700.0)
+    assert np.all(ref.params["log_masses"][:, :, 4] == 0.0)
+
+    def boom(state, context):
+        if state.t > 4.5e3:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        wg.flow(mdp, obj, m, storage=path, trackers=[CallbackTracker(boom, interval=0.0)], **kw)
+    wg.flow(mdp, obj, None, storage=path, resume=True, **kw)
+    a, b = wg.Trajectory.from_hdf5(tmp_path / "ref.h5"), wg.Trajectory.from_hdf5(path)
+    for x, y in ((a.times, b.times), (a.J, b.J), (a.masses, b.masses),
+                 (a.params["log_masses"], b.params["log_masses"]),
+                 (a.params["support"], b.params["support"])):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_pmd_rejects_a_frame_with_bad_log_masses():
+    mdp = wg.problems.get("garnet", **GARNET)
+    sch = PMD(mdp, wg.Discounted(0.9, entropy=0.2))
+    pi = wg.Policy.uniform(mdp)
+    good = {"log_masses": np.log(pi.masses), "support": np.ones(pi.masses.shape, np.uint8)}
+    zero_row = good["support"].copy()
+    zero_row[3] = 0
+    for bad, match in (({"log_masses": good["log_masses"][:, :2]}, "log_masses must be an array"),
+                       ({"support": good["support"][:2]}, "support must be an array"),
+                       ({"log_masses": np.full(pi.masses.shape, -np.inf)}, "finite, got -inf"),
+                       ({"support": 2 * good["support"]}, "0 or 1"),
+                       ({"support": zero_row}, "support of state 3 is empty")):
+        with pytest.raises(ValidationError, match=match):
+            sch.init_from_frame(pi, {**good, **bad}, 0.0)
+    with pytest.raises(ValidationError, match="shape"):
+        sch.init_from_frame(pi, {}, 0.0)
+    st = sch.init_from_frame(pi, good, 0.0)
+    np.testing.assert_array_equal(st.masses, pi.masses)
+
+
 # ------------------------------------------------------------------ pg
 @pytest.mark.parametrize("objective", [wg.Discounted(0.8, entropy=0.4), wg.Discounted(0.8),
                                        wg.Average(entropy=0.3), wg.Average()],

@@ -243,7 +243,11 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
                                    f"would need about {need:.3g} more steps to reach t_end = {t_end:g}, "
                                    f"over {STALL_FACTOR} x the {max_steps - steps} left (max_steps = "
                                    f"{max_steps}). The flow has settled on a time scale far below "
-                                   "t_end (huge costs or entropy make its steps tiny): rescale the "
+                                   "t_end: at a stationary state (the optimum, or, at small "
+                                   "entropies, mass held in local minima of Q(s, .) over the "
+                                   "actions, which a Wasserstein flow leaves only at times of "
+                                   "order exp(barrier / entropy); compare J with wg.solve), or "
+                                   "because huge costs or entropy make its steps tiny: rescale the "
                                    "problem, shorten t_end, or use another scheme (e.g. 'pmd' or 'jko')")
                 window = (steps, state.t, state.J)
             is_frame = state.t >= next_save - 1e-12 * max(1.0, abs(next_save)) or state.t >= t_end * (1 - 1e-12)

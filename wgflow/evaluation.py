@@ -32,8 +32,7 @@ from .errors import AccuracyWarning, ConvergenceError, NotUnichainError, Validat
 from .kernels import PolicyMatrixAssembler
 from .kernels.bellman import closed_components, make_bellman_sweep, policy_sweep
 from .kernels.gauss_seidel import (corrected_gs_sweeps, diagonal_positions, drop_negligible,
-                                   stationary_sweeps,
-                                   transpose_pattern)
+                                   stationary_sweeps, transpose_pattern)
 from .kernels.softmin import chain_gather_map, soft_sweep_chain, span_sweeps
 from .kernels.assembly import union_pattern
 from .kernels.config import compile_seconds

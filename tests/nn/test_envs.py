@@ -41,6 +41,38 @@ def test_model_env_terminal_states_follow_the_grid_rules():
     assert -0.6 <= s2[0, 0] <= -0.4 and s2[0, 1] == pytest.approx(0.0, abs=0.07 / 61)
 
 
+def test_model_env_charges_the_goal_entry_cost_as_the_grid_does():
+    # mountain car: -100 for entering the goal (DynamicsModel.entry_cost), once. From the cell
+    # centres of the grid MDP, with its actions: where the grid deposits no mass on goal cells
+    # the sampled cost is C(s, a); where it deposits a fraction p (the car's motion is
+    # deterministic, split between two cells by linear interpolation) C(s, a) = c(s, a) - 100 p,
+    # and the sampled cost is c(s, a) - 100 exactly when the car's next position is in the goal
+    for goal in ("absorbing", "reset"):
+        mdp = wg.problems.get("mountain_car", n_position=21, n_velocity=21, n_actions=11, goal=goal)
+        model = mdp.model
+        env = ModelEnv(model, n_envs=mdp.n_states * mdp.n_actions, seed=5)
+        env.reset()
+        s_idx = np.repeat(np.arange(mdp.n_states), mdp.n_actions)
+        a_idx = np.tile(np.arange(mdp.n_actions), mdp.n_states)
+        s, a = mdp.states.centers[s_idx], mdp.actions.centers[a_idx]
+        env.state[:] = s
+        _, cost, _, _ = env.step(a)
+        term = model.terminal_mask
+        into = np.asarray(mdp.P.tocsr()[:, term].sum(axis=1)).ravel()      # grid P(goal | s, a)
+        live = ~term[s_idx]
+        reaches = live & np.asarray(model.terminal(np.clip(model.drift(s, a), model.states.bounds[:, 0],
+                                                           model.states.bounds[:, 1]))).ravel()
+        assert reaches.sum() > 10 and np.all(into[reaches] > 0)
+        C = mdp.C.ravel()
+        # sums of a few terms: rounding of |C| <= 100
+        tol = 1e-12
+        np.testing.assert_allclose(cost[live & (into == 0)], C[live & (into == 0)], rtol=0, atol=tol)
+        frac = live & (into > 0)
+        np.testing.assert_allclose(cost[frac], C[frac] + 100.0 * into[frac] - 100.0 * reaches[frac],
+                                   rtol=0, atol=tol)
+        assert np.all(cost[term[s_idx]] == 0.0)
+
+
 def test_model_env_noise_has_the_model_standard_deviation():
     model = wg.problems.model("lqr1d")                      # x' = 0.9 x + a + 0.5 xi
     env = ModelEnv(model, n_envs=20000, seed=3)

@@ -135,6 +135,10 @@ class ModelEnv:
         b = self.states.bounds
         nxt[:, ~per] = np.clip(nxt[:, ~per], b[~per, 0], b[~per, 1])
         cost = self.model._cost(s, a)
+        if self.model.entry_cost != 0.0:
+            # charged once, on the step that enters a terminal state (the grid MDP charges it on
+            # the probability the step deposits there: DynamicsModel.entry_cost)
+            cost = cost + self.model.entry_cost * (~term_now & self._terminal(nxt))
         terminated = np.zeros(self.n_envs, dtype=bool)
         if np.any(term_now):
             cost = np.where(term_now, 0.0, cost)

@@ -196,6 +196,22 @@ def test_damaged_wgflow_file_raises_file_format_error(good_file):
         wg.load(good_file)
 
 
+def test_damaged_root_object_header_raises_file_format_error(tmp_path):
+    # an unknown message type in the root group's object header: h5py raises KeyError ("unable
+    # to determine object type") when the loader reads the file's attributes
+    path = tmp_path / "sol.h5"
+    mdp = wg.problems.get("lqr1d", n_states=9, n_actions=5)
+    wg.save(path, wg.solve(mdp, wg.Discounted(0.9, entropy=0.5)))
+    with h5py.File(path, "r") as f:
+        root = h5py.h5o.get_info(f.id).addr
+    data = bytearray(path.read_bytes())
+    data[root + 16] = 127              # version-1 header: its first message's type
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(wg.FileFormatError):
+        wg.load(bad)
+
+
 def test_newer_format_version_raises(good_file):
     with h5py.File(good_file, "r+") as f:
         f.attrs["format_version"] = wio.FORMAT_VERSION + 1

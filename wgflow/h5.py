@@ -282,7 +282,9 @@ def attr(obj, name: str, path, kind: str, *, default=_NO_DEFAULT, missing: str |
     try:
         present = name in obj.attrs
         val = obj.attrs[name] if present else None
-    except (OSError, RuntimeError, TypeError, ValueError) as exc:
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as exc:
+        # (h5py raises KeyError when the object's header is damaged: "unable to determine
+        # object type")
         raise file_error(path, where, f"unreadable: {exc}") from exc
     if not present:
         if default is not _NO_DEFAULT:

@@ -89,6 +89,33 @@ def test_log_and_diverging_scales(pend):
     assert lo == pytest.approx(-np.abs(d).max()) and hi == pytest.approx(np.abs(d).max())
 
 
+def test_log_scale_draws_exact_zeros_in_their_own_colour(assert_readable):
+    # the stationary law of the mountain car with resets at entropy 1e-3: transient cells have
+    # exactly zero mass. They are drawn in ZERO_COLOR (not the scale's lowest colour, which
+    # would read as a small positive mass); the colour bar says so; values below the six-decade
+    # floor keep the lowest colour
+    from matplotlib.colors import to_rgba
+    from wgflow.plot._common import ZERO_COLOR
+    mdp = wg.problems.get("mountain_car", n_position=15, n_velocity=15, n_actions=7, goal="reset")
+    sol = wg.solve(mdp, wg.Average(entropy=1e-3))
+    w = np.asarray(sol.weights)
+    assert np.any(w == 0.0) and np.any(w > 0.0)
+    ax = wplot.plot_state_field(w, mdp.states, label="mass per cell", log=True)
+    fig = ax.figure
+    fig.canvas.draw()
+    mesh = ax.collections[0]
+    rgba = mesh.get_facecolors()                  # cells in pcolormesh order: (omega, theta) rows
+    flat = w.reshape(mdp.states.shape).T.ravel()
+    zero, pos = flat == 0.0, flat > 0.0
+    np.testing.assert_allclose(rgba[zero], np.tile(to_rgba(ZERO_COLOR), (zero.sum(), 1)))
+    low = mesh.cmap(0.0)
+    smallest = np.argmin(np.where(pos, flat, np.inf))
+    np.testing.assert_allclose(rgba[smallest], low)
+    assert not np.any(np.all(np.isclose(rgba[zero], low), axis=1))
+    assert "grey: 0" in fig.axes[-1].get_ylabel()
+    assert_readable(fig)
+
+
 def test_field_snapshots_2d_and_1d(pend, assert_readable):
     mdp, obj, sol = pend
     traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), scheme="pmd", t_end=6.0, progress=False)

@@ -88,6 +88,17 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
     if states is not None and states.ndim == 2:
         S = states
         xe, ye = edges(S.axes[0], S.spacing[0]), edges(S.axes[1], S.spacing[1])
+        extend = "neither"
+        if norm is not None and type(norm).__name__ == "LogNorm":
+            # exact zeros have no logarithm: their own colour (ZERO_COLOR), not the scale's
+            # lowest; values below the scale's floor get the lowest colour, marked on the bar
+            import matplotlib
+            cmap = (matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap).with_extremes(
+                bad=ZERO_COLOR)
+            if np.any(v <= 0):
+                label = f"{label} (grey: 0)" if label else "grey: 0"
+            if np.any((v > 0) & (v < norm.vmin)):
+                extend = "min"
         art = ax.pcolormesh(xe, ye, v.reshape(S.shape).T, cmap=cmap, norm=norm, shading="flat",
                             vmin=None if norm is not None else vmin,
                             vmax=None if norm is not None else vmax, rasterized=True)
@@ -96,7 +107,7 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
         ax.set_xlim(xe[0], xe[-1])
         ax.set_ylim(ye[0], ye[-1])
         if colorbar:
-            ax.figure.colorbar(art, ax=ax, label=label, shrink=0.95)
+            ax.figure.colorbar(art, ax=ax, label=label, shrink=0.95, extend=extend)
     else:
         if states is not None and states.ndim == 1:
             x = states.axes[0]
@@ -116,8 +127,14 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
     return art
 
 
+#: the colour of exact zeros on logarithmic colour scales (:func:`state_field`)
+ZERO_COLOR = "0.85"
+
+
 def log_norm(values, decades: float = 6.0):
-    """A LogNorm spanning ``decades`` below the maximum of positive ``values`` (None if none)."""
+    """A LogNorm spanning ``decades`` below the maximum of positive ``values`` (None if none);
+    it masks zeros (drawn in :data:`ZERO_COLOR` by :func:`state_field`) and leaves values below
+    its floor to the colormap's lowest colour."""
     from matplotlib.colors import LogNorm
     v = np.asarray(values, dtype=float)
     vmax = float(np.max(v)) if v.size else 0.0
@@ -126,7 +143,7 @@ def log_norm(values, decades: float = 6.0):
     vmin = max(float(np.min(v[v > 0])), vmax * 10.0 ** (-decades))
     if vmin >= vmax:
         vmin = vmax / 10.0
-    return LogNorm(vmin=vmin, vmax=vmax, clip=True)
+    return LogNorm(vmin=vmin, vmax=vmax, clip=False)
 
 
 def symmetric_limits(values):

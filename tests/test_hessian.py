@@ -675,3 +675,88 @@ def test_spectrum_asks_for_more_values_than_directions():
         H.spectrum(5)
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# metastable modes: more eigenvalues at rounding level than the Rayleigh--Ritz subspace holds
+# ---------------------------------------------------------------------------------------------
+def _log_space_fp_spectrum(mdp, Q, tau, masses):
+    """All nonzero decay rates of the per-state frozen-``Q`` SG generators on the support,
+    sorted: the exact spectrum of ``H / kappa`` at a critical point (docs/hessian.md §5).
+
+    Built from ``Q`` in log space (no mass underflows), symmetrized by ``sqrt(m)``: with
+    ``d = log m_j - log m_i`` on a face, ``theta / m_i = d / (1 - e^-d)``,
+    ``theta / m_j = d / (e^d - 1)`` and ``theta / sqrt(m_i m_j) = d / (2 sinh(d / 2))``. One
+    zero per connected piece of the support (its constants) is dropped."""
+    import scipy.linalg as sla
+    from wgflow.hessian import MASS_FLOOR
+    h2 = float(mdp.actions.spacing[0]) ** 2
+    rates = []
+    for s in range(mdp.n_states):
+        idx = np.nonzero(masses[s] >= MASS_FLOOR)[0]
+        for piece in np.split(idx, np.nonzero(np.diff(idx) > 1)[0] + 1):
+            if piece.size < 2:
+                continue
+            d = -(Q[s, piece[1:]] - Q[s, piece[:-1]]) / tau
+            with np.errstate(over="ignore"):
+                diag = np.zeros(piece.size)
+                diag[:-1] += d / -np.expm1(-d)
+                diag[1:] += d / np.expm1(d)
+                off = d / (2.0 * np.sinh(d / 2.0))
+            ev = sla.eigh_tridiagonal(tau * diag / h2, -tau * off / h2, eigvals_only=True)
+            rates.extend(ev[1:])          # ev[0]: the constants (0 to rounding)
+    return np.sort(rates)
+
+
+def test_spectrum_at_a_soft_optimum_with_many_metastable_modes():
+    """Pendulum 21x21x11 at ``Discounted(0.99, entropy=1e-3)``: ``Q(s, .)`` has several wells in
+    a dozen states, so 14 eigenvalues are ``exp(-barrier / tau)`` (at rounding level) and the
+    next is ``1.8e-3``. ``spectrum(k)`` for ``k <= 5`` used to reject the exact Ritz values (a "gap" of
+    ``5e-15`` against a transport part at rounding level) and LOBPCG then raised
+    ``ConvergenceError``; they are the per-state Fokker--Planck rates, computed independently."""
+    import warnings
+    mdp = wg.problems.get("pendulum", n_theta=21, n_omega=21, n_actions=11)
+    obj = wg.Discounted(0.99, entropy=1e-3)
+    sol = wg.solve(mdp, obj)
+    H = wg.hessian(mdp, obj, sol.policy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lam = H.spectrum(5)
+        rate = H.predicted_rate()
+    ref = _log_space_fp_spectrum(mdp, sol.Q, obj.entropy, sol.policy.masses) * H.kappa
+    assert np.count_nonzero(np.abs(ref) < 1e-10) > 9      # more than the p = 9 of k = 1
+    # eigenvalues far below the operator's norm are resolved only absolutely, to 1000 eps |K|
+    # (|K| ~ 535: the norm of the local blocks, docs/hessian.md §4; 1.2e-10 here); the
+    # reference's own rounding, eps times the norm of its matrices (at most 2 * 709 kappa tau /
+    # h^2 ~ 1100: |d| <= 709 between cells of the support), is far below that
+    atol = 1e3 * np.finfo(float).eps * H._coordinates()._local["norm"]
+    np.testing.assert_allclose(lam, ref[:5], rtol=0, atol=atol)
+    assert abs(rate) <= 2 * atol / H.kappa
+    assert H.diagnostics["spectrum_abs_error"] <= atol
+    # spectrum(15) reaches past the cluster: the 15th value, 1.8e-3, is resolved too
+    lam15 = H.spectrum(15)
+    assert ref[14] > 1e6 * atol
+    np.testing.assert_allclose(lam15, ref[:15], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("obj", [wg.Average(entropy=1e-2), wg.Discounted(0.99, entropy=1e-2)],
+                         ids=["average", "discounted"])
+def test_spectrum_with_metastable_modes_agrees_with_dense(obj):
+    """Garnet 20x10 at a small entropy: most states' ``Q`` have several wells, so more than
+    ``p = max(2k, k + 8)`` eigenvalues are at rounding level. ``auto`` and ``lobpcg`` used to raise
+    ``ConvergenceError``; both must agree with the dense matrix in the same coordinates."""
+    import warnings
+    mdp = wg.problems.get("garnet", n_states=20, n_actions=10)
+    sol = wg.solve(mdp, obj)
+    H = wg.hessian(mdp, obj, sol.policy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = H.spectrum(3)
+        lob = H.spectrum(3, method="lobpcg")
+    dense = H.spectrum(12, method="dense")
+    # the absolute floor of docs/hessian.md §4 (1000 eps |K|); LAPACK's dense eigenvalues are
+    # accurate to a small multiple of eps |M|, and |M| ~ |K| at a critical point
+    atol = 1e3 * np.finfo(float).eps * H._coordinates()._local["norm"]
+    assert np.all(np.abs(dense) < atol)         # 12 values at rounding level: more than p = 11
+    np.testing.assert_allclose(auto, dense[:3], rtol=0, atol=atol)
+    np.testing.assert_allclose(lob, dense[:3], rtol=0, atol=atol)

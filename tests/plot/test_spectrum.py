@@ -93,3 +93,34 @@ def test_plot_rate_anchors_the_prediction_at_the_last_resolved_point():
     t, y = ref.get_xdata(), ref.get_ydata()
     np.testing.assert_allclose(y, np.exp(-2.0 * Run.times[-1]) * np.exp(-2.0 * (t - Run.times[-1])), rtol=1e-12)
     assert "fit: 1.98" in [tx.get_text() for tx in ax.get_legend().get_texts()]
+
+
+def _random_policy_spectrum():
+    """The 4 smallest eigenvalues at a random positive lqr1d policy: all negative."""
+    mdp = wg.problems.get("lqr1d", n_states=15, n_actions=11)
+    obj = wg.Discounted(0.9, entropy=0.5)
+    m = np.random.default_rng(1).uniform(0.2, 1.0, (15, 11))
+    H = wg.hessian(mdp, obj, wg.Policy.from_masses(mdp, m / m.sum(axis=1, keepdims=True)))
+    return H.spectrum(4, method="dense")
+
+
+@pytest.mark.parametrize("which", ["random policy (all negative)", "mixed signs", "all positive",
+                                   "rounding level", "all zero"])
+def test_spectrum_limits_show_every_eigenvalue_and_zero(which, assert_readable):
+    lam = {"random policy (all negative)": _random_policy_spectrum,
+           "mixed signs": lambda: np.array([-2.0, 0.5, 3.0]),
+           "all positive": lambda: np.array([1.0, 2.0, 5.0]),
+           "rounding level": lambda: np.array([-5.7e-14, -3.1e-14, -1.1e-14]),
+           "all zero": lambda: np.zeros(2)}[which]()
+    if which.startswith("random"):
+        assert np.all(lam < 0)
+    ax = wplot.plot_spectrum(lam, kappa=5.0)
+    lo, hi = ax.get_ylim()
+    # every marker and the zero line (where the stems start) lie strictly inside the axes
+    assert lo < min(0.0, lam.min()) and hi > max(0.0, lam.max())
+    assert_readable(ax.figure)
+
+
+def test_spectrum_rejects_non_finite_eigenvalues():
+    with pytest.raises(ValidationError, match=r"finite; index \[1\] \(k = \[2\]\) holds \[nan\]"):
+        wplot.plot_spectrum([1.0, np.nan, 2.0])

@@ -21,8 +21,23 @@ __all__ = ["plot_spectrum", "plot_eigenfields", "plot_rate", "mode_mean_shift"]
 def plot_spectrum(eigenvalues, kappa: float | None = None, ax=None, title: str | None = None):
     r"""The smallest eigenvalues of the Hessian relative to the metric.
 
-    With ``kappa`` the right axis gives the local rates ``2 lambda / kappa`` of ``otto``
-    (``J - J* ~ exp(-2 lambda_min t / kappa)``).
+    One stem from 0 per eigenvalue; the vertical range holds 0 and every eigenvalue, whatever
+    their signs (negative ones: away from a minimum). With ``kappa`` the right axis gives the
+    local rates ``2 lambda / kappa`` of ``otto`` (``J - J* ~ exp(-2 lambda_min t / kappa)``).
+
+    Parameters
+    ----------
+    eigenvalues : array_like ``(k,)``
+        Finite values, e.g. ``H.spectrum(k)``.
+    kappa : float, optional
+        ``H.kappa``: adds the rate axis.
+    ax : matplotlib.axes.Axes, optional
+    title : str, optional
+
+    Raises
+    ------
+    ValidationError
+        No eigenvalue, or a non-finite one (named by its index).
 
     Returns
     -------
@@ -32,6 +47,10 @@ def plot_spectrum(eigenvalues, kappa: float | None = None, ax=None, title: str |
     lam = np.asarray(eigenvalues, dtype=float).ravel()
     if lam.size == 0:
         raise ValidationError("plot_spectrum needs at least one eigenvalue")
+    bad = np.nonzero(~np.isfinite(lam))[0]
+    if bad.size:
+        raise ValidationError(f"plot_spectrum: eigenvalues must be finite; index {bad.tolist()} "
+                              f"(k = {(bad + 1).tolist()}) holds {lam[bad].tolist()}")
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
     k = np.arange(1, lam.size + 1)
@@ -41,8 +60,13 @@ def plot_spectrum(eigenvalues, kappa: float | None = None, ax=None, title: str |
     ax.set_xticks(k)
     ax.set_xlabel("eigenvalue index k")
     ax.set_ylabel("λ_k  (Hessian relative to the metric)")
-    lo = min(0.0, float(lam.min()))
-    ax.set_ylim(lo - 0.05 * (lam.max() - lo + 1e-300), float(lam.max()) * 1.12 + 1e-300)
+    # the stems start at 0: the range spans 0 and every eigenvalue, whatever their signs, with
+    # room for the markers (12 %) on the sides where eigenvalues lie and 5 % beyond the zero line
+    lo, hi = min(0.0, float(lam.min())), max(0.0, float(lam.max()))
+    span = hi - lo
+    if span == 0.0:                 # every eigenvalue is exactly 0
+        span = 1.0
+    ax.set_ylim(lo - (0.12 if lo < 0 else 0.05) * span, hi + (0.12 if hi > 0 else 0.05) * span)
     if kappa is not None:
         sec = ax.secondary_yaxis("right", functions=(lambda y: 2.0 * y / kappa, lambda r: r * kappa / 2.0))
         sec.set_ylabel("rate 2λ/κ of otto")

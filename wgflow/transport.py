@@ -4,6 +4,10 @@ r"""Optimal-transport primitives on cell-centred grids, shared by the geometry a
   cumulative masses), the quantile function, the merge of two knot sets on which both are
   affine, and the exact ``W_2^2`` between two such laws (a numba two-pointer kernel and its numpy
   twin);
+* the 1-D monotone coupling as pieces ``(i, j, L)`` built by a merge over the amounts still
+  unassigned (every cell keeps its relative precision, down to subnormal masses), and the
+  numba kernels on it: cell masses of McCann interpolants (piecewise-constant or atoms) and the
+  monotone map at the cell centres;
 * POT's network simplex between two sets of atoms, with the marginals and the solver status
   checked (never a silent zero plan);
 * validation of the metric weights (a probability vector over states).

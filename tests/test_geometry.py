@@ -552,3 +552,198 @@ def test_geodesic_with_subnormal_masses_is_exact_and_silent():
     for t, g in zip((0.25, 0.5, 0.75), wg.geometry.geodesic(p0, p1, [0.25, 0.5, 0.75])):
         assert np.all(np.isfinite(g.masses))
         assert np.sqrt(wg.geometry.w2sq(p0, g))[0] == pytest.approx(t * d01, abs=A.spacing[0])
+
+
+# ------------------------------------------------------------------------------- tiny masses
+# Soft optima at small entropies have cell masses spanning 1 down to subnormal, with exact
+# zeros where exp underflows. Rows of the pendulum's soft optimum (31x31 states, 15 actions,
+# gamma 0.99) at entropy 1e-3, and at entropy 0.1 for the same states, rounded to 4 digits:
+# a bimodal law (a tiny valley of masses 1e-80 behind 5e-6 of mass at the far end) and a
+# one-sided one with zeros and a subnormal cell.
+BIMODAL = [1.0, 9.142e-14, 7.238e-27, 4.962e-40, 2.945e-53, 1.514e-66, 6.739e-80, 1.145e-75,
+           1.902e-63, 2.741e-51, 3.427e-39, 3.717e-27, 3.496e-15, 3.766e-06, 1.494e-06]
+BIMODAL_SOFT = [0.1215, 0.09251, 0.07035, 0.05342, 0.0405, 0.03066, 0.02317, 0.02556, 0.03348,
+                0.0438, 0.0572, 0.07461, 0.09718, 0.1186, 0.1175]
+ONE_SIDED = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.5e-323, 7.571e-214, 6.914e-108, 9.038e-13,
+             7.589e-10, 3.516e-07, 8.99e-05, 0.01268, 0.9872]
+ONE_SIDED_SOFT = [1.37e-12, 3.216e-11, 6.971e-10, 1.395e-08, 2.579e-07, 4.401e-06, 6.936e-05,
+                  0.001009, 0.01356, 0.1401, 0.1508, 0.1608, 0.1701, 0.1783, 0.1853]
+
+
+def _rows(*rows):
+    m = np.array(rows, dtype=float)
+    return m / m.sum(axis=1, keepdims=True)      # relative rounding only: tiny masses survive
+
+
+def _gibbs_double_well(n, tau, shift):
+    """Gibbs law exp(-(q - min q)/tau) of a tilted double well on n cells (zeros where exp
+    underflows, masses down to subnormal)."""
+    x = np.linspace(-1, 1, n)
+    q = (x ** 2 - 0.6 ** 2) ** 2 + shift * x
+    return np.exp(-(q - q.min()) / tau)
+
+
+def tiny_mass_policies():
+    A = wg.Grid([(-2.0, 2.0)], [15])
+    m0 = _rows(BIMODAL, ONE_SIDED, _gibbs_double_well(15, 1e-3, 0.02), ONE_SIDED_SOFT)
+    m1 = _rows(BIMODAL_SOFT, ONE_SIDED_SOFT, _gibbs_double_well(15, 2e-3, -0.05)[::-1], ONE_SIDED)
+    assert np.any((m0 > 0) & (m0 < 1e-300)) and np.any(m0 == 0)
+    return wg.Policy(m0, A), wg.Policy(m1, A)
+
+
+def exact_cell_masses(m0, m1, t, atoms):
+    """Exact rational cell masses of the McCann interpolant of one state (cells [k, k+1] in
+    cell units): merged knots from exact cumulative sums, each piece sent affinely."""
+    from fractions import Fraction as Fr
+    n = len(m0)
+    P, Q = [Fr(float(x)) for x in m0], [Fr(float(x)) for x in m1]
+    T0, T1 = sum(P), sum(Q)
+    P, Q = [x / T0 for x in P], [x / T1 for x in Q]
+    c0, c1 = np.cumsum([Fr(0)] + P), np.cumsum([Fr(0)] + Q)
+    t = Fr(float(t))
+    out = [Fr(0)] * n
+
+    def cell(c, m, u):
+        return next(k for k in range(n) if m[k] > 0 and c[k] <= u < c[k + 1])
+
+    us = sorted(set(c0) | set(c1))
+    for ua, ub in zip(us[:-1], us[1:]):
+        i, j = cell(c0, P, ua), cell(c1, Q, ua)
+        if atoms:
+            y = (1 - t) * i + t * j
+            k = int(y)
+            out[k] += (ub - ua) * (1 - (y - k))
+            if y > k:
+                out[k + 1] += (ub - ua) * (y - k)
+            continue
+        ya = (1 - t) * (i + (ua - c0[i]) / P[i]) + t * (j + (ua - c1[j]) / Q[j])
+        yb = (1 - t) * (i + (ub - c0[i]) / P[i]) + t * (j + (ub - c1[j]) / Q[j])
+        for k in range(n):
+            ov = min(yb, k + 1) - max(ya, k)
+            if ov > 0:
+                out[k] += (ub - ua) * ov / (yb - ya)
+    return np.array([float(x * ((1 - t) * T0 + t * T1)) for x in out])
+
+
+def exact_log(m0, m1):
+    """Exact rational T(x_a) - x_a in cell units: Q1 at the mid-mass level of each cell of m0."""
+    from fractions import Fraction as Fr
+    n = len(m0)
+    P, Q = [Fr(float(x)) for x in m0], [Fr(float(x)) for x in m1]
+    P, Q = [x / sum(P) for x in P], [x / sum(Q) for x in Q]
+    c0, c1 = np.cumsum([Fr(0)] + P), np.cumsum([Fr(0)] + Q)
+    out = np.full(n, np.nan)
+    for a in range(n):
+        if P[a] > 0:
+            u = c0[a] + P[a] / 2
+            j = next(k for k in range(n) if Q[k] > 0 and c1[k] <= u <= c1[k + 1])
+            out[a] = float(j + (u - c1[j]) / Q[j] - a - Fr(1, 2))
+    return out
+
+
+# a subnormal mass has absolute precision 2^-1074 only (5e-324): allowed on top of the
+# relative tolerances below
+SUBNORMAL_ULP = np.finfo(float).smallest_subnormal
+
+
+@pytest.mark.parametrize("atoms", [False, True])
+def test_geodesic_of_a_law_with_itself_is_the_law(atoms):
+    p, q = tiny_mass_policies()
+    for pol in (p, q):
+        m = pol.masses
+        for t, g in zip((0.0, 0.3, 0.5, 0.8, 1.0), G.geodesic(pol, pol, [0.0, 0.3, 0.5, 0.8, 1.0], atoms=atoms)):
+            assert np.all((g.masses == 0) == (m == 0)), t          # no cell lost, none filled
+            # the row is divided by its total and multiplied back, and every cell is one piece
+            # that stays put: a few ulps per cell
+            np.testing.assert_allclose(g.masses, m, rtol=4 * np.finfo(float).eps, atol=SUBNORMAL_ULP)
+    # the endpoints of any geodesic are the given policies
+    g0, g1 = G.geodesic(p, q, [0.0, 1.0], atoms=atoms)
+    assert np.array_equal(g0.masses, p.masses) and np.array_equal(g1.masses, q.masses)
+
+
+@pytest.mark.parametrize("atoms", [False, True])
+def test_geodesic_masses_match_exact_rational_interpolant(atoms):
+    """Every cell mass of the interpolant, down to 1e-300, against exact rational arithmetic;
+    conservation; and (piecewise-constant) constant speed against POT."""
+    p, q = tiny_mass_policies()
+    ts = [0.1, 0.5, 0.77]      # the reference takes the binary value of t exactly
+    g = G.geodesic(p, q, ts, atoms=atoms)
+    for s in range(p.n_states):
+        for t, gt in zip(ts, g):
+            ref = exact_cell_masses(p.masses[s], q.masses[s], t, atoms)
+            got = gt.masses[s]
+            assert np.all(got[ref == 0] == 0) and np.all(got[ref >= 4 * SUBNORMAL_ULP] > 0), (s, t)
+            # a cell collects a few pieces (or shares of them), each with a few ulps of
+            # rounding (positions are summed in double-double); measured <= 1.1e-15
+            np.testing.assert_allclose(got, ref, rtol=1e-14, atol=4 * SUBNORMAL_ULP)
+    for gt in g:
+        np.testing.assert_allclose(gt.masses.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+    if atoms:
+        return
+    # W2(p, g_t) = t W2(p, q) for the true interpolant; the grid representation is within
+    # h of it (docs/geometry.md section 4). POT on R sub-atoms per cell is within h/(sqrt(3) R)
+    # of the piecewise-constant value.
+    h, R = p.actions.spacing[0], 40
+    edges = p.actions.bounds[0, 0] + h * np.arange(p.actions.size + 1)
+    sub = (edges[:-1, None] + h * (np.arange(R) + 0.5)[None, :] / R).ravel()
+
+    def w_pot(a, b):
+        return np.sqrt(ot.wasserstein_1d(sub, sub, np.repeat(a / R, R), np.repeat(b / R, R), p=2))
+
+    for s in range(p.n_states):
+        d = w_pot(p.masses[s], q.masses[s])
+        for t, gt in zip(ts, g):
+            tol = h + 2 * h / (np.sqrt(3) * R)
+            assert abs(w_pot(p.masses[s], gt.masses[s]) - t * d) <= tol
+            assert abs(w_pot(gt.masses[s], q.masses[s]) - (1 - t) * d) <= tol
+
+
+def test_transport_plan_1d_marginals_keep_relative_precision():
+    p, q = tiny_mass_policies()
+    for s in range(p.n_states):
+        i, j, P = G.transport_plan(p, q, s)
+        assert np.all(np.diff(i) >= 0) and np.all(np.diff(j) >= 0)      # monotone coupling
+        assert np.all(P > 0)
+        for idx, m in ((i, p.masses[s]), (j, q.masses[s])):
+            # row/column sums: a few ulps of each cell (the two laws account the one piece
+            # where the merges from both ends meet with a rounding difference: ~1e-16 absolute
+            # on a piece of at least 1/(2n) -- relative 3e-15)
+            np.testing.assert_allclose(np.bincount(idx, P, minlength=m.size), m / m.sum(),
+                                       rtol=1e-14, atol=SUBNORMAL_ULP)
+        x = p.actions.centers[:, 0]
+        assert np.sum(P * (x[i] - x[j]) ** 2) == pytest.approx(G.w2sq(p, q, atoms=True)[s], rel=1e-12)
+
+
+def test_log_is_exact_on_laws_with_tiny_valleys():
+    p, q = tiny_mass_policies()
+    h = p.actions.spacing[0]
+    pos = p.masses > 0
+    # the middle of a cell of the law itself is the middle of that cell, whatever surrounds it
+    np.testing.assert_array_equal(G.log(p, p)[..., 0][pos], 0.0)
+    np.testing.assert_array_equal(G.log(q, q)[..., 0][q.masses > 0], 0.0)
+    v = G.log(p, q)[..., 0] / h
+    for s in range(p.n_states):
+        ref = exact_log(p.masses[s], q.masses[s])
+        # T is a position in cell units (up to 15) rounded a few times: ~1e-15 absolute
+        np.testing.assert_allclose(v[s][pos[s]], ref[pos[s]], rtol=0, atol=1e-13)
+
+
+def test_exp_of_log_error_is_bounded_by_the_image_width_of_the_cells(mdp1, rng):
+    """exp pushes the whole mass m_a of a cell to the one point T(x_a), while pi1 spreads it over
+    the image [T(e_a), T(e_{a+1})] of the cell: W2(exp(pi0, log(pi0, pi1)), pi1) is at most
+    (sum_a m_a w_a^2)^{1/2}, w_a the image width, plus the deposition on the two nearest
+    centres (<= h/2) and the uniform spreading inside cells (h/sqrt(12)). It is O(h) only where
+    T stretches cells by O(1); a law concentrated on one cell, sent to a spread one, is not."""
+    p, q = tiny_mass_policies()
+    for a, b in ((p, q), (q, p), (random_policy(mdp1, rng), random_policy(mdp1, rng))):
+        A = a.actions
+        h = A.spacing[0]
+        edges = A.bounds[0, 0] + h * np.arange(A.size + 1)
+        w2 = np.sqrt(G.w2sq(G.exp(a, G.log(a, b)), b))
+        for s in range(a.n_states):
+            c = np.concatenate([[0.0], np.cumsum(a.masses[s])])
+            T = pc_quantile(b.masses[s], edges)(c / c[-1])          # T at the edges
+            bound = np.sqrt(np.sum(a.masses[s] * np.diff(T) ** 2)) + (0.5 + 1 / np.sqrt(12)) * h
+            assert w2[s] <= bound + 1e-12
+    # the bimodal law with 0.99999 of its mass in one cell, sent to the spread law: several h
+    assert np.sqrt(G.w2sq(G.exp(p, G.log(p, q)), q))[0] > 3 * p.actions.spacing[0]

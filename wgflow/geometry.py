@@ -40,8 +40,8 @@ from .errors import ConvergenceError, ValidationError, WgflowError
 from .grids import Grid
 from .particles import ParticlePolicy, particle_distance
 from .policy import Policy, _policy_parts, check_masses
-from .transport import (SUM_TOL, _count_le, _emd_state, _knots, _local, _merge, _quantile_pc, _ratio01,
-                        _w2sq_1d, _w2sq_1d_body, _w2sq_1d_numpy, check_weights, make_w2sq_1d_kernel)
+from .transport import (SUM_TOL, _emd_state, _interpolate_1d, _map_at_centres_1d, _w2sq_1d,
+                        _w2sq_1d_body, _w2sq_1d_numpy, check_weights, coupling_1d, make_w2sq_1d_kernel)
 
 __all__ = ["metric", "norm", "gradient", "face_gradient", "face_average", "face_metric",
            "tangent_projection", "TangentProjection", "distance", "w2sq", "geodesic", "exp",
@@ -524,69 +524,77 @@ def _plans_multi(m0, m1, A):
 def transport_plan(pi0, pi1, state: int):
     r"""Optimal plan between the atoms of ``pi0(.|s)`` and ``pi1(.|s)``, as ``(i, j, mass)`` arrays.
 
-    1-D: the monotone (quantile) coupling; multi-D: POT's network simplex (checked).
+    1-D: the monotone (quantile) coupling of the normalized masses, built by a merge over the
+    amounts still unassigned in the current cells (see ``docs/geometry.md``, section 4): every
+    row and column sum equals the cell's normalized mass to a few ulps *relative to that mass*,
+    down to subnormal masses. Multi-D: POT's network simplex (checked).
     """
     m0, m1, A = _check_pair(pi0, pi1, "transport_plan")
     s = int(state)
     if not 0 <= s < m0.shape[0]:
         raise ValidationError(f"state {s} is outside [0, {m0.shape[0]})")
     if A.ndim == 1:
-        ua, ub, j0, j1 = _merge(_knots(m0[s:s + 1]), _knots(m1[s:s + 1]))
-        L = (ub - ua)[0]
+        K, I, J, Lp, Lq, _ = coupling_1d(m0[s:s + 1], m1[s:s + 1])
+        k = int(K[0])
+        # the two laws account the meeting piece with a rounding difference: take the mean
+        L = 0.5 * (Lp[0, :k] + Lq[0, :k])
         keep = L > 0
-        return j0[0, keep], j1[0, keep], L[keep]
+        return I[0, :k][keep], J[0, :k][keep], L[keep]
     return _plans_multi(m0[s:s + 1], m1[s:s + 1], A)[0]
 
 
-def _geodesic_1d_pc(m0, m1, A, ts):
-    """Exact McCann interpolation of the piecewise-constant laws: cell masses of the interpolant."""
-    nS, n = m0.shape
-    lo, h = float(A.bounds[0, 0]), float(A.spacing[0])
-    c0, c1 = _knots(m0), _knots(m1)
-    ua, ub, j0, j1 = _merge(c0, c1)
-    r0a, r0b = _local(c0, j0, ua, ub)
-    r1a, r1b = _local(c1, j1, ua, ub)
-    Q0a, Q0b = lo + h * (j0 + r0a), lo + h * (j0 + r0b)
-    Q1a, Q1b = lo + h * (j1 + r1a), lo + h * (j1 + r1b)
-    us = np.stack([ua, ub], axis=2).reshape(nS, -1)
-    edges = lo + h * np.arange(1, n)
-    out = []
-    for t in ts:
-        xa = (1 - t) * Q0a + t * Q1a
-        xb = (1 - t) * Q0b + t * Q1b
-        xs = np.maximum.accumulate(np.stack([xa, xb], axis=2).reshape(nS, -1), axis=1)
-        # F_t(e) = sup{u : Q_t(u) <= e}: linear interpolation on the polyline (xs, us)
-        k = _count_le(xs, np.broadcast_to(edges, (nS, n - 1)))          # vertices <= e
-        K = xs.shape[1]
-        i = np.clip(k - 1, 0, K - 2)
-        x_i = np.take_along_axis(xs, i, 1)
-        x_j = np.take_along_axis(xs, i + 1, 1)
-        u_i = np.take_along_axis(us, i, 1)
-        u_j = np.take_along_axis(us, i + 1, 1)
-        dx = x_j - x_i
-        frac = np.where(dx > 0, _ratio01(edges[None, :] - x_i, dx), 1.0)
-        F = u_i + frac * (u_j - u_i)
-        F = np.where(k == 0, 0.0, np.where(k >= K, 1.0, F))
-        F = np.concatenate([np.zeros((nS, 1)), np.clip(F, 0.0, 1.0), np.ones((nS, 1))], axis=1)
-        F = np.maximum.accumulate(F, axis=1)
-        out.append(np.diff(F, axis=1))
-    return out
+def _deposit_pairs(A: Grid, I, J, P, st, nS: int, t: float) -> np.ndarray:
+    """Masses ``P`` moved from the centres of cells ``I`` towards those of ``J``, fraction ``t``,
+    deposited with multilinear weights (conservative; first moment exact).
+
+    Positions are taken in cell units per axis and written from the nearer end
+    (``i + t (j - i)`` for ``t <= 1/2``, ``j + (1 - t)(i - j)`` beyond), so a pair with ``i = j``
+    lands exactly on its centre and gives no sliver of mass to a neighbour.
+    """
+    shape = A.shape
+    iu = np.unravel_index(I, shape)
+    ju = np.unravel_index(J, shape)
+    cells, fracs = [], []
+    for d, n in enumerate(shape):
+        i_d, j_d = iu[d].astype(float), ju[d].astype(float)
+        y = i_d + t * (j_d - i_d) if t <= 0.5 else j_d + (1.0 - t) * (i_d - j_d)
+        y = np.clip(y, 0.0, n - 1.0)
+        c = np.minimum(np.floor(y), max(n - 2, 0)).astype(np.int64)
+        cells.append(c)
+        fracs.append(y - c)
+    out = np.zeros(nS * A.size)
+    for corner in range(2 ** A.ndim):
+        idx, w = [], np.asarray(P, dtype=float).copy()
+        for d, n in enumerate(shape):
+            up = (corner >> (A.ndim - 1 - d)) & 1
+            idx.append(np.minimum(cells[d] + up, n - 1))
+            w = w * (fracs[d] if up else 1.0 - fracs[d])
+        flat = st * A.size + np.ravel_multi_index(tuple(idx), shape)
+        out += np.bincount(flat, weights=w, minlength=nS * A.size)
+    return out.reshape(nS, A.size)
 
 
 def geodesic(pi0, pi1, t, atoms: bool = False):
     r"""State-wise McCann (displacement) interpolation between ``pi0`` and ``pi1`` (fixed weights).
 
-    **1-D actions, default** (exact): the interpolant of the piecewise-constant laws has quantile
-    function ``Q_t = (1 - t) Q_0 + t Q_1``; its CDF ``F_t`` is evaluated exactly at the cell edges
-    (inverse of the piecewise-linear ``Q_t`` on the merged knots) and the returned masses are
-    ``F_t(e_{k+1}) - F_t(e_k)`` -- the exact cell masses of the true interpolant. The returned
-    policy is the grid's (piecewise-constant) representation of it, which is generally *not*
-    exactly the interpolant (its density is piecewise constant on other intervals):
+    **1-D actions, default** (exact): the monotone coupling of the two piecewise-constant laws
+    is a sequence of pieces -- mass ``L`` of cell ``i`` spread uniformly over a sub-interval of
+    cell ``i``, sent affinely onto a sub-interval of cell ``j`` -- and at time ``t`` each piece is
+    uniform on the interpolated interval. The returned masses are the overlaps of these
+    intervals with the cells: the exact cell masses of the true interpolant. The pieces come
+    from a merge over the amounts still unassigned in the current cells (never from differences
+    of cumulative sums), so each cell mass keeps its relative precision: ``geodesic(p, p, t)``
+    is ``p`` to a few ulps for every ``t``, zero cells stay zero, and the Gibbs tails of a soft
+    policy (masses down to subnormal) are neither lost nor filled. ``t = 0`` and ``t = 1`` return
+    the masses of ``pi0`` and ``pi1`` unchanged. The returned policy is the grid's
+    (piecewise-constant) representation of the interpolant, which is generally *not* exactly
+    the interpolant (its density is piecewise constant on other intervals):
     ``W_2(returned, true) <= h`` since both quantile functions agree at every edge level.
 
-    **Multi-D actions, or** ``atoms=True``: optimal plan between the atoms (1-D: monotone
-    coupling from the merged knots; multi-D: ``ot.emd``, checked), each pair ``(x, y, P_xy)``
-    displaced to ``(1 - t) x + t y`` and deposited with multilinear weights (conservative).
+    **Multi-D actions, or** ``atoms=True``: optimal plan between the atoms (1-D: the same
+    monotone coupling; multi-D: ``ot.emd``, checked), each pair ``(x, y, P_xy)`` displaced to
+    ``(1 - t) x + t y`` and deposited with multilinear weights (conservative, first moment
+    exact; a pair with ``x = y`` stays on its cell exactly).
 
     Parameters
     ----------
@@ -612,23 +620,26 @@ def geodesic(pi0, pi1, t, atoms: bool = False):
     if not np.all(np.isfinite(ts)) or np.any(ts < 0) or np.any(ts > 1):
         raise ValidationError(f"t must lie in [0, 1], got {np.asarray(t).tolist()}")
     nS = m0.shape[0]
-    if A.ndim == 1 and not atoms:
-        masses = _geodesic_1d_pc(m0, m1, A, ts)
+    if A.ndim == 1:
+        K, I, J, Lp, Lq, F = coupling_1d(m0, m1)
+        t0, t1 = m0.sum(axis=1), m1.sum(axis=1)
+        # the pieces are normalized laws; the interpolant carries the interpolated total
+        tot = np.ascontiguousarray(t0[None, :] + ts[:, None] * (t1 - t0)[None, :])
+        out = np.empty((ts.size, nS, A.size))
+        _interpolate_1d(K, I, J, Lp, Lq, F, np.ascontiguousarray(ts), tot, bool(atoms), out)
+        masses = list(out)
     else:
-        if A.ndim == 1:
-            ua, ub, j0, j1 = _merge(_knots(m0), _knots(m1))
-            L = (ub - ua).ravel()
-            keep = L > 0
-            st = np.repeat(np.arange(nS), ua.shape[1])[keep]
-            I, J, P = j0.ravel()[keep], j1.ravel()[keep], L[keep]
-        else:
-            plans = _plans_multi(m0, m1, A)
-            st = np.concatenate([np.full(p[0].size, s) for s, p in enumerate(plans)])
-            I = np.concatenate([p[0] for p in plans])
-            J = np.concatenate([p[1] for p in plans])
-            P = np.concatenate([p[2] for p in plans])
-        X = A.centers
-        masses = [_deposit_states(A, (1 - tt) * X[I] + tt * X[J], P, st, nS) for tt in ts]
+        plans = _plans_multi(m0, m1, A)
+        st = np.concatenate([np.full(p[0].size, s) for s, p in enumerate(plans)])
+        I = np.concatenate([p[0] for p in plans])
+        J = np.concatenate([p[1] for p in plans])
+        P = np.concatenate([p[2] for p in plans])
+        masses = [_deposit_pairs(A, I, J, P, st, nS, tt) for tt in ts]
+    for k, tt in enumerate(ts):         # the endpoints are the given policies
+        if tt == 0.0:
+            masses[k] = m0.copy()
+        elif tt == 1.0:
+            masses[k] = m1.copy()
     pols = [_finish(mm, pi0) for mm in masses]
     return pols[0] if scalar else pols
 
@@ -670,12 +681,14 @@ def exp(pi, v) -> Policy:
 def log(pi0, pi1) -> np.ndarray:
     r"""Logarithm map: optimal-transport displacement ``T(x_a) - x_a`` at the cell centres.
 
-    **1-D actions**: ``T = Q_1 o F_0`` with ``F_0`` the CDF of the piecewise-constant ``pi0``
-    evaluated at the cell centre, i.e. at the cell's mid-mass ``u_a = c_a + m_a / 2``, and
-    ``Q_1`` the quantile function of the piecewise-constant ``pi1`` (exact; vectorized). For a
-    zero-mass cell ``u_a = c_a``. Levels above 1/2 are handled through survival functions
-    (``1 - u_a`` accumulated from the right end) so that tail cells keep full relative
-    precision (``log(pi, pi) = 0`` even where the masses are 1e-30).
+    **1-D actions**: ``T = Q_1 o F_0``, the monotone map between the piecewise-constant laws,
+    at the cell centre, i.e. at the cell's mid-mass level (exact). It is read off the pieces of
+    the monotone coupling (the merge over unassigned amounts used by :func:`geodesic`): the
+    piece of cell ``a`` that holds the cell's middle maps it affinely into its target cell. No
+    level is formed as a cumulative sum, so every cell keeps full relative precision, whatever
+    lies on either side of it: ``log(pi, pi) = 0`` exactly on every cell with mass. A zero-mass
+    cell gets the position where the next cell of positive mass starts (irrelevant: it carries
+    no mass).
 
     **Multi-D actions**: barycentric projection of the optimal plan between the atoms,
     ``T(x_i) = sum_j P_ij y_j / sum_j P_ij``; cells where ``pi0`` has no mass get ``v = 0``.
@@ -683,23 +696,18 @@ def log(pi0, pi1) -> np.ndarray:
     Returns
     -------
     ndarray ``(nS, nA, da)`` -- a velocity field for :func:`exp`; ``exp(pi0, log(pi0, pi1))``
-    is ``pi1`` up to the grid error O(h).
+    is ``pi1`` up to a grid error (see ``docs/geometry.md``, section 5: a few ``h`` where ``pi0``
+    is concentrated on few cells).
     """
     m0, m1, A = _check_pair(pi0, pi1, "log")
     nS, nA = m0.shape
     X = A.centers
     if A.ndim == 1:
-        lo, hi, h = float(A.bounds[0, 0]), float(A.bounds[0, 1]), float(A.spacing[0])
-        tot0 = m0.sum(axis=1, keepdims=True)
-        left = (np.cumsum(m0, axis=1) - 0.5 * m0) / tot0            # F0 at the centres
-        right = (np.cumsum(m0[:, ::-1], axis=1)[:, ::-1] - 0.5 * m0) / tot0   # 1 - F0
-        # levels below 1/2 are resolved from the left, the others from the right (survival
-        # function of the flipped law), so tail cells keep full relative precision
-        use_left = left <= 0.5
-        T_left = _quantile_pc(_knots(m1), np.where(use_left, left, 0.5), lo, h)
-        T_right = lo + hi - _quantile_pc(_knots(m1[:, ::-1]), np.where(use_left, 0.5, right), lo, h)
-        T = np.where(use_left, T_left, T_right)
-        return (T - X[None, :, 0])[:, :, None]
+        K, I, J, _, _, F = coupling_1d(m0, m1)
+        T = np.empty((nS, nA))
+        _map_at_centres_1d(K, I, J, F, np.ascontiguousarray(m0), T)
+        # in cell units: the centre of cell a is a + 1/2
+        return (float(A.spacing[0]) * (T - (np.arange(nA) + 0.5)[None, :]))[:, :, None]
     v = np.zeros((nS, nA, A.ndim))
     for s, (I, J, P) in enumerate(_plans_multi(m0, m1, A)):
         mass = np.bincount(I, P, minlength=nA)

@@ -21,8 +21,10 @@ check                             comparison (error measure; default tolerance)
                                   (relative; 1e-6 + rounding)
 ``dissipation (step)``            one fixed explicit ``otto`` step of ``wg.flow`` vs the second-order
                                   Taylor prediction with the exact mass Hessian (relative to the step's
-                                  change; ``10 rho^2`` + rounding, ``rho`` the largest relative mass change)
-``gibbs``                         ``wg.solve``'s policy vs ``exp(-Q/tau)/Z`` (max abs; 1e-8)
+                                  change; 10 x the Taylor remainder estimated by finite differences of
+                                  ``J`` + rounding)
+``gibbs``                         ``wg.solve``'s policy vs ``exp(-Q/tau)/Z``, ``Q`` of an exact evaluation of
+                                  that policy (max abs; 1e-8)
 ``gibbs (otto rhs)``              the ``otto`` flux vanishes there (relative to the outflow; 1e-7)
 ``hessian``                       ``H(phi, phi)`` vs second differences of ``J`` along continuity curves
                                   (relative to ``|H_local| + |H_transport|``; 1e-5 + rounding)
@@ -72,7 +74,7 @@ TOLERANCES = {
     "solve": 1e-8,
     "gradient": 1e-6,
     "dissipation": 1e-6,
-    "dissipation_step": 10.0,
+    "dissipation_step": 10.0,     # factor on the estimated Taylor remainder (check_dissipation)
     "gibbs": 1e-8,
     "gibbs_rhs": 1e-7,
     "hessian": 1e-5,
@@ -108,6 +110,9 @@ class CheckRow:
         Details (decompositions, step sizes, why a check was skipped).
     time : float or None
         Seconds spent on the row.
+    reason : str
+        For a skipped row, why in a few words (shown in the summary line of the table; the
+        details are in ``note``).
     """
 
     check: str
@@ -118,6 +123,7 @@ class CheckRow:
     status: str
     note: str = ""
     time: float | None = None
+    reason: str = ""
 
     @property
     def passed(self) -> bool:
@@ -182,18 +188,36 @@ class VerifyReport:
                                    enumerate(zip(c, widths))).rstrip())
             if k == 0:
                 lines.append("  ".join("-" * w for w in widths))
-        n_fail = len(self.failed())
-        n_pass = sum(r.status == "pass" for r in self.rows)
-        total = sum(r.time for r in self.rows if r.time is not None)
-        lines.append(f"{'ALL PASSED' if self.passed else 'FAILED'}: {n_pass} passed, {n_fail} failed, "
-                     f"{sum(r.status == 'skip' for r in self.rows)} skipped, "
-                     f"{sum(r.status == 'info' for r in self.rows)} informational; {total:.1f} s")
+        lines.append(self.summary())
         if notes:
             ns = [f"  {r.check}: {r.note}" for r in self.rows if r.note]
             if ns:
                 lines.append("notes:")
                 lines.extend(ns)
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """The last line of :meth:`table`: the outcome, the counts, and why rows were skipped.
+
+        ``ALL PASSED`` only when every identity row passed and none was skipped; with skipped
+        rows and no failure the outcome reads ``PASSED, n SKIPPED`` and names each skipped row
+        with its reason (a check that raised says so): a skipped identity has not been checked.
+        """
+        n_fail = len(self.failed())
+        n_pass = sum(r.status == "pass" for r in self.rows)
+        skips = [r for r in self.rows if r.status == "skip"]
+        total = sum(r.time for r in self.rows if r.time is not None)
+        if n_fail:
+            head = "FAILED"
+        elif skips:
+            head = f"PASSED, {len(skips)} SKIPPED"
+        else:
+            head = "ALL PASSED"
+        line = (f"{head}: {n_pass} passed, {n_fail} failed, {len(skips)} skipped, "
+                f"{sum(r.status == 'info' for r in self.rows)} informational; {total:.1f} s")
+        if skips:
+            line += "; skipped: " + ", ".join(f"{r.check} ({r.reason or _short_reason(r.note)})" for r in skips)
+        return line
 
     def __str__(self) -> str:
         return self.table()
@@ -381,8 +405,15 @@ def _row(check, value, reference, error, tol, note="", info=False):
                     float(error), float(tol), status, note)
 
 
-def _skip(check, note):
-    return CheckRow(check, float("nan"), "-", float("nan"), float("nan"), "skip", note)
+def _short_reason(note: str) -> str:
+    """The first clause of a note, at most 60 characters (for the summary line)."""
+    first = note.split(";")[0].strip()
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+def _skip(check, note, reason=""):
+    return CheckRow(check, float("nan"), "-", float("nan"), float("nan"), "skip", note,
+                    reason=reason or _short_reason(note))
 
 
 _EPS = float(np.finfo(float).eps)
@@ -506,8 +537,12 @@ def check_dissipation(mdp, objective, masses, tol=None, tol_step=None, eps=0.05,
     ``dt = 1e-3 / max_a |dm/dt / m|``: ``J(dt)`` vs the second-order Taylor prediction
     ``J(0) + dt J' + dt^2 J'' / 2`` with ``J'`` the reference of (a) and
     ``J'' = dm . Hess_m J . dm`` from the exact mass Hessian (two adjoint solves). Error relative
-    to ``|J(dt) - J(0)|``; the Taylor remainder is ``O(rho^2)`` relative, ``rho = dt max|dm/m|``
-    (``1e-3``): tolerance ``10 rho^2`` plus rounding ``8 eps |J| / |J(dt) - J(0)|``.
+    to ``|J(dt) - J(0)|``. The expected error is the Taylor remainder
+    ``dt^3 |J'''|/6 + dt^4 |J''''|/24``, with ``J'''`` and ``J''''`` along the step estimated by
+    finite differences of ``J`` (the evaluations of (a), independent of the Hessian): tolerance
+    ``tol_step`` (10) times that, plus rounding ``32 eps |J| / |J(dt) - J(0)|``. The ``J''`` term is
+    ``O(rho)`` of the change (``rho = dt max|dm/m| = 1e-3``), the remainder ``O(rho^2)``: a Hessian
+    10 % off (or set to 0) fails the row.
     """
     from .flows import flow
     from .flows.otto import otto_rhs
@@ -551,11 +586,26 @@ def check_dissipation(mdp, objective, masses, tol=None, tol_step=None, eps=0.05,
     dJ = abs(J1 - J0)
     err = abs(J1 - pred) / max(dJ, 1e-300)
     rho = dt * rel
-    floor = 8 * _EPS * max(abs(J0), 1.0) / max(dJ, 1e-300)
-    rows.append(_row("dissipation (step)", J1 - J0, pred - J0, err, tol_step * rho ** 2 + floor,
+    # the expected error is the Taylor remainder dt^3 J'''/6 + dt^4 J''''/24, with J''' and J''''
+    # along the same straight line m + t dm estimated from the four evaluations of (a), without
+    # the Hessian: D(t) = (J(t) - J(-t))/2t = J' + t^2 J'''/6 + O(t^4) and
+    # S(t) = (J(t) - 2 J(0) + J(-t))/t^2 = J'' + t^2 J''''/12 + O(t^4). The rounding of these
+    # estimates (16 eps |J| / h^3 and 64 eps |J| / h^4) enters multiplied by (dt/h)^3 = 50^-3.
+    g3 = 8.0 * (D1 - D2) / h ** 2
+    S1 = (Jt[h] - 2.0 * ev.J + Jt[-h]) / h ** 2
+    S2 = (Jt[h / 2] - 2.0 * ev.J + Jt[-h / 2]) / (h / 2) ** 2
+    g4 = 16.0 * (S2 - S1) / h ** 2
+    remainder = (dt ** 3 * abs(g3) / 6.0 + dt ** 4 * abs(g4) / 24.0) / max(dJ, 1e-300)
+    # rounding of J(dt) - J(0): each J comes out of a linear solve and carries a few ulps of |J|
+    # (up to 6 observed, double_integrator Average(entropy=0.05))
+    floor = 32 * _EPS * max(abs(J0), 1.0) / max(dJ, 1e-300)
+    second = 0.5 * dt * dt * abs(d2) / max(dJ, 1e-300)
+    rows.append(_row("dissipation (step)", J1 - J0, pred - J0, err, tol_step * remainder + floor,
                      f"one fixed explicit otto step of wg.flow (dt = {dt:.3g}, largest relative mass change rho = "
-                     f"{rho:.1e}): J(dt) - J(0) vs dt J' + dt^2 J''/2 (J'' = dm.Hess_m J.dm, exact); "
-                     f"remainder O(rho^2): tolerance {tol_step:g} rho^2 + rounding {floor:.1e}"))
+                     f"{rho:.1e}): J(dt) - J(0) vs dt J' + dt^2 J''/2 (J'' = dm.Hess_m J.dm, exact; its term is "
+                     f"{second:.1e} of the change); tolerance {tol_step:g} x the Taylor remainder "
+                     f"{remainder:.1e} (J''' and J'''' by finite differences of J along the step) + rounding "
+                     f"{floor:.1e}"))
     rows[-1].time = time.perf_counter() - t_start
     return rows
 
@@ -563,28 +613,36 @@ def check_dissipation(mdp, objective, masses, tol=None, tol_step=None, eps=0.05,
 def check_gibbs(mdp, objective, solution, tol=None, tol_rhs=None):
     r"""The optimal policy is the Gibbs policy of its own Q and a stationary point of ``otto``.
 
-    (a) ``max |m - gibbs_masses(Q, tau)|`` for ``solve``'s policy and its exact ``Q`` (the solver's
-    policy against the closed form);
-    (b) ``max |dm/dt| / max(rate * m)`` for the ``otto`` right-hand side there (the flux kernel's
-    imbalance relative to the largest outflow of a cell).
+    ``Q`` is recomputed by an exact evaluation of the returned policy
+    (``wg.evaluate(mdp, solution.policy, objective).Q``), not taken from ``solution.Q``: the
+    solvers write their masses as ``gibbs_masses`` of the ``Q`` they return, so a comparison with
+    ``solution.Q`` would hold by construction at any iterate, converged or not.
+
+    (a) ``max |m - gibbs_masses(Q_pi, tau)|`` for ``solve``'s policy ``pi`` and its exact ``Q_pi``:
+    zero exactly when ``pi`` is a fixed point of soft policy improvement, i.e. optimal;
+    (b) ``max |dm/dt| / max(rate * m)`` for the ``otto`` right-hand side at ``(m, Q_pi)`` (the flux
+    kernel's imbalance relative to the largest outflow of a cell).
     """
     from .flows.otto import otto_rhs
     tol = TOLERANCES["gibbs"] if tol is None else tol
     tol_rhs = TOLERANCES["gibbs_rhs"] if tol_rhs is None else tol_rhs
     tau = objective.entropy
     if tau <= 0:
-        return [_skip("gibbs", "needs entropy > 0 (with tau = 0 optimal policies are deterministic)"),
+        return [_skip("gibbs", "needs entropy > 0 (with tau = 0 optimal policies are deterministic)",
+                      "needs entropy > 0"),
                 _skip("gibbs (otto rhs)", "needs entropy > 0")]
     m = solution.policy.masses
-    g = gibbs_masses(solution.Q, tau)
+    Q = evaluate(mdp, solution.policy, objective).Q
+    g = gibbs_masses(Q, tau)
     err = float(np.max(np.abs(m - g)))
-    dm, rate, _ = otto_rhs(m, solution.Q, tau, mdp.actions)
+    dm, rate, _ = otto_rhs(m, Q, tau, mdp.actions)
     out = float(np.max(rate * m))
     e2 = float(np.max(np.abs(dm))) / max(out, 1e-300)
     return [_row("gibbs", err, 0.0, err, tol,
-                 f"max |m - exp(-Q/tau)/Z| at wg.solve's policy ({solution.iterations} iterations)"),
+                 f"max |m - exp(-Q/tau)/Z| at wg.solve's policy ({solution.iterations} iterations), Q of an "
+                 "exact evaluation of that policy"),
             _row("gibbs (otto rhs)", float(np.max(np.abs(dm))), 0.0, e2, tol_rhs,
-                 "max |dm/dt| of otto at the optimum / largest cell outflow")]
+                 "max |dm/dt| of otto at the optimum (Q of an exact evaluation) / largest cell outflow")]
 
 
 def check_hessian(mdp, objective, masses, rng, eps=0.05, n_directions=2, tol=None, tol_sym=None,
@@ -707,7 +765,7 @@ def check_rate(mdp, objective, solution, tol=None, eps=1e-3, max_steps=60, min_s
     tol = TOLERANCES["rate"] if tol is None else tol
     tau = objective.entropy
     if tau <= 0:
-        return [_skip("rate", "needs entropy > 0 (no Gibbs optimum, no local linear rate)")]
+        return [_skip("rate", "needs entropy > 0 (no Gibbs optimum, no local linear rate)", "needs entropy > 0")]
     ps = solution.policy
     H = hessian(mdp, objective, ps)
     vals, vecs = H.spectrum(1, return_vectors=True)
@@ -1092,7 +1150,7 @@ def _convexity_rows(mdp, objective, solution, base, rng, tol, geodesics=True, rt
             rows.append(_skip("convexity (metric geodesic)", "nS*nA = "
                               f"{mdp.n_states * mdp.n_actions} > verify.GEODESIC_MAX_PAIRS = "
                               f"{GEODESIC_MAX_PAIRS}: the path-energy minimization would dominate the "
-                              "run (raise the limit to include it)"))
+                              "run (raise the limit to include it)", "nS*nA > GEODESIC_MAX_PAIRS"))
         else:
             from .geodesics import metric_geodesic
             try:
@@ -1155,7 +1213,17 @@ def _unichain_hint(mdp) -> str:
 
 _GROUP_ROWS = {"solve": ["solve"], "gradient": ["gradient"], "dissipation": ["dissipation", "dissipation (step)"],
                "gibbs": ["gibbs", "gibbs (otto rhs)"], "hessian": ["hessian"], "symmetry": ["hessian symmetry"],
-               "rate": ["rate"], "convexity": ["convexity (continuity vs H)"]}
+               "rate": ["rate"], "convexity": ["convexity (continuity vs H)", "convexity (McCann)",
+                                               "geodesic (McCann speed)"]}
+_GEODESIC_GROUP_ROWS = ["convexity (metric geodesic)", "geodesic (metric endpoints)", "geodesic (metric length)"]
+
+
+def _group_rows(name, geodesics):
+    """Every row a check group produces (all are reported when the group raises)."""
+    rows = list(_GROUP_ROWS.get(name, [name]))
+    if name == "convexity" and geodesics:
+        rows[2:2] = _GEODESIC_GROUP_ROWS
+    return rows
 
 
 def run(mdp, objective, policy=None, checks=None, rng=None, rates: bool = True, progress=None,
@@ -1276,7 +1344,8 @@ def run(mdp, objective, policy=None, checks=None, rng=None, rates: bool = True, 
         ts = time.perf_counter()
         before = len(rows)
         if name in needs_solution and sol is None:
-            rows.append(_skip(name if name != "gibbs" else "gibbs", f"needs wg.solve's optimum: {sol_error}"))
+            for r in _group_rows(name, geodesics):
+                rows.append(_skip(r, f"needs wg.solve's optimum: {sol_error}", "no optimum: the solve failed"))
         else:
             try:
                 if name == "gradient":
@@ -1297,10 +1366,15 @@ def run(mdp, objective, policy=None, checks=None, rng=None, rates: bool = True, 
                     rows += _convexity_rows(mdp, objective, sol, base, rng, tols["convexity_hessian"],
                                             geodesics=geodesics, rtol=tols["convexity_rtol"])
             except (WgflowError, np.linalg.LinAlgError) as exc:
-                for r in _GROUP_ROWS.get(name, [name])[:1]:
-                    rows.append(_skip(r, f"could not be computed: {type(exc).__name__}: {exc}"))
+                # every row of the group is reported (none silently disappears from the table);
+                # rows of the group already appended before the error are replaced
+                del rows[before:]
+                for r in _group_rows(name, geodesics):
+                    rows.append(_skip(r, f"could not be computed: {type(exc).__name__}: {exc}",
+                                      f"{type(exc).__name__} raised"))
             except Exception as exc:  # noqa: BLE001 -- a bug, reported in the table, not a lost report
-                for r in _GROUP_ROWS.get(name, [name])[:1]:
+                del rows[before:]
+                for r in _group_rows(name, geodesics):
                     rows.append(CheckRow(r, float("nan"), "-", float("nan"), float("nan"), "fail",
                                          f"unexpected {type(exc).__name__}: {exc}"))
         elapsed = time.perf_counter() - ts

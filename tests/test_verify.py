@@ -208,6 +208,71 @@ def test_zero_entropy_skips_only_what_needs_entropy(lqr_small):
     assert skipped == {"gibbs", "gibbs (otto rhs)", "rate"}
 
 
+def test_local_gaps_against_the_dense_generator(lqr_small):
+    """local_gaps (symmetrized, batched eigh) against the eigenvalues of each state's backward
+    generator assembled face by face (scipy.linalg.eigvals, not symmetrized), and its smallest
+    gap against the Hessian's lambda_min / kappa at the optimum (docs/hessian.md section 5)."""
+    import scipy.linalg as sla
+    from wgflow.kernels.fluxes import sg_face_coefficients
+    obj = wg.Discounted(0.9, entropy=0.5)
+    sol = wg.solve(lqr_small, obj)
+    m = sol.policy.masses
+    Q = wg.evaluate(lqr_small, sol.policy, obj).Q
+    gaps, res = V.local_gaps(lqr_small, Q, m, obj.entropy)
+    h2 = 1.0 / float(lqr_small.actions.spacing[0]) ** 2
+    nA = lqr_small.n_actions
+    for s in range(lqr_small.n_states):
+        K = np.zeros((nA, nA))
+        for i in range(nA - 1):
+            cf, cb = sg_face_coefficients(Q[s, i + 1] - Q[s, i], obj.entropy, h2)
+            K[i, i] -= cf
+            K[i, i + 1] += cf
+            K[i + 1, i + 1] -= cb
+            K[i + 1, i] += cb
+        ev = np.sort(np.real(sla.eigvals(-K)))
+        # eigenvalues of a 11 x 11 generator: rounding ~1e-13 of its norm
+        assert gaps[s] == pytest.approx(ev[1], rel=1e-9)
+    H = wg.hessian(lqr_small, obj, sol.policy)
+    assert np.min(gaps) == pytest.approx(H.spectrum(1)[0] / H.kappa, rel=1e-9)
+
+
+def test_rate_row_sees_a_spectrum_that_missed_the_slowest_mode(monkeypatch):
+    """The perturbed state is chosen by the flux kernel's local gaps, not by H: a spectrum that
+    drops its slowest mode (mountain car, gaps 9.5e-4 and 1.6e-2) predicts a rate 17x too fast
+    and fails the row (it passed when the row perturbed the state H named)."""
+    mdp = wg.problems.get("mountain_car", n_position=11, n_velocity=11, n_actions=9, goal="reset")
+    obj = wg.Average(entropy=0.1)
+    sol = wg.solve(mdp, obj)
+    assert V.check_rate(mdp, obj, sol)[0].status == "pass"
+    real = wg.Hessian.spectrum
+
+    def missed(self, k=5, return_vectors=False, **kw):
+        vals, vecs = real(self, k + 1, return_vectors=True, **kw)
+        self.diagnostics["mode_states"] = self.diagnostics["mode_states"][1:]
+        return (vals[1:], vecs[1:]) if return_vectors else vals[1:]
+
+    monkeypatch.setattr(wg.Hessian, "spectrum", missed)
+    row = V.check_rate(mdp, obj, sol)[0]
+    assert row.status == "fail", row
+
+
+@pytest.mark.parametrize("tau", [1e-2, 1e-4])
+def test_rate_row_skips_a_decay_it_cannot_measure(tau):
+    """Pendulum 21x21x11, Discounted(0.99): at entropy 1e-2 the slowest local gap is ~1e-96 (two
+    wells in a state's Q), at 1e-4 ~1e-26: no decay is measurable in 60 steps. The row is
+    skipped with the reason -- not NaN, not a pass whose tolerance grew as 1/predicted."""
+    import warnings
+    mdp = wg.problems.get("pendulum", n_theta=21, n_omega=21, n_actions=11)
+    obj = wg.Discounted(0.99, entropy=tau)
+    sol = wg.solve(mdp, obj)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        row = V.check_rate(mdp, obj, sol)[0]
+    assert row.status == "skip", row
+    assert np.isfinite(row.value) and np.isfinite(row.reference)
+    assert "no measurable decay" in row.reason
+
+
 def test_rate_row_on_underflowed_tails_and_tiny_weights():
     """Pendulum, ``Average(entropy=0.05)``: Gibbs tails underflow, and the slowest mode lives in a
     state of stationary weight ~1e-18 (J - J* would not see it). The rate row is computed from

@@ -7,44 +7,65 @@ from ..errors import ValidationError
 
 __all__ = ["plot_checks"]
 
-_COLOURS = {"pass": "C2", "fail": "C3", "info": "0.45", "skip": "0.6"}
+_COLOURS = {"pass": "C2", "fail": "C3", "info": "0.45", "skip": "0.45"}
+
+
+def _number(v):
+    return float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else np.nan
+
+
+def _skip_reason(r) -> str:
+    reason = getattr(r, "reason", "") or getattr(r, "note", "") or ""
+    reason = reason.split(";")[0].strip()
+    return reason if len(reason) <= 48 else reason[:45] + "..."
 
 
 def plot_checks(report, ax=None, title: str | None = None):
     """One row per check: its error (dot) and tolerance (bar) on a log scale.
 
     ``report`` is a :class:`wgflow.verify.VerifyReport` (or anything with ``rows`` of
-    ``check, error, tolerance, status``). Skipped rows are listed with the word ``skipped``;
+    ``check, error, tolerance, status``). A status column right of the axes says ``FAIL`` or
+    ``skip`` for rows that did not pass. A failed row whose error is not a number (the check
+    raised, or produced NaN) is drawn as a red cross at the right edge with ``FAIL (no value)``:
+    it never disappears. Skipped rows are listed with the word ``skipped`` and their reason;
     informational rows (properties such as convexity, not identities) are listed as such. An
-    error of exactly 0 is drawn at the left edge and marked ``0``.
+    error of exactly 0 is drawn at the left edge and marked ``0``. The legend sits above the axes,
+    clear of the data.
 
     Returns
     -------
     matplotlib.axes.Axes
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.transforms import blended_transform_factory
     rows = list(getattr(report, "rows", []))
     if not rows:
         raise ValidationError("plot_checks needs a report with at least one row")
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 0.32 * len(rows) + 1.3), layout="constrained")
+        _, ax = plt.subplots(figsize=(7.2, 0.32 * len(rows) + 1.6), layout="constrained")
     vals = []
     for r in rows:
-        for v in (r.error, r.tolerance):
-            if isinstance(v, (int, float, np.floating)) and np.isfinite(v) and v > 0:
-                vals.append(float(v))
+        for v in (_number(r.error), _number(r.tolerance)):
+            if np.isfinite(v) and v > 0:
+                vals.append(v)
     lo = min(vals) / 10 if vals else 1e-16
     hi = max(vals) * 10 if vals else 1.0
+    # x in axes coordinates, y in data coordinates: the status column and edge markers
+    edge = blended_transform_factory(ax.transAxes, ax.transData)
     y = np.arange(len(rows))[::-1]
     for yi, r in zip(y, rows):
         c = _COLOURS.get(r.status, "k")
-        tol = r.tolerance if isinstance(r.tolerance, (int, float, np.floating)) else np.nan
-        err = r.error if isinstance(r.error, (int, float, np.floating)) else np.nan
-        if r.status in ("skip", "info"):
-            ax.text(lo * 1.5, yi, "skipped" if r.status == "skip" else
-                    "informational (a property, not an identity)", va="center", fontsize=8, color=c)
+        tol, err = _number(r.tolerance), _number(r.error)
+        if r.status == "info":
+            ax.text(lo * 1.5, yi, "informational (a property, not an identity)", va="center", fontsize=8,
+                    color=c)
             continue
-        if np.isfinite(tol) and tol > 0 and r.status != "info":
+        if r.status == "skip":
+            ax.text(lo * 1.5, yi, f"skipped: {_skip_reason(r)}", va="center", fontsize=8, color=c)
+            ax.text(1.02, yi, "skip", transform=edge, va="center", fontsize=8, color=c)
+            continue
+        if np.isfinite(tol) and tol > 0:
             ax.plot([tol, tol], [yi - 0.3, yi + 0.3], color="k", lw=1.5)
             ax.hlines(yi, lo, tol, color="0.85", lw=4, zorder=0)
         if np.isfinite(err):
@@ -52,19 +73,28 @@ def plot_checks(report, ax=None, title: str | None = None):
             ax.plot([x], [yi], "o", color=c, ms=6)
             if err == 0:
                 ax.text(x * 1.6, yi, "0", va="center", fontsize=8, color=c)
+        elif r.status == "fail":
+            ax.plot([0.985], [yi], "X", color=c, ms=8, transform=edge, clip_on=False)
+        if r.status == "fail":
+            ax.text(1.02, yi, "FAIL" if np.isfinite(err) else "FAIL (no value)", transform=edge,
+                    va="center", fontsize=8, color=c, fontweight="bold")
     ax.set_yticks(y)
     ax.set_yticklabels([r.check for r in rows], fontsize=8.5)
     ax.set_ylabel("check")
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("error (dot) and tolerance (bar)")
+    ax.set_xlabel("error (dot) and tolerance (bar), in each check's error measure (dimensionless)")
     ax.grid(alpha=0.3, axis="x")
-    from matplotlib.lines import Line2D
     handles = [Line2D([], [], marker="o", ls="none", color=_COLOURS[s], label=s)
-               for s in ("pass", "fail") if any(r.status == s for r in rows)]
+               for s in ("pass", "fail") if any(r.status == s and np.isfinite(_number(r.error)) for r in rows)]
+    if any(r.status == "fail" and not np.isfinite(_number(r.error)) for r in rows):
+        handles.append(Line2D([], [], marker="X", ls="none", color=_COLOURS["fail"], label="fail, no value"))
+    if any(np.isfinite(_number(r.tolerance)) and r.status in ("pass", "fail") for r in rows):
+        handles.append(Line2D([], [], marker="|", ls="none", color="k", ms=10, mew=1.5, label="tolerance"))
     if handles:
-        ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
+        ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower center", ncol=len(handles),
+                  bbox_to_anchor=(0.5, 1.0), borderaxespad=0.2)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, pad=22 if handles else 6)
     return ax

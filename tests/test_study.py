@@ -100,11 +100,28 @@ def test_files_and_reload(study):
         np.testing.assert_array_equal(a.distance, b.distance)
         assert (a.stop_reason, a.measured_rate, a.wall) == (b.stop_reason, b.measured_rate, b.wall)
     np.testing.assert_array_equal(back.spectrum.eigenvectors, res.spectrum.eigenvectors)
-    assert [(r.check, r.status, r.error) for r in back.verify.rows] == \
-        [(r.check, r.status, r.error) for r in res.verify.rows]
+    assert [(r.check, r.status, r.error, r.reason) for r in back.verify.rows] == \
+        [(r.check, r.status, r.error, r.reason) for r in res.verify.rows]
     assert back.mdp.states.names == ("x",)
     assert back.summary().splitlines()[:12] == res.summary().splitlines()[:12]
     assert len(repr(back)) < 300
+
+
+def test_verify_rows_keep_their_skip_reason_through_a_file(tmp_path):
+    # a skipped row's reason (the summary line names it) is stored and read back
+    import h5py
+    from wgflow.study import _read_verify, _write_verify
+    from wgflow.verify import CheckRow, VerifyReport
+    rows = [CheckRow("solve", 1.0, 1.0, 1e-15, 1e-8, "pass", ""),
+            CheckRow("rate", np.nan, "predicted", np.nan, 0.02, "skip",
+                     "no decay above the resolution of the flow; details", reason="no measurable decay")]
+    report = VerifyReport(rows, "t", {})
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        _write_verify(f.create_group("verify"), report)
+    with h5py.File(tmp_path / "v.h5", "r") as f:
+        back = _read_verify(f["verify"])
+    assert [r.reason for r in back.rows] == ["", "no measurable decay"]
+    assert "rate (no measurable decay)" in back.summary()
 
 
 def test_summary_table(study):

@@ -518,7 +518,7 @@ def _write_verify(g, report):
     g.attrs["title"] = report.title
     g.attrs["passed"] = bool(report.passed)
     g.attrs["table"] = report.table()
-    for k in ("check", "status", "note"):
+    for k in ("check", "status", "note", "reason"):
         g.create_dataset(k, data=np.array([str(getattr(r, k)) for r in rows], dtype=object), dtype=str_dt)
     g.create_dataset("reference", data=np.array([r.reference if isinstance(r.reference, str) else repr(float(r.reference))
                                                  if r.reference is not None else "" for r in rows],
@@ -541,6 +541,8 @@ def _read_verify(g):
     n = g["check"].shape[0]
     dec = (lambda a: [x.decode() if isinstance(x, bytes) else str(x) for x in a[...]])
     checks, status, notes, refs = dec(g["check"]), dec(g["status"]), dec(g["note"]), dec(g["reference"])
+    # (files written before rows had a reason: the summary line falls back to the note)
+    reasons = dec(g["reason"]) if "reason" in g else [""] * n
     for i in range(n):
         ref = refs[i]
         try:
@@ -548,7 +550,7 @@ def _read_verify(g):
         except ValueError:
             pass
         rows.append(CheckRow(checks[i], float(g["value"][i]), ref, float(g["error"][i]),
-                             float(g["tolerance"][i]), status[i], notes[i]))
+                             float(g["tolerance"][i]), status[i], notes[i], reason=reasons[i]))
     return VerifyReport(rows, str(g.attrs["title"]), json.loads(g.attrs.get("diagnostics", "{}")))
 
 

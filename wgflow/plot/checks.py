@@ -84,7 +84,7 @@ def plot_checks(report, ax=None, title: str | None = None):
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("error (dot) and tolerance (bar), in each check's error measure (dimensionless)")
+    ax.set_xlabel("error (dot) and tolerance (bar) of each check (dimensionless)")
     ax.grid(alpha=0.3, axis="x")
     handles = [Line2D([], [], marker="o", ls="none", color=_COLOURS[s], label=s)
                for s in ("pass", "fail") if any(r.status == s and np.isfinite(_number(r.error)) for r in rows)]

@@ -1042,3 +1042,26 @@ def test_soft_mpi_sweeps_a_thinned_chain_at_a_small_entropy(monkeypatch):
     for s in (sol, full):
         # the certified bound, plus the reference's own rounding (ulps of |V| / (1 - gamma))
         np.testing.assert_allclose(s.V, exact.V, rtol=0, atol=tol * scale + 1e-13 * scale / 0.01)
+
+
+@pytest.mark.parametrize("scale", [1e-10, 1e-12, 1e6])
+@pytest.mark.parametrize("method", ["policy_iteration", "modified_policy_iteration"])
+def test_hard_solves_are_invariant_to_the_scale_of_the_costs(scale, method):
+    # costs times a constant: the same optimal policy and J times that constant. Ties between
+    # actions are judged relative to the magnitudes in Q, not against an absolute floor (which
+    # made small costs look like ties: policy iteration stopped on a non-greedy policy, modified
+    # policy iteration never met its relative stopping test)
+    mdp = wg.problems.get("garnet", n_states=30, n_actions=4, seed=0)
+    scaled = wg.MDP(mdp.P, mdp.C * scale)
+    objectives = [wg.Discounted(0.9)] + ([wg.Average()] if method == "policy_iteration" else [])
+    for obj in objectives:
+        ref = wg.solve(mdp, obj, method="policy_iteration")
+        sol = wg.solve(scaled, obj, method=method)
+        np.testing.assert_array_equal(sol.policy.greedy(), ref.policy.greedy())
+        # the solver's stopping tolerance (1e-10 relative) on top of rounding
+        assert sol.J / scale == pytest.approx(ref.J, rel=1e-9)
+    # against QuantEcon on the scaled problem (its own policy iteration: exact to rounding)
+    qe = pytest.importorskip("quantecon")
+    res = scaled.to_quantecon(0.9).solve(method="policy_iteration")
+    sol = wg.solve(scaled, wg.Discounted(0.9), method=method)
+    np.testing.assert_array_equal(sol.policy.greedy(), res.sigma)

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 import wgflow as wg
+import wgflow.h5 as h5
 import wgflow.io as wio
 import wgflow.records as records
 
@@ -190,6 +191,9 @@ def test_foreign_hdf5_raises_file_format_error(tmp_path):
 
 
 def test_damaged_wgflow_file_raises_file_format_error(good_file):
+    # (unsealed: the checks behind the seal, for files without one -- written before seals, or
+    # a flow's storage -- and for edits that also rewrote the seal)
+    h5.unseal(good_file)
     with h5py.File(good_file, "r+") as f:
         del f["mdp"]["C"]
     with pytest.raises(wg.FileFormatError, match="dataset /mdp/C: missing"):
@@ -197,22 +201,61 @@ def test_damaged_wgflow_file_raises_file_format_error(good_file):
 
 
 def test_damaged_root_object_header_raises_file_format_error(tmp_path):
-    # an unknown message type in the root group's object header: h5py raises KeyError ("unable
-    # to determine object type") when the loader reads the file's attributes
+    # an unknown message type in the root group's object header of an unsealed file: h5py
+    # raises KeyError ("unable to determine object type") when the loader reads its attributes
     path = tmp_path / "sol.h5"
     mdp = wg.problems.get("lqr1d", n_states=9, n_actions=5)
     wg.save(path, wg.solve(mdp, wg.Discounted(0.9, entropy=0.5)))
+    h5.unseal(path)
     with h5py.File(path, "r") as f:
-        root = h5py.h5o.get_info(f.id).addr
+        root = h5py.h5o.get_info(f.id).addr          # relative to the user block's end
     data = bytearray(path.read_bytes())
-    data[root + 16] = 127              # version-1 header: its first message's type
+    data[h5.USERBLOCK + root + 16] = 127  # version-1 header: its first message's type
     bad = tmp_path / "bad.h5"
     bad.write_bytes(bytes(data))
-    with pytest.raises(wg.FileFormatError):
+    with pytest.raises(wg.FileFormatError, match="unreadable"):
         wg.load(bad)
 
 
+def test_sealed_file_refuses_any_change_before_parsing(tmp_path):
+    # a saved file carries the SHA-256 of its content in its user block: any changed byte is
+    # refused before the HDF5 library reads the file (damaged headers can crash the library);
+    # a damaged seal is refused too; the content alone (a file without a user block, as written
+    # before seals) still loads
+    path = tmp_path / "sol.h5"
+    mdp = wg.problems.get("lqr1d", n_states=9, n_actions=5)
+    sol = wg.solve(mdp, wg.Discounted(0.9, entropy=0.5))
+    wg.save(path, sol)
+    data = path.read_bytes()
+    assert data.startswith(b"WGFLOW-SHA256 ") and data[h5.USERBLOCK:h5.USERBLOCK + 4] == b"\x89HDF"
+    for k in (h5.USERBLOCK, h5.USERBLOCK + 100, len(data) // 2, len(data) - 1):
+        bad = bytearray(data)
+        bad[k] ^= 0x01
+        p = tmp_path / f"flip{k}.h5"
+        p.write_bytes(bytes(bad))
+        with pytest.raises(wg.FileFormatError, match="does not match its checksum"):
+            wg.load(p)
+    bad = bytearray(data)
+    bad[3] ^= 0x20
+    p = tmp_path / "seal.h5"
+    p.write_bytes(bytes(bad))
+    with pytest.raises(wg.FileFormatError, match="seal .* is damaged"):
+        wg.load(p)
+    legacy = tmp_path / "legacy.h5"
+    legacy.write_bytes(data[h5.USERBLOCK:])          # HDF5 addresses are relative to the base
+    back = wg.load(legacy)
+    np.testing.assert_array_equal(back.V, sol.V)
+    # an in-place edit through unseal/seal keeps the file loadable and sealed
+    h5.unseal(path)
+    assert wg.load(path).J == sol.J                   # open: read without a checksum
+    with h5py.File(path, "r+") as f:
+        f.attrs["note"] = "edited"
+    h5.seal(path)
+    assert wg.load(path).J == sol.J and path.read_bytes().startswith(b"WGFLOW-SHA256 ")
+
+
 def test_newer_format_version_raises(good_file):
+    h5.unseal(good_file)
     with h5py.File(good_file, "r+") as f:
         f.attrs["format_version"] = wio.FORMAT_VERSION + 1
     with pytest.raises(wg.FileFormatError, match="newer"):
@@ -220,6 +263,7 @@ def test_newer_format_version_raises(good_file):
 
 
 def test_unknown_type_raises(good_file):
+    h5.unseal(good_file)
     with h5py.File(good_file, "r+") as f:
         f.attrs["wgflow_type"] = "Banana"
     with pytest.raises(wg.FileFormatError, match="unknown wgflow object type"):

@@ -87,6 +87,9 @@ def tampered(ctx, name, edit):
     """A copy of file ``name`` changed by ``edit(h5py.File)``."""
     dst = ctx.dir / f"{name}-{next(_counter)}.h5"
     shutil.copy(ctx.files[name], dst)
+    # unsealed: the checks behind the seal (a sealed file refuses any change outright,
+    # tests/test_io.py), as for files without one or edits that also rewrote the seal
+    wg.h5.unseal(dst)
     with h5py.File(dst, "r+") as f:
         edit(f)
     ctx.last_file = dst

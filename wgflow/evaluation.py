@@ -496,7 +496,9 @@ def _greedy(Q, tau, current=None):
     if current is not None:
         cur = np.argmax(current, axis=1)
         qmin = Q[np.arange(nS), best]
-        scale = 1e-12 * np.maximum(1.0, np.abs(qmin))
+        # ties relative to the table's magnitude (the rounding of its sums), not an absolute
+        # floor: costs of any scale give the same policies
+        scale = 1e-12 * float(np.max(np.abs(Q)))
         keep = Q[np.arange(nS), cur] <= qmin + scale
         best = np.where(keep, cur, best)
     m = np.zeros((nS, nA))

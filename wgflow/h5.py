@@ -10,6 +10,13 @@
   shape, and estimate the memory before reading; :func:`attr` checks each attribute's type.
   Every failure is a :class:`~wgflow.errors.FileFormatError` that names the file and the
   dataset or attribute.
+* **Sealed files**: a file written by :class:`atomic_h5` starts with a 512-byte HDF5 user block
+  holding the SHA-256 of everything after it (:func:`seal`); :func:`open_checked` verifies it
+  before the HDF5 library parses anything, so a damaged file is refused with a
+  :class:`~wgflow.errors.FileFormatError` instead of reaching the library (some damaged
+  headers crash it outright). Files without a user block (written before seals, or a flow's
+  storage while it runs) are read as before; in-place edits of a sealed file go through
+  :func:`unseal` and :func:`seal`.
 * Helpers for JSON attributes, grids, and digests (fingerprints of arrays and per-frame
   checksums).
 """
@@ -33,11 +40,69 @@ from .version import __version__
 
 __all__ = ["FORMAT_VERSION", "atomic_h5", "clean_orphans", "open_checked", "dataset", "read",
            "group", "attr", "grid_attr", "grid_from_attr", "jsonable", "digest", "checksum",
-           "file_error", "fsync_file"]
+           "file_error", "fsync_file", "seal", "unseal", "USERBLOCK"]
 
 #: layout version written by this wgflow (2: trajectories carry per-frame checksums, restart
 #: flags and scheme state); files of versions 1 and 2 are read
 FORMAT_VERSION = 2
+
+#: bytes of the HDF5 user block of the files :class:`atomic_h5` writes (the seal lives there)
+USERBLOCK = 512
+_SEALED = b"WGFLOW-SHA256 "
+_OPEN = b"WGFLOW-OPEN\n"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _content_digest(fh) -> str:
+    """SHA-256 of a file's bytes after its user block."""
+    fh.seek(USERBLOCK)
+    h = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def seal(path) -> None:
+    """Write the SHA-256 of the file's content (after its user block) into its user block."""
+    with open(path, "r+b") as fh:
+        line = _SEALED + _content_digest(fh).encode() + b"\n"
+        fh.seek(0)
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def unseal(path) -> None:
+    """Mark a sealed file as open for an in-place edit (read without a checksum until
+    :func:`seal` is called again); files without a user block are left alone."""
+    with open(path, "r+b") as fh:
+        head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
+        if head[USERBLOCK:] != _HDF5_SIGNATURE:
+            return
+        fh.seek(0)
+        fh.write(_OPEN + bytes(len(_SEALED) + 65 - len(_OPEN)))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _check_seal(path: Path) -> None:
+    """Refuse a sealed file whose content no longer matches its seal."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
+            if not head.startswith(_SEALED):
+                if head.startswith(_OPEN) or head[USERBLOCK:] != _HDF5_SIGNATURE:
+                    return              # no seal (older files, a running flow's storage)
+                raise FileFormatError(f"{path}: its seal (the checksum in the first {USERBLOCK} "
+                                      "bytes) is damaged: the file is corrupted")
+            want = head[len(_SEALED):len(_SEALED) + 64].decode("ascii", "replace")
+            got = _content_digest(fh)
+    except OSError as exc:
+        raise FileFormatError(f"{path} cannot be read: {exc}") from exc
+    if got != want:
+        raise FileFormatError(f"{path}: its content does not match its checksum (SHA-256 "
+                              f"{got[:12]}... against {want[:12]}... stored when it was written): "
+                              "the file was damaged or changed after it was written")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,9 +173,9 @@ class atomic_h5:
     The target's directory must exist (:class:`~wgflow.errors.MissingFileError` otherwise);
     with ``overwrite=False`` an existing target raises
     :class:`~wgflow.errors.ExistingFileError`. Orphaned temporary files of earlier, killed
-    writers of the same path are removed first. On success the file is fsync'ed, renamed over
-    the target, and the rename is made durable; on an exception the temporary file is removed
-    and the old target is untouched.
+    writers of the same path are removed first. On success the file is sealed (:func:`seal`)
+    and fsync'ed, renamed over the target, and the rename is made durable; on an exception the
+    temporary file is removed and the old target is untouched.
     """
 
     def __init__(self, path, overwrite: bool = True, where: str = "save"):
@@ -119,7 +184,7 @@ class atomic_h5:
 
     def __enter__(self) -> h5py.File:
         clean_orphans(self.path)
-        self.file = h5py.File(self.tmp, "w")
+        self.file = h5py.File(self.tmp, "w", userblock_size=USERBLOCK)
         return self.file
 
     def __exit__(self, exc_type, exc, tb):
@@ -127,7 +192,7 @@ class atomic_h5:
             self.file.close()
         finally:
             if exc_type is None:
-                fsync_file(self.tmp)             # durable before it replaces a good file
+                seal(self.tmp)                   # (fsync'ed: durable before it replaces a good file)
                 os.replace(self.tmp, self.path)
                 fsync_dir(self.path.parent)
             elif self.tmp.exists():
@@ -176,6 +241,7 @@ def open_checked(path, kind: str | None = None) -> h5py.File:
         raise MissingFileError(f"no such file: {path}")
     if path.is_dir():
         raise FileFormatError(f"{path} is a directory, not a wgflow file")
+    _check_seal(path)
     try:
         try:
             f = h5py.File(path, "r", locking=False)

@@ -444,6 +444,7 @@ class FrameWriter:
         path = Path(path)
         if not path.exists():
             raise MissingFileError(f"cannot resume: {path} does not exist")
+        h5.unseal(path)                 # (a file saved whole is sealed: appending changes it)
         f = h5py.File(path, "a")
         w = cls(path, f)
         g = w.group

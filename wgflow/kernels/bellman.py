@@ -58,8 +58,8 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
 
     ``"min"``: ``lo, hi = sweep(indptr, indices, data, C, u, offset, V, sigma, TV, new_sigma, Q,
     pptr, pidx, pval, cpi)``; ``sigma`` is the current action per state (``-1``: none),
-    ``new_sigma`` receives the greedy action (ties within ``1e-12 max(1, |min Q|)`` kept at
-    ``sigma``), ``(lo, hi)`` are the extreme entries of ``TV - V``, and the greedy policy's chain
+    ``new_sigma`` receives the greedy action (ties within ``1e-12 max(|min Q|, |u|_inf, |offset|,
+    |C(s, sigma)|)`` -- the magnitudes whose rounding the comparison sees -- kept at ``sigma``), ``(lo, hi)`` are the extreme entries of ``TV - V``, and the greedy policy's chain
     is written while its row is in cache: the CSR arrays ``pptr`` (``nS + 1``), ``pidx``, ``pval``
     (room for the ``new_sigma`` rows of ``P``) and its costs ``cpi = C[s, new_sigma[s]]``. ``Q`` is
     ``(nS, nA)`` when ``write_q`` (any array otherwise). ``u_zero=True`` says ``u`` is zero (the
@@ -88,6 +88,13 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
             pptr[0] = 0
             m = np.uint64(0)
             base = np.uint64(0)
+            # ties are judged relative to the magnitudes that make up Q (rounding of the sums),
+            # never against an absolute floor: costs of any scale give the same policies
+            umax = abs(offset)
+            if not u_zero:
+                for i in range(u.size):
+                    ui = abs(u[i])
+                    umax = ui if ui > umax else umax
             for s in range(nS):
                 su = np.uint64(s)
                 best = np.inf
@@ -115,7 +122,7 @@ def make_bellman_sweep(kind: str, write_q: bool = True):
                         for kk in range(np.uint64(indptr[r]), np.uint64(indptr[r + one])):
                             acc += data[kk] * u[np.uint64(indices[kk])]
                         qcur = Cf[r] + acc - offset
-                    if qcur <= best + 1e-12 * max(1.0, abs(best)):
+                    if qcur <= best + 1e-12 * max(abs(best), umax, abs(Cf[r])):
                         arg = np.uint64(cur)
                 TV[su] = best
                 new_sigma[su] = arg
@@ -183,7 +190,9 @@ def bellman_min_numpy(P, C, u, offset=0.0, sigma=None):
     TV = Q[np.arange(nS), best]
     if sigma is None:
         return TV, best, Q
-    keep = Q[np.arange(nS), sigma] <= TV + 1e-12 * np.maximum(1.0, np.abs(TV))
+    umax = max(float(np.max(np.abs(u), initial=0.0)), abs(offset))
+    keep = Q[np.arange(nS), sigma] <= TV + 1e-12 * np.maximum(
+        np.maximum(np.abs(TV), umax), np.abs(C[np.arange(nS), sigma]))
     return TV, np.where(keep, sigma, best), Q
 
 

@@ -1065,3 +1065,15 @@ def test_hard_solves_are_invariant_to_the_scale_of_the_costs(scale, method):
     res = scaled.to_quantecon(0.9).solve(method="policy_iteration")
     sol = wg.solve(scaled, wg.Discounted(0.9), method=method)
     np.testing.assert_array_equal(sol.policy.greedy(), res.sigma)
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e120])
+def test_soft_solve_at_extreme_cost_scales(scale):
+    # costs and entropy times the same constant: the same Gibbs policy, J times the constant
+    # (the last-sweep guess used to square residuals of 1e-160 and cube ones of 1e120)
+    g = wg.problems.get("garnet", n_states=30, n_actions=4, seed=0)
+    ref = wg.solve(wg.MDP(g.P, g.C), wg.Discounted(0.9, entropy=0.1))
+    sol = wg.solve(wg.MDP(g.P, g.C * scale), wg.Discounted(0.9, entropy=0.1 * scale))
+    # both to the solver's 1e-10 relative tolerance
+    assert sol.J / scale == pytest.approx(ref.J, rel=1e-9)
+    np.testing.assert_allclose(sol.policy.masses, ref.policy.masses, rtol=0, atol=1e-8)

@@ -5,6 +5,7 @@ from scipy import stats
 
 import wgflow as wg
 from wgflow import Grid, Policy
+from wgflow.errors import ValidationError
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +231,19 @@ def test_gaussian_masses_are_mirror_symmetric(bandit):
         q = Policy.gaussian(bandit, mean=-mu, std=sd).masses[0][::-1]
         np.testing.assert_allclose(p, q, rtol=1e-6, atol=0)
     Policy.gaussian(bandit, mean=-5.0, std=0.1)          # mirror of mean=+5, which works
+
+
+def test_gibbs_masses_rejects_a_bad_entropy_or_a_state_without_finite_q():
+    Q = np.array([[0.0, 1.0], [2.0, 0.5]])
+    for tau in (0.0, -1.0, np.nan, np.inf, "0.1"):
+        with pytest.raises(ValidationError, match="tau must be a finite number > 0"):
+            wg.policy.gibbs_masses(Q, tau)
+    for bad in (np.nan, np.inf):
+        Qb = Q.copy()
+        Qb[1] = bad
+        with pytest.raises(ValidationError, match="state 1 has no finite minimum"):
+            wg.policy.gibbs_masses(Qb, 0.1)
+    # a NaN next to a finite minimum is no error of the map's input check; the finite rows
+    # are the Gibbs law (closed form for two actions)
+    np.testing.assert_allclose(wg.policy.gibbs_masses(Q, 0.5)[0],
+                               [1 / (1 + np.exp(-2.0)), np.exp(-2.0) / (1 + np.exp(-2.0))])

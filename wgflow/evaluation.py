@@ -1103,7 +1103,8 @@ class _SoftEvaluator(_LUFallback):
         d1, d0 = self.prev, self.prev2
         if d1 is None or d0 is None or not d1 < d0:
             return False
-        return d1 ** 3 / d0 ** 2 <= 100.0 * threshold
+        # (d1 / d0)^2 d1: no overflow or underflow of the powers at extreme cost scales
+        return (d1 / d0) ** 2 * d1 <= 100.0 * threshold
 
     def _swept_chain(self, P_pi):
         """``(indptr, indices, data, dpos)`` of the chain the sweeps run on: where at least

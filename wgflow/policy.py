@@ -36,8 +36,18 @@ def _log_cell_probabilities(z):
 
 
 def gibbs_masses(Q: np.ndarray, tau: float) -> np.ndarray:
-    """Masses ``proportional to exp(-Q / tau)`` per state, computed stably (``tau > 0``)."""
-    z = -(Q - Q.min(axis=1, keepdims=True)) / tau
+    """Masses ``proportional to exp(-Q / tau)`` per state, computed stably (``tau > 0``).
+
+    Raises :class:`~wgflow.errors.ValidationError` for ``tau`` not a finite positive number and
+    for a state whose smallest ``Q`` is NaN or infinite (no Gibbs law)."""
+    if not (isinstance(tau, (int, float, np.floating, np.integer)) and np.isfinite(tau) and tau > 0):
+        raise ValidationError(f"gibbs_masses: tau must be a finite number > 0, got {tau!r}")
+    qmin = Q.min(axis=1, keepdims=True)
+    if not np.all(np.isfinite(qmin)):
+        s = int(np.flatnonzero(~np.isfinite(qmin.ravel()))[0])
+        raise ValidationError(f"gibbs_masses: Q of state {s} has no finite minimum (NaN or inf: "
+                              f"{qmin[s, 0]!r}); its Gibbs law is undefined")
+    z = -(Q - qmin) / tau
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 

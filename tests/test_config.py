@@ -78,6 +78,11 @@ def test_overrides_are_toml_values_or_bare_strings():
     (["study.name=my study"], "study.name", ["not allowed"]),
     (["solve.method=newton"], "solve.method", ["policy_iteration", "value_iteration"]),
     (["flows=3"], "flows", ["is a table"]),
+    # a range without an upper bound (the message used to crash formatting 'inf' as a number)
+    (["objective.entropy=-1"], "objective.entropy", ["[0, inf]", "got -1"]),
+    (["flows.t_end=0"], "flows.t_end", ["(0, inf]", "got 0"]),
+    (["objective.entropy=inf"], "objective.entropy", ["finite"]),
+    (["flows.t_end=inf"], "flows.t_end", ["finite"]),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(overrides, key, words):
     with pytest.raises(C.ConfigError) as ei:

@@ -221,6 +221,16 @@ def test_bad_sweeps_are_refused_before_work(tmp_path, patch, key, match):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("kwargs, key", [({"workers": -1}, "workers"), ({"workers": 0}, "workers"),
+                                         ({"workers": 1.5}, "workers"), ({"callback": 3}, "callback")])
+def test_bad_runtime_arguments_are_refused_before_work(tmp_path, kwargs, key):
+    # (workers=-1 used to start a cluster without workers and wait for ever)
+    with pytest.raises(ConfigError) as e:
+        wg.sweep(tiny_spec(), outdir=tmp_path, executor="serial", progress=False, **kwargs)
+    assert e.value.key == key
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_run_is_named():
     spec = tiny_spec()
     spec["grid"] = {"objective.gamma": [0.9, 1.5]}

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 import sys
 from pathlib import Path
@@ -245,6 +246,8 @@ def _number(key, v, lo=None, hi=None, lo_open=False, hi_open=False):
     if not _is_number(v) or v != v:
         raise ConfigError(key, f"must be a number, got {v!r}")
     v = float(v)
+    if not math.isfinite(v):
+        raise ConfigError(key, f"must be a finite number, got {v!r}")
     ok = True
     if lo is not None:
         ok &= v > lo if lo_open else v >= lo
@@ -253,8 +256,9 @@ def _number(key, v, lo=None, hi=None, lo_open=False, hi_open=False):
     if not ok:
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
-        raise ConfigError(key, f"must be in {lb}{'-inf' if lo is None else lo:g}, "
-                               f"{'inf' if hi is None else hi:g}{rb}, got {v:g}")
+        low = "-inf" if lo is None else f"{lo:g}"
+        high = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(key, f"must be in {lb}{low}, {high}{rb}, got {v:g}")
     return v
 
 

@@ -1110,6 +1110,10 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
                      "must not depend on the machine's speed; runs stop on flow time, steps, gap or steady state")
     notes.append(f"BLAS and numba threads per run: {spec.threads}")
     _config._choice("executor", executor, ("auto", "dask", "serial"), "executor")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError("workers", f"must be a whole number >= 1 (or None: one per CPU), got {workers!r}")
+    if callback is not None and not callable(callback):
+        raise ConfigError("callback", f"must be callable (or None), got {callback!r}")
     kind = executor
     if kind == "auto":
         kind = "dask" if (scheduler is not None or dask_available()) else "serial"

@@ -503,3 +503,31 @@ def test_unknown_tracker_raises(setup):
     mdp, obj, pi0 = setup
     with pytest.raises(wg.ValidationError):
         wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, trackers=["nonsense"])
+
+
+def test_steady_state_tracker_is_not_fooled_by_long_implicit_steps():
+    # pendulum 21^2 x 11 at gamma 0.99: implicit otto steps grow to 1e10 while the policy still
+    # moves (a mass changed by 0.28 in one such step); the tracker stops only once the change
+    # itself is small, at the optimum (the same run without the tracker ends at J - J* ~ 1e-10)
+    mdp = wg.problems.get("pendulum", n_theta=21, n_omega=21, n_actions=11)
+    obj = wg.Discounted(0.99, entropy=0.1)
+    sol = wg.solve(mdp, obj, method="policy_iteration")
+    tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), t_end=1e300, trackers=["steady_state"],
+                 progress=False)
+    assert "steady state" in tr.diagnostics["stop_reason"]
+    # J* exact to rounding; the flow's own error at its stop
+    assert tr.J[-1] - sol.J < 1e-8 * abs(sol.J)
+
+
+@pytest.mark.parametrize("t_end, save_every", [(1e-300, None), (1.0, 1e-300)])
+def test_tiny_times_do_not_hang(t_end, save_every):
+    # the first frame time after t is found by a jump, not by steps of one save interval
+    # (save_every = 1e-302 used to need ~1e290 of them)
+    mdp = wg.problems.get("lqr1d", n_states=11, n_actions=7)
+    obj = wg.Discounted(0.9, entropy=0.5)
+    from wgflow.flows import _next_frame_time
+    # the first grid time beyond the tolerance 1e-12 max(1, |t|) of t = 0
+    assert 1e-12 < _next_frame_time(0.0, 1e-302) <= 1e-12 * (1 + 1e-15)
+    tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), t_end=t_end, save_every=save_every,
+                 progress=False, max_steps=3)
+    assert tr.times[0] == 0.0 and tr.diagnostics["steps"] <= 3

@@ -44,8 +44,12 @@ def _next_frame_time(t: float, save_every: float) -> float:
     if not save_every > 0:
         return np.inf
     k = np.floor(t / save_every + 1e-9) + 1.0
-    while k * save_every <= t + 1e-12 * max(1.0, abs(t)):
-        k += 1.0
+    tol = 1e-12 * max(1.0, abs(t))
+    if k * save_every <= t + tol:
+        # (a jump, not steps of one: save_every may be far below the tolerance)
+        k = max(k + 1.0, np.floor((t + tol) / save_every))
+    while k * save_every <= t + tol:
+        k = max(k + 1.0, np.nextafter(k, np.inf))      # (k + 1 == k beyond 2^53)
     return k * save_every
 
 

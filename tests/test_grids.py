@@ -397,3 +397,18 @@ def test_every_builtin_problem_names_its_axes():
             if grid is not None:
                 assert grid.names is not None and len(grid.names) == grid.ndim
                 assert grid.units is not None and len(grid.units) == grid.ndim
+
+
+def test_gaussian_stencil_wider_than_the_axis_is_uniform_over_it():
+    # a standard deviation far beyond the axis: every cell of the axis, equal weights to rounding
+    # (the window used to span cutoff * sigma / h cells: 49 GiB for sigma = 1e6 on 21 cells)
+    g = Grid([(-2.0, 2.0)], [21])
+    idx, w, dw = g.gaussian_stencil(np.array([0.3, -1.9]), 1e6, 0)
+    assert idx.shape[1] <= 2 * 21 + 1
+    for r in range(2):
+        mass = np.bincount(idx[r], weights=w[r], minlength=21)
+        # relative density differences across the axis: (4 / 1e6)^2 / 2
+        np.testing.assert_allclose(mass, 1.0 / 21, rtol=1e-10)
+    mdp = wg.MDP.from_dynamics(g, Grid([(-1.0, 1.0)], [5]), lambda s, a: 0.9 * s + 0.5 * a,
+                               lambda s, a: s[:, 0] ** 2 + a[:, 0] ** 2, noise=1e6)
+    np.testing.assert_allclose(mdp.P.toarray(), 1.0 / 21, rtol=1e-10)

@@ -329,6 +329,9 @@ class Grid:
             idx = np.mod(j, n)
             valid = np.ones(j.shape, dtype=bool)
         else:
+            # a window wider than the axis adds only cells outside it (a noise of 1e6 on a
+            # 21-cell axis asked for 49 GiB)
+            half = min(half, n)
             centre = np.clip(np.floor((m - lo) / h), 0, n - 1).astype(np.int64)
             j = centre[:, None] + np.arange(-half, half + 1)[None, :]
             valid = (j >= 0) & (j < n)

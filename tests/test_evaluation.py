@@ -1077,3 +1077,17 @@ def test_soft_solve_at_extreme_cost_scales(scale):
     # both to the solver's 1e-10 relative tolerance
     assert sol.J / scale == pytest.approx(ref.J, rel=1e-9)
     np.testing.assert_allclose(sol.policy.masses, ref.policy.masses, rtol=0, atol=1e-8)
+
+
+def test_relative_value_iteration_on_a_periodic_chain_names_the_aperiodicity_option():
+    # two states that swap every step whatever the action: h oscillates under relative value
+    # iteration; the error says why and what to pass, and the transform converges to the gain
+    # of policy iteration (J = 2: costs 1 and 3 alternate under the cheaper action)
+    P = sp.csr_matrix(np.array([[0, 1.0], [0, 1.0], [1.0, 0], [1.0, 0]]))
+    mdp = wg.MDP(P, np.array([[1.0, 2.0], [3.0, 4.0]]))
+    with pytest.raises(wg.ConvergenceError, match="periodic chain.*aperiodicity"):
+        wg.solve(mdp, wg.Average(), method="relative_value_iteration", max_iter=1000)
+    ref = wg.solve(mdp, wg.Average())
+    assert ref.J == pytest.approx(2.0, abs=1e-14)
+    sol = wg.solve(mdp, wg.Average(), method="relative_value_iteration", aperiodicity=0.5)
+    assert sol.J == pytest.approx(ref.J, abs=1e-9)

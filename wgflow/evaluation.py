@@ -659,8 +659,15 @@ def _solve(mdp, objective, method, tol, max_iter, policy0, reuse_factorization, 
     pol = Policy(masses, mdp.actions, mdp.states, validate=False)
     sol = Solution(pol, J, V, Q, w, iters, converged, res, name, objective, diag)
     if not converged:
-        raise ConvergenceError(f"{name} did not converge in {iters} iterations (Bellman residual "
-                               f"{res:.3e}); raise max_iter or tol", {"solution": sol, **diag})
+        change = f", last change {history[-1]:.3e}" if history and method != "policy_iteration" else ""
+        hint = "raise max_iter or tol"
+        if method == "relative_value_iteration" and aperiodicity == 0.0:
+            # a periodic chain makes h oscillate for ever
+            hint = ("on a periodic chain the iteration oscillates: pass aperiodicity (e.g. 0.5) or "
+                    "use the default policy iteration; else raise max_iter or tol")
+        raise ConvergenceError(f"{name} did not converge in {iters} iterations (Bellman residual of "
+                               f"the returned policy {res:.3e}{change}); {hint}",
+                               {"solution": sol, **diag})
     return sol
 
 

@@ -531,3 +531,17 @@ def test_tiny_times_do_not_hang(t_end, save_every):
     tr = wg.flow(mdp, obj, wg.Policy.uniform(mdp), t_end=t_end, save_every=save_every,
                  progress=False, max_steps=3)
     assert tr.times[0] == 0.0 and tr.diagnostics["steps"] <= 3
+
+
+def test_resume_says_what_it_ignores(tmp_path, setup):
+    # a policy0 given with resume=True is not used, and a t_end the stored run has already
+    # reached runs nothing: both are said, not silently ignored
+    mdp, obj, pi0 = setup
+    kw = dict(dt=DT, save_every=SAVE, progress=False)
+    path = tmp_path / "r.h5"
+    wg.flow(mdp, obj, pi0, t_end=0.1, storage=path, **kw)
+    with pytest.warns(UserWarning, match="policy0 given is not used"):
+        wg.flow(mdp, obj, pi0, t_end=0.15, storage=path, resume=True, **kw)
+    with pytest.warns(UserWarning, match="already at t = 0.15 >= t_end = 0.05"):
+        res = wg.flow(mdp, obj, None, t_end=0.05, storage=path, resume=True, **kw)
+    assert res.diagnostics["steps"] == 0

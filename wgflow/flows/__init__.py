@@ -163,6 +163,13 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
 
     if resume:
         frame = read_restart_frame(storage, header)
+        if policy0 is not None:
+            warnings.warn(f"flow: resume=True continues {storage} from its stored frame at t = "
+                          f"{frame.t:.6g}; the policy0 given is not used", UserWarning, stacklevel=2)
+        if frame.t >= t_end * (1 - 1e-12):
+            warnings.warn(f"flow: {storage} is already at t = {frame.t:.6g} >= t_end = {t_end:g}: "
+                          "nothing to run (raise t_end to continue the run)", UserWarning,
+                          stacklevel=2)
         state = rebuild_state(sch, frame.t, frame.masses, frame.params, frame.state)
         if state.J != frame.J:
             warnings.warn(f"flow: resuming {storage} at t = {frame.t!r}: the re-evaluated J = "

@@ -266,7 +266,7 @@ def test_init_from_policy_and_resume(tmp_path):
     full = wg.flow(mdp, obj, pi, scheme="wpo", t_end=1.0, dt=0.05, save_every=0.25, progress=False)
     wg.flow(mdp, obj, pi, scheme="wpo", t_end=0.5, dt=0.05, save_every=0.25, storage=path,
             progress=False)
-    resumed = wg.flow(mdp, obj, pi, scheme="wpo", t_end=1.0, dt=0.05, save_every=0.25,
+    resumed = wg.flow(mdp, obj, None, scheme="wpo", t_end=1.0, dt=0.05, save_every=0.25,
                       storage=path, resume=True, progress=False)
     np.testing.assert_allclose(resumed.masses[-1], full.masses[-1], atol=1e-13)
 

@@ -225,7 +225,7 @@ def test_flow_with_particles_stores_and_resumes(tmp_path):
     path = tmp_path / "run.h5"
     wg.flow(mdp, obj, pi0, scheme="wppg", dt=0.25, t_end=1.0, save_every=0.5, particles=200,
             seed=5, storage=path, progress=False)
-    res = wg.flow(mdp, obj, pi0, scheme="wppg", dt=0.25, t_end=2.0, save_every=0.5,
+    res = wg.flow(mdp, obj, None, scheme="wppg", dt=0.25, t_end=2.0, save_every=0.5,
                   particles=200, seed=5, storage=path, resume=True, progress=False)
     assert np.allclose(res.params["particles"][-1], full.params["particles"][-1], rtol=0, atol=1e-14)
     assert abs(res.J[-1] - full.J[-1]) <= 1e-12

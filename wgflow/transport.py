@@ -323,6 +323,15 @@ def _frac(left, right, m):
 
 
 @jit
+def _next_cell(P, a, n, rev):
+    """``(a, P[cell a])`` for the first cell with positive mass from position ``a`` on, counted
+    from the left (``rev=False``) or the right end; ``(n, 0.0)`` if there is none."""
+    while a < n and P[n - 1 - a if rev else a] <= 0.0:
+        a += 1
+    return a, (P[n - 1 - a if rev else a] if a < n else 0.0)
+
+
+@jit
 def _walk_1d(P, Q, n, rev, si, sj, I, J, L, F, off):
     """Merge from the left (``rev=False``) or the right end, writing pieces from ``off`` on.
 
@@ -333,24 +342,14 @@ def _walk_1d(P, Q, n, rev, si, sj, I, J, L, F, off):
     already consumed (``ci, cj``) just before it -- or, with a stop pair, where the walk stopped
     -- and whether it met ``(si, sj)``.
     """
-    a = 0
-    b = 0
-    while a < n and P[n - 1 - a if rev else a] <= 0.0:
-        a += 1
-    while b < n and Q[n - 1 - b if rev else b] <= 0.0:
-        b += 1
+    a, ri = _next_cell(P, 0, n, rev)
+    b, rj = _next_cell(Q, 0, n, rev)
     k = 0
     kbest = -1
     lbest = -1.0
     out = (0.0, 0.0, 0.0, 0.0)
-    ri = 0.0
-    rj = 0.0
     ci = 0.0
     cj = 0.0
-    if a < n:
-        ri = P[n - 1 - a if rev else a]
-    if b < n:
-        rj = Q[n - 1 - b if rev else b]
     met = False
     while a < n and b < n:
         i = n - 1 - a if rev else a
@@ -398,18 +397,10 @@ def _walk_1d(P, Q, n, rev, si, sj, I, J, L, F, off):
         ci = ci1
         cj = cj1
         if ri <= 0.0:
-            a += 1
-            while a < n and P[n - 1 - a if rev else a] <= 0.0:
-                a += 1
-            if a < n:
-                ri = P[n - 1 - a if rev else a]
+            a, ri = _next_cell(P, a + 1, n, rev)
             ci = 0.0
         if rj <= 0.0:
-            b += 1
-            while b < n and Q[n - 1 - b if rev else b] <= 0.0:
-                b += 1
-            if b < n:
-                rj = Q[n - 1 - b if rev else b]
+            b, rj = _next_cell(Q, b + 1, n, rev)
             cj = 0.0
     return k, kbest, out[0], out[1], out[2], out[3], met
 

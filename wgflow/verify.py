@@ -715,10 +715,7 @@ def _relative_mode(mdp, Q, masses, tau, s, mu):
     pos = -np.ones(masses.shape[1], dtype=int)
     pos[idx] = np.arange(n)
     K = np.zeros((n, n))
-    cells = np.arange(mdp.n_actions).reshape(tuple(A.shape))
-    for d in range(A.ndim):
-        left = np.take(cells, np.arange(A.shape[d] - 1), axis=d).ravel()
-        right = np.take(cells, np.arange(1, A.shape[d]), axis=d).ravel()
+    for left, right, d in _face_pairs(A):
         inv_h2 = 1.0 / float(A.spacing[d]) ** 2
         for i, j in zip(left, right):
             if pos[i] < 0 or pos[j] < 0:
@@ -744,7 +741,9 @@ def _relative_mode(mdp, Q, masses, tau, s, mu):
 
 
 def _face_pairs(actions):
-    """Neighbouring cells ``(i, j, axis)`` of the action grid (flattened indices, ``j`` after ``i``)."""
+    """Neighbouring cells ``(i, j, axis)`` of the action grid (flattened indices, ``j`` after ``i``):
+    the faces of the flux kernel (no wrap-around on periodic axes, unlike the metric's faces in
+    :mod:`wgflow.geometry`), in the order of :func:`_sg_coefficients`."""
     cells = np.arange(int(np.prod(actions.shape))).reshape(tuple(actions.shape))
     out = []
     for d in range(actions.ndim):
@@ -754,14 +753,18 @@ def _face_pairs(actions):
     return out
 
 
-def _sg_coefficients(dq, tau, inv_h2):
-    """Vectorized :func:`wgflow.kernels.fluxes.sg_face_coefficients`: ``(cf, cb)`` per face."""
-    z = np.abs(dq) / tau
-    with np.errstate(over="ignore", invalid="ignore"):
-        B = np.where(z < 1e-10, 1.0 - 0.5 * z,
-                     np.where(z > 700.0, z * np.exp(-np.minimum(z, 745.0)), z / np.expm1(np.maximum(z, 1e-300))))
-    tb = tau * B
-    return (tb + np.maximum(-dq, 0.0)) * inv_h2, (tb + np.maximum(dq, 0.0)) * inv_h2
+def _sg_coefficients(Q, shape, d, tau, inv_h2):
+    """``(cf, cb)`` ``(nS, faces)`` of the faces normal to action axis ``d``, in the order of
+    :func:`_face_pairs`: :func:`wgflow.kernels.fluxes.sg_coefficients` on ``Q`` seen as
+    ``(nS * cells before d, n_d, cells after d)``."""
+    from .kernels.fluxes import sg_coefficients
+    nS = Q.shape[0]
+    pre, post = int(np.prod(shape[:d])), int(np.prod(shape[d + 1:]))
+    q = np.ascontiguousarray(Q, dtype=float).reshape(nS * pre, shape[d], post)
+    cf = np.empty((nS * pre, shape[d] - 1, post))
+    cb = np.empty_like(cf)
+    sg_coefficients(q, float(tau), inv_h2, cf, cb)
+    return cf.reshape(nS, -1), cb.reshape(nS, -1)
 
 
 def local_gaps(mdp, Q, masses, tau):
@@ -792,7 +795,7 @@ def local_gaps(mdp, Q, masses, tau):
     rows, cols = [], []
     for left, right, d in _face_pairs(A):
         inv_h2 = 1.0 / float(A.spacing[d]) ** 2
-        cf, cb = _sg_coefficients(Q[:, right] - Q[:, left], tau, inv_h2)
+        cf, cb = _sg_coefficients(Q, tuple(A.shape), d, tau, inv_h2)
         live = sup[:, left] & sup[:, right]
         cf, cb = np.where(live, cf, 0.0), np.where(live, cb, 0.0)
         off = -np.sqrt(cf) * np.sqrt(cb)

@@ -40,7 +40,7 @@ from .version import __version__
 
 __all__ = ["FORMAT_VERSION", "atomic_h5", "clean_orphans", "open_checked", "dataset", "read",
            "group", "attr", "grid_attr", "grid_from_attr", "jsonable", "digest", "checksum",
-           "file_error", "fsync_file", "seal", "unseal", "USERBLOCK"]
+           "file_error", "seal", "unseal", "edit_sealed", "USERBLOCK"]
 
 #: layout version written by this wgflow (2: trajectories carry per-frame checksums, restart
 #: flags and scheme state); files of versions 1 and 2 are read
@@ -83,6 +83,16 @@ def unseal(path) -> None:
         fh.write(_OPEN + bytes(len(_SEALED) + 65 - len(_OPEN)))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def edit_sealed(path):
+    """An ``h5py.File`` of a finished file opened for an in-place edit: unsealed while open,
+    sealed again once closed (a file without a user block is edited as it is)."""
+    unseal(path)
+    with h5py.File(path, "a") as f:
+        yield f
+    seal(path)
 
 
 def _check_seal(path: Path) -> None:
@@ -145,12 +155,6 @@ def clean_orphans(path) -> list:
             os.unlink(p)
             removed.append(Path(p))
     return removed
-
-
-def fsync_file(path) -> None:
-    """Flush a closed file's data to disk."""
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
 
 
 def fsync_dir(path) -> None:

@@ -441,13 +441,10 @@ def _grid_load(text):
 
 def _update_attrs(path, res):
     """Refresh the timings and the summary stored in a study file (after the figures)."""
-    import h5py
-    from .h5 import seal, unseal
-    unseal(path)
-    with h5py.File(path, "a") as f:
+    from .h5 import edit_sealed
+    with edit_sealed(path) as f:
         f.attrs["timings"] = json.dumps(_jsonable(res.timings))
         f.attrs["summary"] = res.summary()
-    seal(path)
 
 
 def _close(fig):

@@ -752,12 +752,9 @@ def execute_run(task: RunTask, restore_threads: bool = True) -> dict:
         with tempfile.TemporaryDirectory(prefix="wgflow-sweep-") as d:
             path = Path(d) / task.filename
             res.to_hdf5(path)
-            import h5py
-            from .h5 import seal, unseal
-            unseal(path)
-            with h5py.File(path, "a") as f:
+            from .h5 import edit_sealed
+            with edit_sealed(path) as f:
                 f.attrs["sweep_run"] = json.dumps(_plain(info))
-            seal(path)
             data = path.read_bytes()
         out.update(status=info["status"], error=info["error"], row=row, data=data, wall=wall)
     except Exception as exc:  # a failing run is recorded, whatever it raised

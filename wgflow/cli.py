@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.metadata
 import platform
 import sys
 import time
@@ -173,6 +174,13 @@ def cmd_verify(args) -> int:
     return 0 if report.passed else 1
 
 
+#: (label, distribution) of the optional and peer packages the report names
+_OPTIONAL_DISTRIBUTIONS = (("ot", "POT"), ("tqdm", "tqdm"), ("quantecon", "quantecon"),
+                           ("mdptoolbox", "pymdptoolbox"), ("gymnasium", "gymnasium"),
+                           ("torch", "torch"), ("dask.distributed", "distributed"),
+                           ("sphinx", "sphinx"))
+
+
 def environment() -> dict:
     """Versions and numerics settings, for bug reports."""
     import numpy, scipy, h5py, matplotlib
@@ -188,12 +196,13 @@ def environment() -> dict:
         pass
     for mod in (numpy, scipy, h5py, matplotlib):
         info[mod.__name__] = mod.__version__
-    for name in ("ot", "tqdm", "quantecon", "mdptoolbox", "gymnasium"):
+    # optional packages by their installed metadata: importing them (gymnasium, torch) takes
+    # seconds, and a report should not depend on whether they import cleanly
+    for label, dist in _OPTIONAL_DISTRIBUTIONS:
         try:
-            mod = __import__(name)
-            info[name] = getattr(mod, "__version__", "installed")
-        except ImportError:
-            info[name] = "not installed"
+            info[label] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            info[label] = "not installed"
     info.update({f"numba.{k}" if k != "numba" else k: v for k, v in numba_environment().items()})
     return info
 

@@ -312,8 +312,9 @@ class Grid:
         nearest to ``mean``; cells outside it carry relative density below
         ``exp(-cutoff^2 / 2)`` and are dropped. On a periodic axis the law is wrapped (images are
         summed); when the window is wider than the period the stencil is the whole axis, each
-        cell summing its images, and once ``sigma`` exceeds about ``1.42`` periods it is uniform
-        (to rounding: see :meth:`_wrapped_gaussian_stencil`). On a bounded axis a window wider
+        cell summing its images, and once ``2 pi^2 sigma^2 / L^2 > 40`` (``sigma`` above about
+        ``1.42`` periods ``L``) it is uniform: by Poisson summation the wrapped density's relative
+        variation is then below ``2 e^-40 = 8.5e-18``, rounding. On a bounded axis a window wider
         than the axis is clamped to it. The width therefore never exceeds ``2 n + 1`` whatever
         ``sigma`` is. Returns ``(idx, w, dw)``, each ``(n_points, width)``, where ``dw`` is the
         derivative of the normalized weights w.r.t. ``mean``.

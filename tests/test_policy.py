@@ -135,12 +135,13 @@ def test_gaussian_bad_std_and_shapes(lqr):
 
 # ------------------------------------------------------------------------------ deterministic
 def test_deterministic_nearest_is_one_hot(lqr, rng):
-    act = rng.uniform(-5, 5, 21)
+    act = rng.uniform(-4, 4, 21)         # the action box (outside it raises)
+    act[:2] = [-4.0, 4.0]                  # its ends: the first and last cells
     pi = Policy.deterministic(lqr, act, rule="nearest")
     assert set(np.unique(pi.masses)) == {0.0, 1.0}
     np.testing.assert_array_equal(pi.masses.sum(axis=1), 1.0)
     h = lqr.actions.spacing[0]
-    expected = np.clip(np.floor((act + 4.0) / h), 0, 40).astype(int)
+    expected = np.minimum(np.floor((act + 4.0) / h), 40).astype(int)
     np.testing.assert_array_equal(pi.greedy(), expected)
 
 

@@ -311,8 +311,13 @@ class Grid:
         The window holds every cell within ``cutoff * sigma`` (plus one cell) of the in-grid cell
         nearest to ``mean``; cells outside it carry relative density below
         ``exp(-cutoff^2 / 2)`` and are dropped. On a periodic axis the law is wrapped (images are
-        summed). Returns ``(idx, w, dw)``, each ``(n, width)``, where ``dw`` is the derivative of
-        the normalized weights w.r.t. ``mean``.
+        summed); when the window is wider than the period the stencil is the whole axis, each
+        cell summing its images, and once ``2 pi^2 sigma^2 / L^2 > 40`` (``sigma`` above about
+        ``1.42`` periods ``L``) it is uniform: by Poisson summation the wrapped density's relative
+        variation is then below ``2 e^-40 = 8.5e-18``, rounding. On a bounded axis a window wider
+        than the axis is clamped to it. The width therefore never exceeds ``2 n + 1`` whatever
+        ``sigma`` is. Returns ``(idx, w, dw)``, each ``(n_points, width)``, where ``dw`` is the
+        derivative of the normalized weights w.r.t. ``mean``.
         """
         m = np.asarray(mean, dtype=float)
         if not (np.isfinite(sigma) and sigma > 0):
@@ -321,8 +326,11 @@ class Grid:
             raise ValidationError(f"Gaussian means on axis {axis} contain NaN or inf")
         n, h, lo = self._shape[axis], self.spacing[axis], self._bounds[axis, 0]
         half = int(np.ceil(cutoff * sigma / h)) + 1
+        if self._periodic[axis] and 2 * half + 1 > n:
+            return self._wrapped_gaussian_stencil(m, sigma, axis, cutoff)
         if self._periodic[axis]:
-            # windows wider than the period hold several images of a cell: they are all summed
+            # a window shorter than the period: each cell appears once or, near a full period,
+            # twice (both images are summed by the callers)
             centre = np.floor((m - lo) / h).astype(np.int64)
             j = centre[:, None] + np.arange(-half, half + 1)[None, :]
             pos = lo + (j + 0.5) * h              # unwrapped position of each image
@@ -344,6 +352,42 @@ class Grid:
         w /= w.sum(axis=1, keepdims=True)
         dlog = np.where(valid, z / sigma, 0.0)     # d log w_j / d mean before normalization
         dw = w * (dlog - np.sum(w * dlog, axis=1, keepdims=True))
+        return idx, w, dw
+
+    def _wrapped_gaussian_stencil(self, m: np.ndarray, sigma: float, axis: int, cutoff: float):
+        """:meth:`gaussian_stencil` on a periodic axis whose window is wider than the period.
+
+        The stencil is the whole axis (width ``n``): each cell sums its images within
+        ``cutoff * sigma`` (plus one period) of the mean, image by image, so memory stays
+        ``n`` per point however large ``sigma`` is (a window of ``cutoff * sigma / h`` cells
+        asked for gigabytes with a noise of 1e6 on a 64-cell angle). Once
+        ``2 pi^2 sigma^2 / L^2 > 40`` (``L`` the period) the wrapped law is uniform to rounding
+        (by Poisson summation its density is ``(1 + 2 sum_q exp(-2 pi^2 q^2 sigma^2 / L^2)
+        cos(2 pi q x / L)) / L``, relative variation below ``2 e^-40 = 8.5e-18``): equal weights
+        and a zero derivative are returned without summing images.
+        """
+        n, h, lo = self._shape[axis], self.spacing[axis], self._bounds[axis, 0]
+        L = n * h
+        idx = np.broadcast_to(np.arange(n, dtype=np.int64), (m.size, n)).copy()
+        if 2.0 * np.pi ** 2 * (sigma / L) ** 2 > 40.0:
+            return idx, np.full((m.size, n), 1.0 / n), np.zeros((m.size, n))
+        centres = lo + (np.arange(n) + 0.5) * h
+        # offset of each cell's nearest image from the mean, in [-L/2, L/2)
+        d = np.mod(centres[None, :] - m[:, None] + 0.5 * L, L) - 0.5 * L
+        zmin = np.min(np.abs(d), axis=1, keepdims=True) / sigma    # the largest image's z
+        # images beyond exp(-cutoff^2/2) are dropped as in the narrow window; beyond 40 sigma
+        # they underflow anyway (exp(-800) = 0)
+        J = int(np.ceil(min(cutoff, 40.0) * sigma / L)) + 1
+        W = np.zeros(d.shape)
+        dW = np.zeros(d.shape)
+        for j in range(-J, J + 1):
+            z = (d + j * L) / sigma
+            e = np.exp(-0.5 * (z - zmin) * (z + zmin))   # relative to the largest image
+            W += e
+            dW += e * (z / sigma)                          # d e / d mean
+        S = W.sum(axis=1, keepdims=True)
+        w = W / S
+        dw = (dW - w * dW.sum(axis=1, keepdims=True)) / S
         return idx, w, dw
 
     # ------------------------------------------------------------------ stencils (all axes)

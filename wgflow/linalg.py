@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from . import validation
 from .kernels.bellman import (DENSE_BLOCK, block_system, blocks_still_triangular, btf_substitute,
                               downwind_order, scc_order)
 from .kernels.config import jit
@@ -210,27 +211,42 @@ class LinearSolveCache:
         Iterative-refinement steps with the old factors tried before GMRES.
     small_factor : int
         Factors with fewer nonzeros than this are recomputed rather than reused (cheaper).
+    ordering : {"auto", "colamd"}
+        ``"auto"`` factorizes in a block-triangular (Tarjan) order when the largest strongly
+        connected block holds at most ``btf_max_fraction`` of the unknowns; ``"colamd"`` always
+        uses SuperLU's COLAMD column order.
+    btf_max_fraction : float
+        In ``[0, 1]``: see ``ordering``.
     backward_tol : float, optional
         When given, a reused-factor solve is accepted only when its normwise backward error
         ``|b - A x|_inf / (|A|_inf |x|_inf + |b|_inf)`` is at most ``backward_tol`` (instead of
         the relative residual ``rtol``); otherwise the matrix is refactorized. With a few machine
         epsilons this makes every solve as accurate as a direct one (a sparse LU solve's backward
         error is a small multiple of the machine epsilon), so the answers are exact to rounding.
+
+    Raises
+    ------
+    ValidationError
+        A parameter of the wrong type or out of range (:class:`~wgflow.LookupFailure` for an
+        unknown ``ordering``), named in the message.
     """
 
     def __init__(self, reuse: bool = True, rtol: float = 1e-13, max_krylov: int = 25,
                  max_refine: int = 6, small_factor: int = 20000, ordering: str = "auto",
                  btf_max_fraction: float = 0.25, backward_tol: float | None = None):
-        if ordering not in ("auto", "colamd"):
-            raise ValueError(f"ordering must be 'auto' or 'colamd', got {ordering!r}")
-        self.reuse = reuse
-        self.rtol = rtol
-        self.max_krylov = max_krylov
-        self.max_refine = max_refine
-        self.small_factor = small_factor
-        self.ordering = ordering
-        self.btf_max_fraction = btf_max_fraction
-        self.backward_tol = backward_tol
+        where = "LinearSolveCache"
+        self.reuse = validation.boolean(reuse, "reuse", where)
+        self.rtol = validation.real(rtol, "rtol", where, low=0.0, high=1.0, low_open=True,
+                                    high_open=True)
+        # (max_krylov is GMRES's restart length: at least one iteration)
+        self.max_krylov = validation.integer(max_krylov, "max_krylov", where, low=1)
+        self.max_refine = validation.integer(max_refine, "max_refine", where, low=0)
+        self.small_factor = validation.integer(small_factor, "small_factor", where, low=0)
+        self.ordering = validation.choice(ordering, "ordering", ("auto", "colamd"), where)
+        self.btf_max_fraction = validation.real(btf_max_fraction, "btf_max_fraction", where,
+                                                low=0.0, high=1.0)
+        self.backward_tol = validation.real(backward_tol, "backward_tol", where, low=0.0,
+                                            low_open=True, none=True)
         self._lu = None
         self._transposed = False
         self._perm = None

@@ -375,7 +375,10 @@ class MDP:
             leave the box stays on it, distributed like the in-box density), truncated to cells
             within ``noise_cutoff`` standard deviations. Noise ``0`` deposits the deterministic
             next state by linear interpolation onto the neighbouring cells; a next state beyond the
-            outermost cell centre goes to the outermost cell. Periodic axes wrap.
+            outermost cell centre goes to the outermost cell. Periodic axes wrap (the Gaussian is
+            summed over its images). A noise wider than an axis costs no more than the axis: the
+            law then spans the whole axis, and is uniform on it once the noise exceeds about
+            1.42 periods of a periodic axis (see :meth:`Grid.gaussian_stencil`).
         drift_da, cost_da : callable, optional
             Action-Jacobians ``(n, ds, da)`` and gradients ``(n, da)`` for off-grid evaluation;
             central finite differences are used when absent.

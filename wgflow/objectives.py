@@ -26,6 +26,7 @@ class Objective:
                                                             type(self).__name__, low=0.0))
 
     def to_dict(self) -> dict:
+        """Every field of the objective, JSON-ready (:func:`objective_from_dict` inverts it)."""
         raise NotImplementedError
 
 
@@ -85,7 +86,14 @@ class Discounted(Objective):
     __hash__ = None
 
     def to_dict(self) -> dict:
-        return {"kind": "discounted", "gamma": float(self.gamma), "entropy": float(self.entropy)}
+        """``{"kind": "discounted", "gamma", "entropy"}``, plus ``"initial"`` (a list of floats)
+        when an initial law was given; :func:`objective_from_dict` inverts it exactly."""
+        d = {"kind": "discounted", "gamma": float(self.gamma), "entropy": float(self.entropy)}
+        if self.initial is not None:
+            # (only when given: a dict without it means the uniform law, as in files written
+            # before the initial law was stored here; floats survive JSON exactly)
+            d["initial"] = [float(x) for x in np.asarray(self.initial, dtype=float)]
+        return d
 
 
 @dataclass(frozen=True)
@@ -108,18 +116,36 @@ class Average(Objective):
         self._check_entropy()
 
     def to_dict(self) -> dict:
+        """``{"kind": "average", "entropy"}`` (:func:`objective_from_dict` inverts it)."""
         return {"kind": "average", "entropy": float(self.entropy)}
 
 
+#: the keys of each kind's description: (required, optional)
+_KEYS = {"discounted": (("gamma", "entropy"), ("initial",)),
+         "average": (("entropy",), ())}
+
+
 def objective_from_dict(d: dict) -> Objective:
-    """The objective :meth:`Objective.to_dict` described (validated like constructor input)."""
+    """The objective :meth:`Objective.to_dict` described (validated like constructor input).
+
+    A discounted description without ``"initial"`` (as written by older versions) means the
+    uniform initial law. A missing required key or a key the kind does not have raises
+    :class:`~wgflow.LookupFailure` naming it; the values are checked by the constructor.
+    """
     if not isinstance(d, dict) or "kind" not in d:
         raise LookupFailure(f"an objective is described by a dict with a 'kind', got "
                             f"{validation.describe(d)}")
     kind = validation.choice(d["kind"], "objective kind", ("discounted", "average"))
-    try:
-        if kind == "discounted":
-            return Discounted(gamma=d["gamma"], entropy=d["entropy"], initial=d.get("initial"))
-        return Average(entropy=d["entropy"])
-    except KeyError as exc:
-        raise LookupFailure(f"the {kind} objective's description lacks {exc}") from None
+    required, optional = _KEYS[kind]
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise LookupFailure(f"the {kind} objective's description lacks "
+                            + ", ".join(repr(k) for k in missing))
+    unknown = sorted(str(k) for k in d if k != "kind" and k not in required + optional)
+    if unknown:
+        raise LookupFailure(f"the {kind} objective's description has unknown key(s) "
+                            + ", ".join(repr(k) for k in unknown) + "; a " + kind
+                            + " objective has " + ", ".join(repr(k) for k in required + optional))
+    if kind == "discounted":
+        return Discounted(gamma=d["gamma"], entropy=d["entropy"], initial=d.get("initial"))
+    return Average(entropy=d["entropy"])

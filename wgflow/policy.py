@@ -25,14 +25,22 @@ def check_masses(masses, n_states: int | None = None, n_actions: int | None = No
 
 
 def _log_cell_probabilities(z):
-    """``log(Phi(z[..., k+1]) - Phi(z[..., k]))`` accurate in both tails (``z`` increasing)."""
+    """``log(Phi(z[..., k+1]) - Phi(z[..., k]))`` accurate in both tails (``z`` increasing).
+
+    ``-inf`` for a cell whose larger tail probability is already below the smallest float in
+    log space (``log Phi(b) = -inf``): its probability is zero to any representable precision.
+    """
     lo, hi = z[..., :-1], z[..., 1:]
     upper = lo > 0      # above the mean use the upper tail: Phi(-lo) - Phi(-hi)
     a = np.where(upper, -hi, lo)
     b = np.where(upper, -lo, hi)
     lb, la = log_ndtr(b), log_ndtr(a)
-    with np.errstate(divide="ignore"):
-        return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
+    # (la - lb would be -inf - -inf = NaN where both tails underflow, as they do for cells
+    # thousands of standard deviations from the mean with a std of 1e-160)
+    dead = lb == -np.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
+    return np.where(dead, -np.inf, out)
 
 
 def gibbs_masses(Q: np.ndarray, tau: float) -> np.ndarray:
@@ -70,6 +78,26 @@ def _per_state(value, n_states, dim, name):
     if not np.all(np.isfinite(v)):
         raise ValidationError(f"{name} contains NaN or inf")
     return np.array(v)
+
+
+#: how far (relative to the box's width) an action may lie outside the action box and still
+#: count as on its boundary: rounding of a computed action, e.g. ``lo + n * h`` for ``hi``
+BOX_SLACK = 1e-12
+
+
+def _check_in_box(pts, A: Grid, states: Grid | None) -> None:
+    """Refuse actions ``(nS, da)`` outside the (non-periodic axes of the) action box."""
+    lo, hi = A.bounds[:, 0], A.bounds[:, 1]
+    slack = BOX_SLACK * (hi - lo)
+    out = ((pts < lo - slack) | (pts > hi + slack)) & ~np.asarray(A.periodic, dtype=bool)
+    if np.any(out):
+        s, d = (int(i) for i in np.argwhere(out)[0])
+        at = "" if states is None else f" (centre {states.centers[s].tolist()})"
+        box = " x ".join(f"[{a:g}, {b:g}]" for a, b in zip(lo, hi))
+        axis = "" if A.ndim == 1 else f" on action axis {d}"
+        raise ValidationError(f"Policy.deterministic: the action {pts[s].tolist()} of state {s}{at} "
+                              f"lies outside the action box {box}{axis} ({np.count_nonzero(out.any(axis=1))} "
+                              f"state(s) do); clip the actions (np.clip) if the edge cell is meant")
 
 
 class Policy:
@@ -119,6 +147,14 @@ class Policy:
         per axis), then each state is normalized over the box: the law is the Gaussian
         conditioned on the box. ``mean`` and ``std`` are scalars, ``(da,)``, ``(nS,)`` (1-D
         actions), ``(nS, da)`` or callables of the state centres ``(nS, ds)``.
+
+        Degenerate laws are their limits, as the conditioned Gaussian gives them to rounding: a
+        ``std`` far below the cell width puts the mass on the cell of the mean (half on each
+        side when the mean lies on a cell edge), as ``deterministic(rule="nearest")`` does; a
+        mean so far outside the box that the box's probability underflows even in log space
+        (beyond about ``1e154`` standard deviations) puts it on the edge cell nearest to the
+        mean, where the conditioned law concentrates. ``std <= 0``, NaN or inf raise
+        :class:`~wgflow.ValidationError`.
         """
         A = mdp.require_actions("Policy.gaussian")
         nS = mdp.n_states
@@ -133,12 +169,19 @@ class Policy:
         masses = np.ones((nS, 1))
         for d in range(A.ndim):
             edges = A.bounds[d, 0] + np.arange(A.shape[d] + 1) * A.spacing[d]
-            logp = _log_cell_probabilities((edges[None, :] - mu[:, d:d + 1]) / sd[:, d:d + 1])
+            with np.errstate(over="ignore"):     # (a tiny std: z = +-inf is what is meant)
+                z = (edges[None, :] - mu[:, d:d + 1]) / sd[:, d:d + 1]
+            logp = _log_cell_probabilities(z)
             top = logp.max(axis=1, keepdims=True)
-            if not np.all(np.isfinite(top)):
-                s = int(np.nonzero(~np.isfinite(top[:, 0]))[0][0])
-                raise ValidationError(f"the Gaussian of state {s} puts no (representable) mass in the "
-                                      f"action box (mean {mu[s]}, std {sd[s]})")
+            # no cell with representable mass: only a mean outside the box by more than ~1e154
+            # std (a mean inside keeps log Phi >= log 1/2 on its cell); the conditioned law is
+            # then the edge cell nearest to the mean
+            lost = ~np.isfinite(top[:, 0])
+            if np.any(lost):
+                logp[lost] = -np.inf
+                logp[lost & (mu[:, d] < edges[0]), 0] = 0.0
+                logp[lost & (mu[:, d] > edges[-1]), -1] = 0.0
+                top[lost] = 0.0
             p = np.exp(logp - top)
             masses = (masses[:, :, None] * (p / p.sum(axis=1, keepdims=True))[:, None, :]).reshape(nS, -1)
         return cls(masses, A, mdp.states, validate=True)
@@ -151,7 +194,13 @@ class Policy:
         policy iteration returns). ``rule="linear"``: multilinear deposition on the neighbouring
         cells, which keeps the mean action exact. ``action`` is as ``mean`` in :meth:`gaussian`,
         or an integer array ``(nS,)`` of action-cell indices when ``rule="index"``.
+
+        An action outside the action box (on a non-periodic axis, by more than ``1e-12`` of the
+        box's width: rounding) raises :class:`~wgflow.ValidationError` naming the state, the
+        action and the box; nothing is moved onto the edge cell silently (``np.clip`` the
+        actions first if that is meant). Periodic action axes wrap.
         """
+        validation.choice(rule, "rule", ("nearest", "linear", "index"), "Policy.deterministic")
         nS, nA = mdp.n_states, mdp.n_actions
         masses = np.zeros((nS, nA))
         if rule == "index":
@@ -167,13 +216,12 @@ class Policy:
         if callable(action):
             action = action(mdp.states.centers)
         pts = _per_state(action, nS, A.ndim, "action")
+        _check_in_box(pts, A, mdp.states)
         if rule == "nearest":
             masses[np.arange(nS), A.cell_index(pts)] = 1.0
-        elif rule == "linear":
+        else:
             idx, w = A.interpolation_weights(pts)
             np.add.at(masses, (np.repeat(np.arange(nS), idx.shape[1]), idx.ravel()), w.ravel())
-        else:
-            raise ValidationError(f"rule must be 'nearest', 'linear' or 'index', got {rule!r}")
         return cls(masses, A, mdp.states, validate=False)
 
     # ------------------------------------------------------------------ views

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ValidationError
+from .. import validation
 from ..grids import Grid
 from .registry import dynamics, register
 
@@ -100,8 +100,7 @@ def mountain_car(n_position=61, n_velocity=61, n_actions=21, noise=0.0, power=0.
     S = Grid([(-1.2, 0.6), (-0.07, 0.07)], [n_position, n_velocity],
              names=["position", "velocity"], units=["m", "m/s"])
     Ac = Grid([(-1.0, 1.0)], [n_actions], names=["force"], units=[""])
-    if goal not in ("absorbing", "reset"):
-        raise ValidationError(f"goal must be 'absorbing' or 'reset', got {goal!r}")
+    validation.choice(goal, "goal", ("absorbing", "reset"), "problem 'mountain_car'")
 
     def step(s, a):
         x, v = s[:, 0], s[:, 1]

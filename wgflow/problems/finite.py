@@ -19,7 +19,15 @@ def garnet(n_states=50, n_actions=10, branching=5, seed=0, cost_low=0.0, cost_hi
     """
     from ..mdp import MDP
     if not 1 <= branching <= n_states:
-        raise ValidationError(f"branching must be in [1, n_states], got {branching}")
+        raise ValidationError(f"problem 'garnet': parameter branching must be in [1, n_states = "
+                              f"{n_states}], got {branching}")
+    if not cost_low <= cost_high:
+        raise ValidationError(f"problem 'garnet': parameter cost_low ({cost_low!r}) must be <= "
+                              f"cost_high ({cost_high!r}); the costs are uniform on "
+                              "[cost_low, cost_high]")
+    if not np.isfinite(cost_high - cost_low):
+        raise ValidationError(f"problem 'garnet': the cost range [{cost_low!r}, {cost_high!r}] is "
+                              "wider than a float can hold")
     rng = np.random.default_rng(seed)
     n = n_states * n_actions
     # random keys drawn in row chunks (the same stream as one (n, n_states) draw, so seeds give

@@ -33,14 +33,28 @@ def register(func: Callable = None, *, name: str | None = None):
 
     The builder returns either an :class:`~wgflow.MDP` or a dict of keyword arguments for
     :meth:`~wgflow.MDP.from_dynamics`.
+
+    Raises
+    ------
+    ValidationError
+        The builder is not a function, a parameter has no default (the defaults define the
+        parameters), or ``name`` is not a non-empty string.
     """
     def wrap(f):
+        if not callable(f):
+            raise ValidationError(f"register: a problem builder is a function, got "
+                                  f"{validation.describe(f)}")
         sig = inspect.signature(f)
         defaults = {k: p.default for k, p in sig.parameters.items()}
         missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
         if missing:
-            raise TypeError(f"problem builder {f.__name__} needs defaults for {missing}")
+            raise ValidationError(f"register: problem builder {f.__name__} needs a default for "
+                                  f"every parameter (they define the problem's parameters); "
+                                  f"missing for {', '.join(missing)}")
         key = name or f.__name__
+        if not isinstance(key, str) or not key:
+            raise ValidationError(f"register: a problem name is a non-empty string, got "
+                                  f"{validation.describe(key)}")
         _REGISTRY[key] = Problem(key, f, defaults, textwrap.dedent(f.__doc__ or ""))
         return f
     return wrap if func is None else wrap(func)

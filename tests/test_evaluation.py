@@ -597,6 +597,12 @@ def test_reuse_factorization_gives_same_answer(tau, kind):
     assert sa["factorizations"] + sa["krylov_solves"] == a.iterations + final
 
 
+def test_reuse_factorization_must_be_a_bool():
+    mdp = wg.problems.get("garnet", n_states=20, n_actions=3, seed=0)
+    with pytest.raises(wg.ValidationError, match="solve: reuse_factorization must be True or False"):
+        wg.solve(mdp, wg.Discounted(0.9), method="policy_iteration", reuse_factorization=0)
+
+
 def _policy_system(mdp, masses, gamma=0.99):
     I = sp.identity(mdp.n_states, format="csr")
     return (I - gamma * policy_matrix(mdp.P, masses)).tocsr()

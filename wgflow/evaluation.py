@@ -606,6 +606,7 @@ def solve(mdp: MDP, objective: Objective, method: str = "auto", tol: float = 1e-
     _check_mdp(mdp, "solve")
     _check_objective(objective)
     tol, max_iter, aperiodicity = validation.solve_arguments(tol, max_iter, aperiodicity)
+    reuse_factorization = validation.boolean(reuse_factorization, "reuse_factorization", "solve")
     if method == "auto":
         method = ("modified_policy_iteration" if isinstance(objective, Discounted)
                   else "policy_iteration")

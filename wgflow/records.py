@@ -53,8 +53,10 @@ def write_policy(grp, pol):
 
 def write_objective(grp, obj):
     d = obj.to_dict()
-    if getattr(obj, "initial", None) is not None:
-        grp.create_dataset("initial", data=np.asarray(obj.initial))
+    # the initial law goes to its own dataset (binary, any size), not into the JSON attribute
+    initial = d.pop("initial", None)
+    if initial is not None:
+        grp.create_dataset("initial", data=np.asarray(initial, dtype=float))
     grp.attrs["objective"] = json.dumps(d)
 
 

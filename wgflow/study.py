@@ -525,16 +525,11 @@ def _write_verify(g, report):
     g.create_dataset("reference", data=np.array([r.reference if isinstance(r.reference, str) else repr(float(r.reference))
                                                  if r.reference is not None else "" for r in rows],
                                                 dtype=object), dtype=str_dt)
+    from .plot.checks import number_or_nan       # (the checks figure reads rows by the same rule)
     for k in ("value", "error", "tolerance"):
-        g.create_dataset(k, data=np.array([_num(getattr(r, k)) for r in rows], dtype=float))
+        g.create_dataset(k, data=np.array([number_or_nan(getattr(r, k)) for r in rows],
+                                          dtype=float))
     g.attrs["diagnostics"] = json.dumps(_jsonable(report.diagnostics, max_array=64))
-
-
-def _num(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return np.nan
 
 
 def _read_verify(g):
@@ -825,7 +820,8 @@ def solve_to(mdp, obj, method: str, tol) -> Solution:
         return solve(mdp, obj, method=method, tol=tol, progress=False)
     resolved = method
     if method == "auto":
-        resolved = "modified_policy_iteration" if isinstance(obj, Discounted) else "policy_iteration"
+        resolved = ("modified_policy_iteration" if isinstance(obj, Discounted)
+                    else "policy_iteration")
     if resolved != "modified_policy_iteration":
         if resolved not in ("policy_iteration", "soft_policy_iteration"):
             raise ValidationError(f"solve.tol = 'floor' needs modified or (soft) policy iteration, "

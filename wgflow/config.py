@@ -12,7 +12,8 @@ section        keys (defaults in :data:`DEFAULTS`)
 ``study``      ``name`` (names the output files), ``seed`` (random directions of ``verify``)
 ``problem``    ``name`` (a built-in problem), ``params`` (its parameters; ``wgflow problems NAME``)
 ``objective``  ``kind`` (``discounted`` / ``average``), ``gamma``, ``entropy``
-``solve``      ``method``, ``tol``, ``hard`` (also solve with entropy 0)
+``solve``      ``method``, ``tol`` (a number, or ``"floor"``: as accurately as double precision
+               allows), ``hard`` (also solve with entropy 0)
 ``initial``    ``kind`` (``uniform`` / ``gaussian``), ``mean``, ``std``: the policy every flow starts from
 ``flows``      ``schemes``, ``t_end`` (flow time; default 1e300: none, since the steps of the
                implicit ``otto`` and of ``jko`` grow geometrically), ``max_steps``, ``max_seconds`` (wall budget per run, 0: none),
@@ -62,7 +63,7 @@ DEFAULTS = {
     "study": {"name": "study", "seed": 0},
     "problem": {"name": "pendulum", "params": {}},
     "objective": {"kind": "discounted", "gamma": 0.95, "entropy": 0.5},
-    "solve": {"method": "auto", "tol": 1e-12, "hard": True},
+    "solve": {"method": "auto", "tol": "floor", "hard": True},
     "initial": {"kind": "uniform", "mean": 0.0, "std": 1.0},
     "flows": {"schemes": ["otto", "jko", "wppg", "wpo", "pmd"], "t_end": 1e300, "max_steps": 5000,
               "max_seconds": 15.0, "stop_gap": 1e-11, "steady_state": 1e-10, "frames": 40,
@@ -371,7 +372,17 @@ def validate(cfg: dict) -> dict:
 
     so = cfg["solve"]
     _choice("solve.method", so["method"], ("auto",) + tuple(_METHODS), "method")
-    so["tol"] = _number("solve.tol", so["tol"], 0.0, lo_open=True)
+    if isinstance(so["tol"], str):
+        # "floor": J* to the rounding floor (wgflow.study.solve_to), which only the methods that
+        # evaluate exactly reach; value iteration would run to max_iter
+        if so["tol"] != "floor":
+            raise ConfigError("solve.tol", f"must be a number > 0 or 'floor', got {so['tol']!r}")
+        if so["method"] in ("value_iteration", "relative_value_iteration"):
+            raise ConfigError("solve.tol", f"'floor' needs a method that stops at the rounding "
+                              f"floor (auto, modified_policy_iteration, policy_iteration, "
+                              f"soft_policy_iteration); give a number for {so['method']!r}")
+    else:
+        so["tol"] = _number("solve.tol", so["tol"], 0.0, lo_open=True)
     _boolean("solve.hard", so["hard"])
 
     ini = cfg["initial"]

@@ -66,17 +66,16 @@ def gaussian_cell_probabilities(actions, mean, std):
     return p, logZ
 
 
-def _log_density_and_score(w, mu, sd, logZ, pts):
+def _log_density_and_score(logw, mu, sd, logZ, pts):
     """Log-density of the box-conditioned mixture and its action gradient at points.
 
-    ``w`` ``(nS, K)``, ``mu, sd`` ``(nS, K, da)``, ``logZ`` ``(nS, K)``, ``pts`` ``(nS, M, da)``.
+    ``logw`` ``(nS, K)`` (log weights, ``-inf`` for a component off the support), ``mu, sd``
+    ``(nS, K, da)``, ``logZ`` ``(nS, K)``, ``pts`` ``(nS, M, da)``.
     Returns ``logpi`` ``(nS, M)`` and ``score`` ``(nS, M, da)``; inside the box the conditioning
     only shifts ``log pi`` by a constant, so the score is the Gaussian one,
     ``sum_k r_k(a) (-(a - mu_k)/sigma_k^2)`` with responsibilities ``r_k``.
     """
     z = (pts[:, None, :, :] - mu[:, :, None, :]) / sd[:, :, None, :]          # (nS, K, M, da)
-    with np.errstate(divide="ignore"):
-        logw = np.log(w)
     logc = (logw - logZ - np.sum(np.log(sd), axis=-1) - 0.5 * mu.shape[-1] * _LOG_2PI)   # (nS, K)
     lk = logc[:, :, None] - 0.5 * np.sum(z * z, axis=-1)                      # (nS, K, M)
     logpi = logsumexp(lk, axis=1)                                             # (nS, M)
@@ -104,14 +103,21 @@ class WPO(Scheme):
     (``Q`` the exact soft Q of the current policy); means are then projected on the action box and
     stds on ``[min_std, max_std]``. With ``components=K`` each component moves by the same rule
     with its own expectation ``E_k`` (its own ``diag(sigma_k^2, sigma_k^2/2)`` preconditioner) and
-    the weights by the mirror (KL) step ``w_k <- w_k exp(-weight_rate h (E_k[Psi] - E_pi[Psi]))/Z``.
+    the weights by the mirror (KL) step ``w_k <- w_k exp(-weight_rate h (E_k[Psi] - E_pi[Psi]))/Z``,
+    computed on the log weights, which the state carries: a weight that underflows to 0 keeps its
+    finite log and grows back when its component becomes the cheaper one, as in exact arithmetic
+    (taking ``log`` of the weights would lose it for good). A weight that starts at 0 stays 0.
 
-    ``state.params``: ``"mean"``, ``"std"`` ``(nS, da)``; with ``components`` also ``"weights"``
-    ``(nS, K)`` and ``"mean"``, ``"std"`` ``(nS, K, da)``. The initial policy is a
-    :class:`~wgflow.Policy` (moment-matched: per-state mean and atom variance minus ``h^2/12``; for K
-    components, means ``mean + std * linspace(-1, 1, K)``, stds ``std``, equal weights) or a dict
-    of those parameters (broadcastable; each may also be a callable of the state centres
-    ``(nS, ds)``, as in :meth:`wgflow.Policy.gaussian`).
+    ``state.params``: ``"mean"``, ``"std"`` ``(nS, da)``; with ``components`` ``"mean"``, ``"std"``
+    ``(nS, K, da)`` and ``"weights"``, ``"log_weights"``, ``"support"`` ``(nS, K)``: the weights
+    ``exp(log_weights)``, their logs (normalized per state; 0 off the support) and the support
+    (``uint8``, 1 where the initial weight is > 0); the log weights are the restart data.
+
+    The initial policy is a :class:`~wgflow.Policy` (moment-matched: per-state mean and atom
+    variance minus ``h^2/12``; for K components, means ``mean + std * linspace(-1, 1, K)``, stds
+    ``std``, equal weights) or a dict of ``"mean"``, ``"std"`` (and ``"weights"``) (broadcastable;
+    each may also be a callable of the state centres ``(nS, ds)``, as in
+    :meth:`wgflow.Policy.gaussian`).
 
     Options
     -------
@@ -183,6 +189,8 @@ class WPO(Scheme):
                                   f"{self.max_std}")
         nS, nA = mdp.n_states, mdp.n_actions
         self._dt_prev = None
+        # whether the run was resumed from frames stored without the log weights
+        self._legacy_frames = False
         if self.samples is None:
             si = np.repeat(np.arange(nS), nA)
             pts = np.tile(A.centers, (nS, 1))
@@ -196,17 +204,15 @@ class WPO(Scheme):
             self._u = np.clip(u, np.nextafter(0.0, 1.0), np.nextafter(1.0, 0.0))
 
     # ------------------------------------------------------------------ representation
-    def _as_mixture(self, params):
-        """``(w (nS,K), mu (nS,K,da), sd (nS,K,da))`` from the stored params."""
-        if self.mixture:
-            return params["weights"], params["mean"], params["std"]
-        nS = params["mean"].shape[0]
-        return np.ones((nS, 1)), params["mean"][:, None, :], params["std"][:, None, :]
-
-    def _pack(self, w, mu, sd):
-        if self.mixture:
+    def _pack(self, lw, w, mu, sd):
+        if not self.mixture:
+            return {"mean": mu[:, 0, :], "std": sd[:, 0, :]}
+        if self._legacy_frames:     # resumed from a file stored without the log weights
             return {"weights": w, "mean": mu, "std": sd}
-        return {"mean": mu[:, 0, :], "std": sd[:, 0, :]}
+        # the frame's data are finite: log w on the support, 0 off it (where the weights are 0)
+        support = np.isfinite(lw)
+        return {"weights": w, "log_weights": np.where(support, lw, 0.0),
+                "support": support.astype(np.uint8), "mean": mu, "std": sd}
 
     def _check_params(self, params):
         nS, da, K = self.mdp.n_states, self.mdp.actions.ndim, self.K
@@ -256,7 +262,9 @@ class WPO(Scheme):
             raise ValidationError("wpo: std must be > 0")
         mu = np.clip(mu, self.lo, self.hi)
         sd = np.clip(sd, self.min_std, self.max_std)
-        return w, mu, sd
+        with np.errstate(divide="ignore"):
+            lw = np.log(w)          # -inf off the support: zero weights stay zero
+        return lw, mu, sd
 
     def _from_policy(self, policy):
         A = self.mdp.actions
@@ -273,26 +281,86 @@ class WPO(Scheme):
         return self._check_params({"weights": w, "mean": mu, "std": sd} if self.mixture else
                                   {"mean": mu[:, 0], "std": sd[:, 0]})
 
-    def _state(self, t, w, mu, sd, info=None):
+    def _state(self, t, lw, mu, sd, info=None):
+        """The state of log weights ``lw`` ``(nS, K)`` (``-inf`` off the support), means and stds.
+
+        The weights are ``exp(lw)``: a weight may underflow to 0 while its log stays finite, so
+        that the mirror step can bring it back (as in exact arithmetic)."""
+        w = np.exp(lw)
         p, logZ = gaussian_cell_probabilities(self.mdp.actions, mu, sd)        # (nS, K, nA)
         masses = np.einsum("sk,ska->sa", w, p)
         ev = self.evaluate(masses)
-        st = FlowState(t, masses, ev, self._pack(w, mu, sd), dict(info or {}))
-        st.info["_cache"] = (w, mu, sd, p, logZ)
+        st = FlowState(t, masses, ev, self._pack(lw, w, mu, sd), dict(info or {}))
+        st.info["_cache"] = (lw, w, mu, sd, p, logZ)
         return st
 
     def init(self, policy, t0: float = 0.0) -> FlowState:
+        self._legacy_frames = False
         if isinstance(policy, (np.ndarray, Policy)):
             policy = Policy(self.initial_masses(policy), self.mdp.actions, self.mdp.states,
                             validate=False)
-            w, mu, sd = self._from_policy(policy)
+            lw, mu, sd = self._from_policy(policy)
         else:
-            w, mu, sd = self._check_params(policy)
-        return self._state(t0, w, mu, sd)
+            lw, mu, sd = self._check_params(policy)
+        return self._state(t0, lw, mu, sd)
 
     def init_from_frame(self, policy, params: dict, t0: float) -> FlowState:
-        return self.init({k: params[k] for k in (("weights", "mean", "std") if self.mixture
-                                                  else ("mean", "std"))}, t0=t0)
+        """Rebuild a state from a stored frame: ``mean``, ``std`` and, for mixtures, the log
+        weights (``log_weights``, ``support``), which are the restart data of the weights.
+
+        A mixture frame stored without them (a file written before the scheme carried the log
+        weights) resumes from ``log(weights)``, and the run goes on storing frames in that file's
+        layout (a weight that underflowed to 0 in such a file is 0 for good)."""
+        if not self.mixture:
+            return self.init({k: params[k] for k in ("mean", "std")}, t0=t0)
+        if "log_weights" not in params and "support" not in params:
+            state = self.init({k: params[k] for k in ("weights", "mean", "std")}, t0=t0)
+            self._legacy_frames = True
+            state.params = self._pack(*state.info["_cache"][:4])
+            return state
+        lw = self._frame_log_weights(params)
+        _, mu, sd = self._check_params({k: params[k] for k in ("weights", "mean", "std")})
+        self._legacy_frames = False
+        return self._state(t0, lw, mu, sd)
+
+    def _frame_log_weights(self, params):
+        """The validated log weights of a mixture frame (``-inf`` off its support)."""
+        nS, K = self.mdp.n_states, self.K
+        arrays = {}
+        for name in ("log_weights", "support", "weights"):
+            a = np.asarray(params.get(name, np.empty(0)))
+            if a.shape != (nS, K):
+                raise ValidationError(f"wpo: the frame's {name} must be an array ({nS}, {K}), got "
+                                      f"shape {a.shape}")
+            arrays[name] = a
+        logw, support = arrays["log_weights"].astype(float), arrays["support"]
+        if not np.all(np.isfinite(logw)):
+            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(logw))[0])
+            raise ValidationError(f"wpo: the frame's log_weights must be finite, got "
+                                  f"{float(logw[idx])!r} at {idx}")
+        if not np.all((support == 0) | (support == 1)):
+            raise ValidationError("wpo: the frame's support must hold 0 or 1")
+        support = support == 1
+        if not np.all(np.any(support, axis=1)):
+            s = int(np.flatnonzero(~np.any(support, axis=1))[0])
+            raise ValidationError(f"wpo: the frame's support of state {s} is empty")
+        lw = np.where(support, logw, -np.inf)
+        # the stored log weights are normalized to rounding after a step; the initial frame
+        # holds the user's weights, whose sums are checked to 1e-10 (_check_params)
+        lse = logsumexp(lw, axis=1)
+        bad = np.flatnonzero(np.abs(lse) > 1e-10)
+        if bad.size:
+            raise ValidationError(f"wpo: the frame's log_weights of state {int(bad[0])} are not "
+                                  f"normalized (log-sum-exp {lse[bad[0]]:.17g}, not 0)")
+        # the frame's weights are exp(log_weights): equal to the last ulp (1e-12 relative
+        # allows for another machine's exp)
+        w = np.asarray(arrays["weights"], dtype=float)
+        off = np.argwhere(~np.isclose(w, np.exp(lw), rtol=1e-12, atol=0.0))
+        if off.size:
+            idx = tuple(int(i) for i in off[0])
+            raise ValidationError(f"wpo: the frame's weights {float(w[idx])!r} at {idx} are not "
+                                  f"exp(log_weights) = {float(np.exp(lw[idx]))!r}")
+        return lw
 
     def policy(self, state) -> Policy:
         return Policy(state.masses, self.mdp.actions, self.mdp.states, validate=False)
@@ -303,7 +371,7 @@ class WPO(Scheme):
         ``(nS, K)`` (``E_k[Psi] - E_pi[Psi]``), ``rate`` (step-size scale) and the raw moments."""
         if "_direction" in state.info:
             return state.info["_direction"]
-        w, mu, sd, p, logZ = state.info["_cache"]
+        lw, w, mu, sd, p, logZ = state.info["_cache"]
         ev = state.evaluation
         tau = self.tau
         nS, K, da = mu.shape
@@ -313,7 +381,7 @@ class WPO(Scheme):
             nA = self.mdp.n_actions
             q, g = q.reshape(nS, nA), g.reshape(nS, nA, da)
             centres = self.mdp.actions.centers
-            logpi, score = _log_density_and_score(w, mu, sd, logZ,
+            logpi, score = _log_density_and_score(lw, mu, sd, logZ,
                                                   np.broadcast_to(centres, (nS, nA, da)))
             gpsi = g + tau * score if tau > 0 else g
             psi = q + tau * logpi if tau > 0 else q
@@ -331,7 +399,7 @@ class WPO(Scheme):
             si = np.repeat(np.arange(nS), K * N)
             q, g = ev.q_at(self.mdp, si, flat.reshape(-1, da), grad=True)
             q, g = q.reshape(nS, K, N), g.reshape(nS, K, N, da)
-            logpi, score = _log_density_and_score(w, mu, sd, logZ, flat)
+            logpi, score = _log_density_and_score(lw, mu, sd, logZ, flat)
             logpi, score = logpi.reshape(nS, K, N), score.reshape(nS, K, N, da)
             gpsi = g + tau * score if tau > 0 else g
             psi = q + tau * logpi if tau > 0 else q
@@ -365,7 +433,7 @@ class WPO(Scheme):
 
     def _active(self, state, d):
         """Masks of the parameters held at a bound by the projection (the step would leave it)."""
-        _, mu, sd, _, _ = state.info["_cache"]
+        _, _, mu, sd, _, _ = state.info["_cache"]
         mu_act = ((mu <= self.lo) & (d["dmu"] > 0)) | ((mu >= self.hi) & (d["dmu"] < 0))
         sd_act = ((sd <= self.min_std) & (d["dstd"] > 0)) | ((sd >= self.max_std) & (d["dstd"] < 0))
         return mu_act, sd_act
@@ -381,7 +449,7 @@ class WPO(Scheme):
         are left out (projected-gradient stationarity measure).
         """
         d = self.direction(state)
-        w = state.info["_cache"][0]
+        w = state.info["_cache"][1]
         mu_act, sd_act = self._active(state, d)
         sq = np.sum(np.where(mu_act, 0.0, d["dmu"]) ** 2 + np.where(sd_act, 0.0, d["dstd"]) ** 2,
                     axis=-1)
@@ -404,20 +472,21 @@ class WPO(Scheme):
 
     def _update(self, state, dt):
         d = self.direction(state)
-        w, mu, sd, _, _ = state.info["_cache"]
+        lw, _, mu, sd, _, _ = state.info["_cache"]
         mu_new = np.clip(mu - dt * d["dmu"], self.lo, self.hi)
         sd_new = np.clip(sd - dt * d["dstd"], self.min_std, self.max_std)
         if self.mixture:
-            with np.errstate(divide="ignore"):
-                lw = np.log(w) - self.weight_rate * dt * d["A"]
-            w_new = np.exp(lw - logsumexp(lw, axis=1, keepdims=True))
+            # the mirror step on the carried log weights (-inf stays -inf off the support); a
+            # weight that underflows keeps its finite log, and grows back when A_k turns negative
+            lw_new = lw - self.weight_rate * dt * d["A"]
+            lw_new = lw_new - logsumexp(lw_new, axis=1, keepdims=True)
         else:
-            w_new = w
-        return w_new, mu_new, sd_new
+            lw_new = lw
+        return lw_new, mu_new, sd_new
 
     def step(self, state: FlowState, dt: float, adaptive: bool = False) -> FlowState:
         def propose(h):
-            w, mu, sd = self._update(state, h)
-            return self._state(state.t + h, w, mu, sd, {"dt": h})
+            lw, mu, sd = self._update(state, h)
+            return self._state(state.t + h, lw, mu, sd, {"dt": h})
 
         return self._accept_or_halve(state, dt, adaptive, propose)

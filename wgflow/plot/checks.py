@@ -1,6 +1,8 @@
 """The ``verify`` table as a figure: each check's error against its tolerance."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..errors import ValidationError
@@ -10,8 +12,16 @@ __all__ = ["plot_checks"]
 _COLOURS = {"pass": "C2", "fail": "C3", "info": "0.45", "skip": "0.45"}
 
 
-def _number(v):
-    return float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else np.nan
+def number_or_nan(v) -> float:
+    """A check row's number as a float, NaN where the row has none.
+
+    Real numbers (Python or NumPy, integer or floating; NaN and inf kept) become floats; anything
+    else -- ``None``, a bool, a string such as ``"-"``, an array -- is not a measured number and
+    becomes NaN (a bool is not the number 0 or 1 here, nor a numeric string a number). The one
+    rule for the checks figure and for the study file (:mod:`wgflow.study`)."""
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+        return float(v)
+    return np.nan
 
 
 def _skip_reason(r) -> str:
@@ -46,7 +56,7 @@ def plot_checks(report, ax=None, title: str | None = None):
         _, ax = plt.subplots(figsize=(7.2, 0.32 * len(rows) + 1.6), layout="constrained")
     vals = []
     for r in rows:
-        for v in (_number(r.error), _number(r.tolerance)):
+        for v in (number_or_nan(r.error), number_or_nan(r.tolerance)):
             if np.isfinite(v) and v > 0:
                 vals.append(v)
     lo = min(vals) / 10 if vals else 1e-16
@@ -56,7 +66,7 @@ def plot_checks(report, ax=None, title: str | None = None):
     y = np.arange(len(rows))[::-1]
     for yi, r in zip(y, rows):
         c = _COLOURS.get(r.status, "k")
-        tol, err = _number(r.tolerance), _number(r.error)
+        tol, err = number_or_nan(r.tolerance), number_or_nan(r.error)
         if r.status == "info":
             ax.text(lo * 1.5, yi, "informational (a property, not an identity)", va="center", fontsize=8,
                     color=c)
@@ -87,10 +97,11 @@ def plot_checks(report, ax=None, title: str | None = None):
     ax.set_xlabel("error (dot) and tolerance (bar) of each check (dimensionless)")
     ax.grid(alpha=0.3, axis="x")
     handles = [Line2D([], [], marker="o", ls="none", color=_COLOURS[s], label=s)
-               for s in ("pass", "fail") if any(r.status == s and np.isfinite(_number(r.error)) for r in rows)]
-    if any(r.status == "fail" and not np.isfinite(_number(r.error)) for r in rows):
+               for s in ("pass", "fail")
+               if any(r.status == s and np.isfinite(number_or_nan(r.error)) for r in rows)]
+    if any(r.status == "fail" and not np.isfinite(number_or_nan(r.error)) for r in rows):
         handles.append(Line2D([], [], marker="X", ls="none", color=_COLOURS["fail"], label="fail, no value"))
-    if any(np.isfinite(_number(r.tolerance)) and r.status in ("pass", "fail") for r in rows):
+    if any(np.isfinite(number_or_nan(r.tolerance)) and r.status in ("pass", "fail") for r in rows):
         handles.append(Line2D([], [], marker="|", ls="none", color="k", ms=10, mew=1.5, label="tolerance"))
     if handles:
         ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower center", ncol=len(handles),

@@ -34,8 +34,9 @@ def test_numbers_are_exact_evaluations(study):
     mdp = wg.problems.get("lqr1d", n_states=15, n_actions=11)
     obj = wg.Discounted(0.8, entropy=0.5)
     assert res.mdp.n_states == 15 and res.objective == obj
-    # the study solves with the config's tol = 1e-12: its certified bound is tol * max|V| on V, hence
-    # on J; the reference is the exact-to-rounding policy iteration
+    # the study solves to the rounding floor (solve.tol = "floor"): its certified bound, below
+    # 1e-12 * max|V| at gamma = 0.8, holds on V, hence on J; the reference is the
+    # exact-to-rounding policy iteration
     for got, o in ((res.J_star, obj), (res.hard.J, wg.Discounted(0.8))):
         exact = wg.solve(mdp, o, method="policy_iteration")
         assert abs(got - exact.J) <= 1e-12 * np.max(np.abs(exact.V)) + res.floor

@@ -10,13 +10,17 @@
   shape, and estimate the memory before reading; :func:`attr` checks each attribute's type.
   Every failure is a :class:`~wgflow.errors.FileFormatError` that names the file and the
   dataset or attribute.
-* **Sealed files**: a file written by :class:`atomic_h5` starts with a 512-byte HDF5 user block
-  holding the SHA-256 of everything after it (:func:`seal`); :func:`open_checked` verifies it
-  before the HDF5 library parses anything, so a damaged file is refused with a
-  :class:`~wgflow.errors.FileFormatError` instead of reaching the library (some damaged
-  headers crash it outright). Files without a user block (written before seals, or a flow's
-  storage while it runs) are read as before; in-place edits of a sealed file go through
-  :func:`unseal` and :func:`seal`.
+* **Sealed files**: a file written by :class:`atomic_h5` (and a flow's storage once the run
+  has closed it) starts with a 512-byte HDF5 user block holding the SHA-256 of everything after
+  it (:func:`seal`); :func:`open_checked` verifies it before the HDF5 library parses anything,
+  so a damaged file is refused with a :class:`~wgflow.errors.FileFormatError` instead of
+  reaching the library (some damaged headers crash it outright). In-place edits of a sealed
+  file go through :func:`unseal` and :func:`seal`.
+* **Probed files**: a file without a seal (written before seals, a flow's storage while it runs
+  or after its process was killed, a file left open by an edit) is first parsed by a
+  short-lived child process (:func:`probe`) that opens it and reads every attribute and
+  dataset the loaders could read; if the HDF5 library crashes or hangs there, the load raises
+  :class:`~wgflow.errors.FileFormatError` and the calling process never parses the file.
 * Helpers for JSON attributes, grids, and digests (fingerprints of arrays and per-frame
   checksums).
 """
@@ -27,7 +31,11 @@ import glob
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import uuid
+import warnings
 from pathlib import Path
 
 import h5py
@@ -40,7 +48,8 @@ from .version import __version__
 
 __all__ = ["FORMAT_VERSION", "atomic_h5", "clean_orphans", "open_checked", "dataset", "read",
            "group", "attr", "grid_attr", "grid_from_attr", "jsonable", "digest", "checksum",
-           "file_error", "seal", "unseal", "edit_sealed", "USERBLOCK"]
+           "file_error", "seal", "unseal", "edit_sealed", "probe", "USERBLOCK",
+           "PROBE_TIMEOUT"]
 
 #: layout version written by this wgflow (2: trajectories carry per-frame checksums, restart
 #: flags and scheme state); files of versions 1 and 2 are read
@@ -62,14 +71,21 @@ def _content_digest(fh) -> str:
     return h.hexdigest()
 
 
-def seal(path) -> None:
-    """Write the SHA-256 of the file's content (after its user block) into its user block."""
+def seal(path) -> bool:
+    """Write the SHA-256 of the file's content (after its user block) into its user block.
+
+    Returns False, leaving the file as it is, when it has no user block (a file written before
+    seals: its first bytes are HDF5's own).
+    """
     with open(path, "r+b") as fh:
+        if fh.read(USERBLOCK + len(_HDF5_SIGNATURE))[USERBLOCK:] != _HDF5_SIGNATURE:
+            return False
         line = _SEALED + _content_digest(fh).encode() + b"\n"
         fh.seek(0)
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
+    return True
 
 
 def unseal(path) -> None:
@@ -95,14 +111,15 @@ def edit_sealed(path):
     seal(path)
 
 
-def _check_seal(path: Path) -> None:
-    """Refuse a sealed file whose content no longer matches its seal."""
+def _check_seal(path: Path) -> bool:
+    """Refuse a sealed file whose content no longer matches its seal; True for a sealed file
+    that matches, False for a file without a seal."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
             if not head.startswith(_SEALED):
                 if head.startswith(_OPEN) or head[USERBLOCK:] != _HDF5_SIGNATURE:
-                    return              # no seal (older files, a running flow's storage)
+                    return False        # no seal (older files, a running flow's storage)
                 raise FileFormatError(f"{path}: its seal (the checksum in the first {USERBLOCK} "
                                       "bytes) is damaged: the file is corrupted")
             want = head[len(_SEALED):len(_SEALED) + 64].decode("ascii", "replace")
@@ -113,6 +130,161 @@ def _check_seal(path: Path) -> None:
         raise FileFormatError(f"{path}: its content does not match its checksum (SHA-256 "
                               f"{got[:12]}... against {want[:12]}... stored when it was written): "
                               "the file was damaged or changed after it was written")
+    return True
+
+
+#: seconds a :func:`probe` may take before the file is refused as unparsable (plus one second
+#: per 20 MB of file, the time to read it from a slow disk)
+PROBE_TIMEOUT = 60.0
+
+#: exit status of the probe when it cannot run at all (h5py not importable)
+_PROBE_UNAVAILABLE = 3
+
+# The probe (run as ``python -c``, with the parent's sys.path read from stdin, NUL-separated,
+# so that it imports the same h5py without importing wgflow, which takes seconds): open the
+# file as open_checked does, then walk every object reachable through hard links -- the only
+# links the loaders follow -- and read every attribute (names and values) and every dataset's
+# data, in slabs of at most 16 MiB along the first axis (every chunk, so every node of the chunk
+# index, is visited). Python errors are caught and the walk goes on: they reach the loader as
+# FileFormatError; what the probe detects is a crash (death by a signal) or a hang of the HDF5
+# library itself. Datasets stored in other files (external or virtual) are not read: the
+# loaders refuse them.
+_PROBE_SCRIPT = r"""
+import sys
+sys.path[:] = sys.stdin.read().split("\0")     # (before any import: nothing from the cwd)
+try:
+    import h5py
+except Exception:
+    sys.exit(%d)
+path = sys.argv[1]
+try:
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError:
+        f = h5py.File(path, "r")
+except Exception:
+    sys.exit(0)
+SLAB = 1 << 24
+seen = set()
+
+def attributes(obj):
+    try:
+        names = list(obj.attrs)
+    except Exception:
+        return
+    for name in names:
+        try:
+            obj.attrs[name]
+        except Exception:
+            pass
+
+def data(ds):
+    try:
+        if ds.is_virtual or ds.id.get_create_plist().get_external_count():
+            return
+        shape = ds.shape
+        if shape is None:
+            return
+        if not shape:
+            ds[()]
+            return
+        row = ds.dtype.itemsize
+        for n in shape[1:]:
+            row *= n
+        step = max(1, SLAB // max(row, 1))
+        for i in range(0, shape[0], step):
+            ds[i:i + step]
+    except Exception:
+        pass
+
+def walk(group, depth):
+    attributes(group)
+    if depth > 64:                  # (hard links can form cycles; wgflow files are 3 deep)
+        return
+    try:
+        names = list(group)
+    except Exception:
+        return
+    for name in names:
+        try:
+            if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                continue
+            obj = group[name]
+        except Exception:
+            continue
+        try:
+            key = h5py.h5o.get_info(obj.id).addr
+        except Exception:
+            key = None
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        if isinstance(obj, h5py.Group):
+            walk(obj, depth + 1)
+        else:
+            attributes(obj)
+            if isinstance(obj, h5py.Dataset):
+                data(obj)
+
+walk(f, 0)
+f.close()
+sys.exit(0)
+""" % _PROBE_UNAVAILABLE
+
+
+def probe(path) -> None:
+    """Parse a file in a short-lived child process before this process does.
+
+    The child opens ``path`` with h5py and reads every attribute and every dataset reachable
+    through hard links (what the loaders may read). If the HDF5 library crashes there (damaged
+    metadata can make it dereference garbage: a segmentation fault) or does not finish within
+    :data:`PROBE_TIMEOUT` seconds (plus one per 20 MB), :class:`~wgflow.errors.FileFormatError`
+    is raised and this process never parses the file; errors the library reports normally are
+    left to the loader. :func:`open_checked` probes every file without a seal; a sealed file
+    whose checksum matches holds the bytes the HDF5 library wrote and is not probed.
+
+    Where no child interpreter can be started (``sys.executable`` unusable, h5py not importable
+    there) a ``RuntimeWarning`` says so and the file is read unprobed.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FileFormatError(f"{path} cannot be read: {exc}") from exc
+    timeout = PROBE_TIMEOUT + size / 20e6
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT, os.fspath(path)],
+                              input="\0".join(str(p) for p in sys.path).encode(),
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FileFormatError(f"{path}: the HDF5 library did not finish reading this file within "
+                              f"{timeout:.0f} s (in a separate test process, which was stopped): "
+                              "its internal structure (HDF5 metadata) is damaged, and it has no "
+                              "seal (checksum) to tell more") from None
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path} has no seal and could not be test-read in a separate process "
+                      f"({exc}); reading it directly", RuntimeWarning, stacklevel=3)
+        return
+    rc = proc.returncode
+    if rc == 0:
+        return
+    if rc == _PROBE_UNAVAILABLE:
+        warnings.warn(f"{path} has no seal and could not be test-read in a separate process "
+                      f"({sys.executable} cannot import h5py); reading it directly",
+                      RuntimeWarning, stacklevel=3)
+        return
+    if rc < 0:
+        try:
+            how = f"was killed by signal {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"was killed by signal {-rc}"
+    else:
+        how = f"ended with status {rc}"
+    raise FileFormatError(f"{path}: the HDF5 library crashed reading this file (a separate test "
+                          f"process that parsed it {how}): its internal structure (HDF5 "
+                          "metadata) is damaged, and it has no seal (checksum) to tell more")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,8 +408,11 @@ def reading(path, where: str):
 def open_checked(path, kind: str | None = None) -> h5py.File:
     """Open a wgflow HDF5 file for reading, or raise :class:`FileFormatError` saying why not.
 
-    Checks that the file is HDF5, was written by wgflow (``wgflow_type``), has a format version
-    this wgflow reads, and (with ``kind``) holds that type. Files are opened without HDF5 file
+    Checks the seal of a sealed file (its SHA-256, before the HDF5 library parses anything) or
+    probes a file without one (:func:`probe`: parsed first in a child process, so damaged
+    metadata that crashes the HDF5 library raises instead of crashing this process), then checks
+    that the file is HDF5, was written by wgflow (``wgflow_type``), has a format version this
+    wgflow reads, and (with ``kind``) holds that type. Files are opened without HDF5 file
     locking, so a file that a running flow appends to can be read.
     """
     path = validation.path(path, "path", "load")
@@ -245,7 +420,8 @@ def open_checked(path, kind: str | None = None) -> h5py.File:
         raise MissingFileError(f"no such file: {path}")
     if path.is_dir():
         raise FileFormatError(f"{path} is a directory, not a wgflow file")
-    _check_seal(path)
+    if not _check_seal(path):
+        probe(path)
     try:
         try:
             f = h5py.File(path, "r", locking=False)

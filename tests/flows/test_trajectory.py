@@ -197,7 +197,8 @@ def test_resume_continues_from_the_last_restart_frame_bit_for_bit(tmp_path, setu
     assert _stored(path)["restart"].tolist() == [True, True, True, False]
     res = wg.flow(mdp, obj, None, storage=path, resume=True, **kw)
     # continued from the last restart frame (t = 0.1): the snapshot at 0.13 is dropped
-    assert res.diagnostics["resumed_from"] == {"t": res.times[0], "frame": 2, "dropped_frames": 1}
+    assert res.diagnostics["resumed_from"] == {"t": res.times[0], "frame": 2, "dropped_frames": 1,
+                                               "torn_frames": 0, "uncommitted_frames": 0}
     assert res.times[0] == pytest.approx(0.1, abs=1e-12)
     assert res.diagnostics["steps"] == 10
     back = wg.Trajectory.from_hdf5(path)
@@ -331,9 +332,12 @@ def test_reading_a_file_that_a_running_flow_writes(tmp_path, setup):
 
 # ------------------------------------------------------------------------------ torn and damaged files
 def _stored_run(tmp_path, setup):
+    """A storage file as a run killed after its last frame leaves it: not sealed (a run seals
+    its file when it closes it; a sealed file refuses any change outright)."""
     mdp, obj, pi0 = setup
     path = tmp_path / "run.h5"
     wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path)
+    wg.h5.unseal(path)
     return path
 
 

@@ -88,8 +88,10 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
         it gives the uninterrupted run bit for bit.
     resume : bool
         Continue the run stored in ``storage`` from its last restart frame (snapshots stored
-        after it by an interrupted run, and a torn tail, are dropped from the file). The scheme,
-        its options, ``dt``, the MDP and the objective must be those of the stored run.
+        after it by an interrupted run, and a torn tail, are dropped from the file and counted in
+        ``diagnostics["resumed_from"]``: ``dropped_frames``, ``torn_frames``,
+        ``uncommitted_frames``). The scheme, its options, ``dt``, the MDP and the objective must
+        be those of the stored run.
     overwrite : bool
         Replace an existing ``storage`` file.
     progress : bool or None
@@ -297,8 +299,7 @@ def flow(mdp, objective, policy0=None, scheme="otto", t_end: float = 10.0, dt: f
                 "linear_solver": solver, "interrupted": not complete,
                 **{k: v for k, v in sch.stats.items() if k not in ("steps", "rejected")}}
         if resume:
-            diag["resumed_from"] = {"t": frame.t, "frame": frame.index,
-                                    "dropped_frames": frame.n_dropped}
+            diag["resumed_from"] = frame.resume_diagnostics()
         context["diagnostics"] = diag
         context["complete"] = complete
         for tr in tracker_list:

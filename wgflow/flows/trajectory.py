@@ -20,6 +20,13 @@ anywhere in between leaves a file whose committed frames are intact. A new file 
 a temporary name and renamed over ``path`` once its first frame is committed (an existing file
 is replaced only with ``overwrite=True``, and stays intact until then).
 
+**Seal.** The file has a 512-byte user block: marked open (``WGFLOW-OPEN``) while the run
+writes, sealed with the SHA-256 of the file (:func:`wgflow.h5.seal`) when the run closes it --
+at its end, also on an exception -- so that a finished file is verified before the HDF5 library
+parses it. A file whose process was killed stays open; loaders probe it in a child process
+first (:func:`wgflow.h5.probe`), so damaged metadata raises instead of crashing the reader.
+A resume unseals the file while it appends.
+
 **Reading** (:meth:`Trajectory.from_hdf5`) serves the committed frames whose checksums match;
 a torn tail (a frame whose data did not reach the disk although it was counted -- which the
 commit order prevents, but a file may come from elsewhere) is dropped with a warning and
@@ -28,8 +35,9 @@ torn tail, and raises :class:`~wgflow.FileFormatError`. Every served frame is va
 user input (finite, non-negative masses summing to 1, finite J, increasing times).
 
 **Resuming** (:func:`read_restart_frame`) continues from the last committed restart point
-(skipping a torn tail and final snapshots, which are removed from the file when the run goes
-on), after checking that the scheme, its options, ``dt``, the MDP and the objective are those of
+(skipping a torn tail, uncommitted frames and final snapshots, which are removed from the file
+when the run goes on and counted in the resumed run's ``diagnostics["resumed_from"]``), after
+checking that the scheme, its options, ``dt``, the MDP and the objective are those of
 the stored run (a difference raises :class:`~wgflow.ValidationError` naming it).
 """
 from __future__ import annotations
@@ -303,7 +311,13 @@ def _read_frames(f, path) -> _Frames:
 # ------------------------------------------------------------------------------ restart points
 @dataclass
 class RestartFrame:
-    """The frame a resumed flow continues from (see :func:`read_restart_frame`)."""
+    """The frame a resumed flow continues from (see :func:`read_restart_frame`).
+
+    ``n_dropped`` counts the intact frames stored after it (final snapshots), ``n_torn`` the
+    frames of a torn tail and ``n_uncommitted`` the frames written but never counted (as the
+    read reports them in ``diagnostics["torn_frames"]`` and ``["uncommitted_frames"]``): the
+    resume removes all of them from the file.
+    """
 
     index: int
     t: float
@@ -314,6 +328,14 @@ class RestartFrame:
     state: dict
     n_torn: int
     n_dropped: int
+    n_uncommitted: int = 0
+
+    def resume_diagnostics(self) -> dict:
+        """``diagnostics["resumed_from"]`` of the resumed run: where it continued, and how many
+        frames of the file it dropped (``dropped_frames``: intact snapshots after the restart
+        frame; ``torn_frames``; ``uncommitted_frames``)."""
+        return {"t": self.t, "frame": self.index, "dropped_frames": self.n_dropped,
+                "torn_frames": self.n_torn, "uncommitted_frames": self.n_uncommitted}
 
 
 def run_header(scheme, options: dict, dt) -> dict:
@@ -397,7 +419,7 @@ def read_restart_frame(path, header: dict) -> RestartFrame:
     return RestartFrame(i, float(fr.times[i]), float(fr.J[i]), float(fr.grad_norm2[i]),
                         fr.masses[i], {k: v[i] for k, v in fr.params.items()},
                         {k: v[i] for k, v in fr.state.items()}, fr.diagnostics["torn_frames"],
-                        n - 1 - i)
+                        n - 1 - i, fr.diagnostics["uncommitted_frames"])
 
 
 # ------------------------------------------------------------------------------ writer
@@ -426,11 +448,12 @@ class FrameWriter:
         p = validation.output_path(path, "storage", "flow", overwrite=overwrite)
         h5.clean_orphans(p)
         tmp = h5.temp_name(p)
-        f = h5py.File(tmp, "w")
+        f = h5py.File(tmp, "w", userblock_size=h5.USERBLOCK)
         try:
             cls._init_file(f, frame_shape, actions, states, scheme, objective, provenance,
                            param_specs, state_specs, run)
             f.flush()
+            h5.unseal(tmp)     # marked open (no seal yet) in the user block, which HDF5 leaves alone
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)
@@ -529,14 +552,21 @@ class FrameWriter:
         return n + 1
 
     def close(self, diagnostics=None, complete: bool = True):
-        if self.file:
-            try:
-                self.group.attrs["diagnostics"] = json.dumps(h5.jsonable(diagnostics or {}, max_array=64))
-                self.group.attrs["complete"] = bool(complete)
-                self._sync()
-            finally:
-                self.file.close()
-                self.file = None
-                if self._tmp is not None:      # no frame was ever committed: no file
-                    self._tmp.unlink(missing_ok=True)
-                    self._tmp = None
+        """Write the run's diagnostics and ``complete`` flag, close the file and seal it
+        (:func:`wgflow.h5.seal`: one SHA-256 of the file, so that a later load verifies it instead
+        of probing it). A file without a user block (written before seals) stays unsealed."""
+        if not self.file:
+            return
+        committed = self._tmp is None          # a frame was committed: the file is at self.path
+        try:
+            self.group.attrs["diagnostics"] = json.dumps(h5.jsonable(diagnostics or {}, max_array=64))
+            self.group.attrs["complete"] = bool(complete)
+            self._sync()
+        finally:
+            self.file.close()
+            self.file = None
+            if self._tmp is not None:          # no frame was ever committed: no file
+                self._tmp.unlink(missing_ok=True)
+                self._tmp = None
+        if committed:                          # (not after a failed write: that file stays open)
+            h5.seal(self.path)

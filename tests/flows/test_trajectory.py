@@ -549,3 +549,28 @@ def test_resume_says_what_it_ignores(tmp_path, setup):
     with pytest.warns(UserWarning, match="already at t = 0.15 >= t_end = 0.05"):
         res = wg.flow(mdp, obj, None, t_end=0.05, storage=path, resume=True, **kw)
     assert res.diagnostics["steps"] == 0
+
+
+def test_resume_with_an_initial_law_compares_it_by_digest(tmp_path):
+    # a non-uniform initial law of many states: a resume with the same law continues bit for
+    # bit; with another law it is refused, the message naming the law, not printing it
+    mdp = wg.problems.get("lqr1d", n_states=401, n_actions=9)
+    x = mdp.states.centers[:, 0]
+    mu = np.exp(-0.5 * (x - 1.0) ** 2)
+    mu /= mu.sum()
+    obj = wg.Discounted(0.9, entropy=0.3, initial=mu)
+    pi0 = wg.Policy.gaussian(mdp, mean=0.5, std=1.0)
+    kw = dict(dt=DT, save_every=SAVE, progress=False)
+    # (the reference stores its frames too: stored frames are restart points)
+    full = wg.flow(mdp, obj, pi0, t_end=2 * SAVE, storage=tmp_path / "full.h5", **kw)
+    path = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        wg.flow(mdp, obj, pi0, t_end=2 * SAVE, storage=path, trackers=[_interrupt_at(1.5 * SAVE)],
+                **kw)
+    res = wg.flow(mdp, obj, None, t_end=2 * SAVE, storage=path, resume=True, **kw)
+    np.testing.assert_array_equal(res.masses[-1], full.masses[-1])
+    assert res.J[-1] == full.J[-1]
+    other = wg.Discounted(0.9, entropy=0.3, initial=mu[::-1].copy())
+    with pytest.raises(wg.ValidationError, match="initial law") as info:
+        wg.flow(mdp, other, None, t_end=3 * SAVE, storage=path, resume=True, **kw)
+    assert len(str(info.value)) < 1000

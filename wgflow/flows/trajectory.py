@@ -346,7 +346,9 @@ def run_header(scheme, options: dict, dt) -> dict:
     return {"scheme": scheme.name,
             "options": h5.jsonable(options),
             "dt": None if dt is None else float(dt),
-            "objective": obj.to_dict(),
+            # the initial law by its digest (a description of thousands of numbers would be
+            # compared and printed whole, and headers written before it was described match)
+            "objective": {k: v for k, v in obj.to_dict().items() if k != "initial"},
             "objective_initial": None if init is None else h5.digest(np.asarray(init, dtype=float)),
             "mdp": {"shape": [mdp.n_states, mdp.n_actions],
                     "states": None if mdp.states is None else mdp.states.to_dict(),

@@ -127,8 +127,8 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
             assert (r["n_states"], r["n_actions"]) == (9, 7)
             mdp = wg.problems.get("lqr1d", n_states=9, n_actions=7)
             exact = wg.solve(mdp, wg.Discounted(0.9, entropy=r["objective.entropy"]), method="policy_iteration")
-            # the study solves to its config's tol = 1e-12, certified as |V - V*| <= tol max|V| (hence
-            # on J); policy iteration is exact to rounding: a few ulps of |J| times kappa = 10
+            # the study solves to the rounding floor, certified below 1e-12 max|V| at gamma 0.9
+            # (hence on J); policy iteration is exact to rounding: a few ulps of |J| times kappa = 10
             bound = 1e-12 * np.max(np.abs(exact.V)) + 64 * np.finfo(float).eps * 10 * abs(exact.J)
             assert abs(r["J_star"] - exact.J) <= bound
             assert r["pmd.gap"] >= -bound
@@ -178,6 +178,31 @@ def test_resume_ignores_a_damaged_file(tmp_path):
     again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
     assert again.counts["computed"] == 1
     assert wg.load(path).J_star == res.rows[0]["J_star"]
+
+
+def _flip_byte_of(path, dataset):
+    """Change one byte of a dataset's stored data (contiguous layout), nothing else."""
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_data_is_found_by_the_seal(tmp_path):
+    """One changed byte in a result's or the summary's data (HDF5 reads it without complaint):
+    the run is computed again, and the summary reader refuses the file."""
+    spec = tiny_spec("flip", **{"objective.entropy": [0.5]})
+    spec["set"].update({"flows.schemes": ["pmd"], "hessian.enabled": False})
+    res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    path = tmp_path / res.rows[0]["file"]
+    _flip_byte_of(path, "solution/soft/V")
+    again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    assert again.counts["computed"] == 1
+    np.testing.assert_array_equal(wg.load(path).J_star, res.rows[0]["J_star"])
+    _flip_byte_of(tmp_path / "summary.h5", "summary/J_star")
+    with pytest.raises(wg.FileFormatError, match="does not match its checksum"):
+        SW.read_summary(tmp_path)
 
 
 def test_wall_clock_budgets(tmp_path):

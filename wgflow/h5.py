@@ -49,7 +49,7 @@ from .version import __version__
 __all__ = ["FORMAT_VERSION", "atomic_h5", "clean_orphans", "open_checked", "dataset", "read",
            "group", "attr", "grid_attr", "grid_from_attr", "jsonable", "digest", "checksum",
            "file_error", "seal", "unseal", "edit_sealed", "probe", "USERBLOCK",
-           "PROBE_TIMEOUT"]
+           "PROBE_TIMEOUT", "check_bytes"]
 
 #: layout version written by this wgflow (2: trajectories carry per-frame checksums, restart
 #: flags and scheme state); files of versions 1 and 2 are read
@@ -405,6 +405,17 @@ def reading(path, where: str):
         raise file_error(path, where, f"unreadable: {exc}") from exc
 
 
+def check_bytes(path) -> None:
+    """Make sure the HDF5 library may parse ``path``: the seal of a sealed file must match its
+    content, a file without a seal is parsed first in a child process (:func:`probe`).
+
+    Raises :class:`FileFormatError` otherwise. For readers that open a file with h5py
+    themselves (:func:`open_checked` does this before its own checks).
+    """
+    if not _check_seal(Path(path)):
+        probe(path)
+
+
 def open_checked(path, kind: str | None = None) -> h5py.File:
     """Open a wgflow HDF5 file for reading, or raise :class:`FileFormatError` saying why not.
 
@@ -420,8 +431,7 @@ def open_checked(path, kind: str | None = None) -> h5py.File:
         raise MissingFileError(f"no such file: {path}")
     if path.is_dir():
         raise FileFormatError(f"{path} is a directory, not a wgflow file")
-    if not _check_seal(path):
-        probe(path)
+    check_bytes(path)
     try:
         try:
             f = h5py.File(path, "r", locking=False)

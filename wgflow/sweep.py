@@ -797,14 +797,16 @@ def _stored_run(path: Path, task: RunTask):
     """The ``sweep_run`` record of a complete result file for ``task``, or None (absent, damaged,
     or another configuration)."""
     import h5py
+    from .h5 import check_bytes
     if not path.exists():
         return None
     try:
+        check_bytes(path)
         with h5py.File(path, "r") as f:
             if str(f.attrs.get("wgflow_type", "")) != "Study" or "sweep_run" not in f.attrs:
                 return None
             info = json.loads(f.attrs["sweep_run"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, FileFormatError):
         return None
     if info.get("hash") != task.hash:
         return None
@@ -1006,6 +1008,8 @@ def read_summary(path) -> dict:
     if not p.exists():
         from .errors import MissingFileError
         raise MissingFileError(f"no sweep summary at {p}")
+    from .h5 import check_bytes
+    check_bytes(p)
     try:
         with h5py.File(p, "r") as f:
             g = f["summary"]
@@ -1017,7 +1021,7 @@ def read_summary(path) -> dict:
                     a = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
                 out[c] = a
             return out
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise FileFormatError(f"{p} is not a wgflow sweep summary: {exc}") from exc
 
 

@@ -106,6 +106,16 @@ def test_train_writes_results_and_load_policy(tmp_path):
     with pytest.raises(ValueError, match="not a wgflow.nn training result"):
         wg.save(tmp_path / "m.h5", wg.problems.get("lqr1d", n_states=5, n_actions=3))
         wnn.load_policy(tmp_path / "m.h5")
+    # one changed byte of the stored curve (HDF5 reads it without complaint): the seal refuses
+    import h5py
+    with h5py.File(out, "r") as f:
+        offset = f["curve/J_exact"].id.get_offset()
+    data = bytearray(out.read_bytes())
+    data[offset] ^= 0x40
+    out.write_bytes(bytes(data))
+    for load in (wnn.load_result, wnn.load_policy):
+        with pytest.raises(wg.FileFormatError, match="does not match its checksum"):
+            load(out)
 
 
 def test_exploration_noise_is_added_to_every_algorithm_s_action():

@@ -54,6 +54,8 @@ def _agent_for(path, env_id):
     p = Path(path)
     if not p.exists():
         raise MissingFileError(f"no such file: {p}")
+    from ..h5 import check_bytes
+    check_bytes(p)
     try:
         with h5py.File(p, "r") as f:
             kind = f.attrs.get("wgflow_type")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileFormatError, MissingFileError, ValidationError
-from ..h5 import atomic_h5
+from ..h5 import atomic_h5, check_bytes
 from ..version import __version__
 from ._torch import require_torch
 
@@ -136,6 +136,7 @@ def _open(path):
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"no such file: {path}")
+    check_bytes(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

@@ -376,6 +376,19 @@ def scheme_options(scheme, defaults: bool = False):
     return out if defaults else sorted(out)
 
 
+class FixedPointModel:
+    """Stands in for the MDP in :meth:`~wgflow.evaluation.Evaluation.q_at` at points fixed for a
+    whole run (the action cell centres of every state): the model evaluated there once -- its
+    next-state stencils, their action derivatives and the costs, which do not depend on the
+    policy -- is reused every step (the model evaluation is the expensive part of ``q_at``)."""
+
+    def __init__(self, model_eval):
+        self._me = model_eval
+
+    def evaluate_model(self, state_index, actions):
+        return self._me
+
+
 def rebuild_state(scheme: Scheme, t: float, masses: np.ndarray, params: dict,
                   scheme_state: dict) -> FlowState:
     """The state of a restart point: the one function both a running flow (at each stored frame)

@@ -30,7 +30,7 @@ from scipy.special import logsumexp, ndtr, ndtri
 
 from ..errors import ValidationError
 from ..policy import Policy, _log_cell_probabilities, _per_state
-from .base import FlowState, Scheme
+from .base import FixedPointModel, FlowState, Scheme
 
 __all__ = ["WPO", "gaussian_cell_probabilities"]
 
@@ -82,17 +82,6 @@ def _log_density_and_score(logw, mu, sd, logZ, pts):
     r = np.exp(lk - logpi[:, None, :])
     score = -np.einsum("skm,skmd->smd", r, z / sd[:, :, None, :])
     return logpi, score
-
-
-class _FixedPointModel:
-    """Stands in for the MDP in :meth:`Evaluation.q_at`: the model evaluated once at fixed points
-    (the cell centres), reused every step (the model evaluation is the expensive part)."""
-
-    def __init__(self, model_eval):
-        self._me = model_eval
-
-    def evaluate_model(self, state_index, actions):
-        return self._me
 
 
 class WPO(Scheme):
@@ -194,7 +183,7 @@ class WPO(Scheme):
         if self.samples is None:
             si = np.repeat(np.arange(nS), nA)
             pts = np.tile(A.centers, (nS, 1))
-            self._centres = (si, pts, _FixedPointModel(mdp.evaluate_model(si, pts)))
+            self._centres = (si, pts, FixedPointModel(mdp.evaluate_model(si, pts)))
         else:
             rng = np.random.default_rng(seed)
             n = self.samples // 2 if antithetic else self.samples

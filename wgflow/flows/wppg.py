@@ -36,7 +36,7 @@ from ..kernels.deposition import deposition_variance, push_forward, push_forward
 from ..kernels.heat import heat_step, heat_step_numpy
 from ..mdp import DynamicsModel
 from ..policy import Policy
-from .base import FlowState, Scheme
+from .base import FixedPointModel, FlowState, Scheme
 from .otto import otto_rhs
 
 __all__ = ["WPPG", "centre_gradient", "reflect_into_box"]
@@ -129,6 +129,8 @@ class WPPG(Scheme):
         if gradient == "auto":
             gradient = "model" if isinstance(getattr(mdp, "model", None), DynamicsModel) else "grid"
         self.gradient = gradient
+        # the model at every (state, action centre), evaluated on first use (grid form, "model")
+        self._centre_model = None
         if particles is not None and (int(particles) != particles or particles < 1):
             raise ValidationError(f"wppg: particles must be a positive integer, got {particles!r}")
         self.n_particles = None if particles is None else int(particles)
@@ -215,7 +217,9 @@ class WPPG(Scheme):
             return centre_gradient(evaluation.Q, A)
         s = np.repeat(np.arange(nS), A.size)
         pts = np.tile(A.centers, (nS, 1))
-        return evaluation.q_at(self.mdp, s, pts, grad=True)[1].reshape(nS, A.size, A.ndim)
+        if self._centre_model is None:
+            self._centre_model = FixedPointModel(self.mdp.evaluate_model(s, pts))
+        return evaluation.q_at(self._centre_model, s, pts, grad=True)[1].reshape(nS, A.size, A.ndim)
 
     # ------------------------------------------------------------------ stepping
     def step(self, state: FlowState, dt: float, adaptive: bool = False) -> FlowState:

@@ -65,7 +65,9 @@ def test_wall_axis_needs_wall_times_and_distance_panel(assert_readable):
     assert len([a for a in fig.axes]) == 2
     assert fig.axes[1].get_yscale() == "log"
     np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), dist["otto"][1])
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Wasserstein flow", "pmd"]
+    floor = wplot.rounding_floor(sol.J)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:3] == ["Wasserstein flow", "pmd", f"rounding level of J ({floor:.1e})"]
     assert_readable(fig)
     fig2 = wplot.plot_convergence({"w": Run([0, 1, 2], [2.0, 1.5, 1.25], wall=[0.0, 0.1, 0.3])}, 1.0, x="wall")
     np.testing.assert_allclose(fig2.axes[0].lines[0].get_xdata(), [0.0, 0.1, 0.3])

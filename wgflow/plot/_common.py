@@ -35,6 +35,23 @@ def action_label(actions, axis: int = 0, what: str | None = None) -> str:
     return lab if what is None else f"{what} {lab}"
 
 
+def density_label(actions, axis: int = 0, what: str | None = None) -> str:
+    """Label of a density over an action axis, with the inverse of the axis' unit.
+
+    ``"density [1/(N m)]"`` for a torque in N m, ``"marginal density [1/m]"`` along one axis of a
+    multi-D action grid, ``"density"`` when the grid has no unit; ``what`` replaces the word
+    ``density`` (e.g. ``"density change δπ"``).
+    """
+    word = what or ("density" if actions is None or actions.ndim == 1 else "marginal density")
+    unit = ""
+    if actions is not None and actions.units is not None:
+        unit = str(actions.units[axis]).strip()
+    if not unit:
+        return word
+    inv = f"1/{unit}" if unit.replace("_", "").isalnum() else f"1/({unit})"
+    return f"{word} [{inv}]"
+
+
 def fmt_value(x: float) -> str:
     """Compact number for labels (3 significant digits, no trailing noise)."""
     x = float(x)

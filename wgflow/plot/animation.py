@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ValidationError
-from ._common import action_label, axis_label, edges, fmt_value, state_field
+from ._common import action_label, axis_label, density_label, edges, fmt_value, state_field
 
 __all__ = ["animate_flow", "ffmpeg_available"]
 
@@ -23,7 +23,8 @@ def ffmpeg_available() -> bool:
 
 
 def animate_flow(traj, path, J_star: float | None = None, max_frames: int = 60, fps: int = 8,
-                 dpi: int = 90, action_axis: int = 0, title: str | None = None):
+                 dpi: int = 90, action_axis: int = 0, title: str | None = None,
+                 floor: float | None = None):
     """Write an animation of ``traj`` to ``path`` (``.gif``: pillow; ``.mp4``: ffmpeg).
 
     Parameters
@@ -35,6 +36,13 @@ def animate_flow(traj, path, J_star: float | None = None, max_frames: int = 60, 
         With it the right panel shows ``J - J*`` on a log scale, otherwise ``J``.
     max_frames : int
         At most that many evenly spaced frames of ``traj``.
+    floor : float, optional
+        The rounding level of ``J`` (default :func:`~wgflow.plot.rounding_floor` of ``J_star``):
+        gaps at or below it are not drawn, the band below it is shaded, and the current-time
+        marker of a frame inside it sits on the band's edge. The time axis is that of
+        :func:`~wgflow.plot.plot_convergence` (symmetric-log when the frames' times span more
+        than three decades, as those of ``otto``'s geometric steps do), so every frame's time
+        lies on it.
 
     Returns
     -------
@@ -84,20 +92,36 @@ def animate_flow(traj, path, J_star: float | None = None, max_frames: int = 60, 
         vmax = max(float(np.max(_marginal(traj.policy(int(i)), action_axis)[1])) for i in idx)
         art = ax0.pcolormesh(xe, edges(y, A.spacing[action_axis]), dens.T, cmap="magma", vmin=0,
                              vmax=vmax, shading="flat")
-        fig.colorbar(art, ax=ax0, label="density")
+        fig.colorbar(art, ax=ax0, label=density_label(A, action_axis))
         ax0.set_xlabel(xl)
         ax0.set_ylabel(action_label(A, action_axis))
+    from .convergence import _symlog_ticks, _xscale, rounding_floor
     if J_star is not None:
-        from .convergence import rounding_floor
-        floor = rounding_floor(J_star)
-        y1 = np.where(J - J_star > floor, J - J_star, np.nan)
+        floor = rounding_floor(J_star) if floor is None else float(floor)
+        gap = J - J_star
+        y1 = np.where(gap > floor, gap, np.nan)
+        # a frame inside the rounding band is marked on its edge: the marker never vanishes
+        ymark = np.where(gap > floor, gap, floor)
         ax1.set_yscale("log")
         ax1.set_ylabel("J − J*")
+        ylo = floor / 30.0
+        ax1.axhspan(ylo, floor, color="0.85", lw=0, zorder=0)
+        shown = y1[np.isfinite(y1)]
+        ax1.set_ylim(ylo, 3.0 * (float(shown.max()) if shown.size else floor))
+        ax1.set_title(f"grey: below the rounding level of J ({floor:.1e})", fontsize=8.5)
     else:
-        y1 = J
+        y1 = ymark = J
         ax1.set_ylabel("J")
     ax1.plot(t, y1, color="C0", lw=1.5)
-    (marker,) = ax1.plot([t[idx[0]]], [y1[idx[0]]], "o", color="C3", ms=7)
+    (marker,) = ax1.plot([t[idx[0]]], [ymark[idx[0]]], "o", color="C3", ms=7)
+    scale_kw = _xscale("auto", [t])
+    ax1.set_xscale(**scale_kw)
+    _symlog_ticks(ax1, scale_kw, float(np.max(t)))
+    if scale_kw["value"] != "symlog":
+        # every frame's time, also those whose gap is not drawn (autoscaling skips NaN points)
+        t0, t1 = float(np.min(t)), float(np.max(t))
+        pad = 0.03 * (t1 - t0) if t1 > t0 else 0.5
+        ax1.set_xlim(t0 - pad, t1 + pad)
     ax1.set_xlabel("flow time t")
     ax1.grid(alpha=0.3)
     head = (title + ": ") if title else ""
@@ -109,7 +133,7 @@ def animate_flow(traj, path, J_star: float | None = None, max_frames: int = 60, 
             art.set_array(pol.mean()[:, action_axis].reshape(S.shape).T.ravel())
         else:
             art.set_array(_marginal(pol, action_axis)[1].T.ravel())
-        marker.set_data([t[i]], [y1[i]])
+        marker.set_data([t[i]], [ymark[i]])
         ax0.set_title(f"{head}t = {fmt_value(t[i])}", fontsize=10)
 
     # Render the static parts once (constrained layout included), then per frame only the three

@@ -162,21 +162,26 @@ def plot_convergence(runs: dict, J_star: float, x: str = "time", ax=None, floor:
     scale_kw = _xscale(xscale, all_xs)
     a.set_yscale("log")
     ylo = floor / 30.0
-    a.axhspan(ylo, floor, color="0.85", zorder=0, lw=0)
+    # the band is named in the legend, not by a text on it: the runs' markers sit on its edge,
+    # anywhere along x, and would cover such a text
+    band = a.axhspan(ylo, floor, color="0.85", zorder=0, lw=0,
+                     label=f"rounding level of J ({floor:.1e})")
     a.axhline(floor, color="0.5", lw=0.8, ls=":")
-    a.text(0.98, floor, f"rounding level of J ({floor:.1e})", transform=a.get_yaxis_transform(),
-           ha="right", va="top", fontsize=7.5, color="0.3")
     a.set_ylim(ylo, ymax * 3.0)
     a.set_xscale(**scale_kw)
     _symlog_ticks(a, scale_kw, xmax)
     a.set_xlabel(XAXES[x])
     a.set_ylabel("J − J*")
     a.grid(alpha=0.3, which="major")
+    from matplotlib.lines import Line2D
+    handles = [ln for ln in a.lines if not ln.get_label().startswith("_")] + [band]
+    if any(ln.get_marker() == "x" for ln in a.lines):
+        handles.append(Line2D([], [], marker="x", color="0.3", ms=7, mew=2, ls="none",
+                              label="reached the rounding level"))
     if own:      # one legend for the figure, beside the panels (it never hides a curve)
-        fig.legend(handles=a.lines[:0] + [ln for ln in a.lines if not ln.get_label().startswith("_")],
-                   loc="outside right center", fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     else:
-        a.legend(fontsize=8, frameon=False, loc="best")
+        a.legend(handles=handles, fontsize=8, frameon=False, loc="best")
     if distance:
         b = axes[1]
         for k, (name, (xd, d)) in enumerate(distance.items()):

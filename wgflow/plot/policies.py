@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
-from ._common import (action_label, axis_label, edges, fmt_value, new_figure, representative_states,
-                      state_label, suptitle)
+from ._common import (action_label, axis_label, density_label, edges, fmt_value, new_figure,
+                      representative_states, state_label, suptitle)
 
 __all__ = ["plot_geodesic", "plot_policy", "plot_frames_by_state"]
 
@@ -90,7 +90,7 @@ def _fan(axes, pols, t, states, action_axis, cmap, time_label, reference=None, r
             a.plot(xr, dr[s], color="k", ls="--", lw=1.0, label=ref_label)
         a.set_title(state_label(pols[0].states, s), fontsize=8.5)
         a.set_xlabel(action_label(A, action_axis))
-        a.set_ylabel("density" if A.ndim == 1 else "marginal density")
+        a.set_ylabel(density_label(A, action_axis))
         a.set_xlim(A.bounds[action_axis, 0], A.bounds[action_axis, 1])
         a.set_ylim(bottom=0)
     if reference is not None:
@@ -212,12 +212,15 @@ def plot_frames_by_state(policies_or_traj, states=None, n_frames: int = 8, refer
 def plot_policy(policy, ax=None, action_axis: int = 0, state_slice=None, cmap: str = "magma"):
     """Heatmap of the action density ``pi(a|s)`` (state on x, action on y).
 
-    1-D state grid: x is the state coordinate. Otherwise x is the flat state index, unless
-    ``state_slice=(axis, index)`` selects the states whose cell index along ``axis`` equals
-    ``index`` on a 2-D state grid (x is then the coordinate along the other axis). For multi-D
-    actions y is the action coordinate along ``action_axis`` and the colour the marginal
-    density along it. Axes are named by the grids (``"state"``, ``"action"`` when the grids
-    carry no names).
+    1-D state grid: x is the state coordinate. 2-D state grid: every state, in blocks of the
+    first axis (one block per value of the first coordinate, ticks labelled by that value and
+    the axis named by it, e.g. ``theta [rad]``), the second coordinate increasing within each
+    block; or, with ``state_slice=(axis, index)``, only the states whose cell index along
+    ``axis`` equals ``index`` (x is then the coordinate along the other axis). Without a state
+    grid, or with more state dimensions, x is the flat state index. For multi-D actions y is
+    the action coordinate along ``action_axis`` and the colour the marginal density along it.
+    Axes are named by the grids (``"state"``, ``"action"`` when the grids carry no names); the
+    colour bar by the density and its unit (``density [1/(N m)]``).
 
     Returns
     -------
@@ -255,6 +258,18 @@ def plot_policy(policy, ax=None, action_axis: int = 0, state_slice=None, cmap: s
     elif S is not None and S.ndim == 1:
         xe = edges(S.axes[0], S.spacing[0])
         xlabel = axis_label(S, 0, "state")
+    elif S is not None and S.ndim == 2:
+        # states in blocks of the first coordinate, the second increasing within each block: the
+        # ticks name the blocks by their value (a flat index would name no state)
+        order = (np.arange(S.shape[0])[:, None] * S.strides[0]
+                 + np.arange(S.shape[1])[None, :] * S.strides[1]).ravel()
+        dens = dens[order]
+        xe = np.arange(nS + 1) - 0.5
+        n_in = S.shape[1]
+        inner = S.names[1] if S.names is not None else "axis 1"
+        xlabel = (axis_label(S, 0, "state axis 0") + f"\n(blocks; {inner} from {fmt_value(S.axes[1][0])} "
+                  f"to {fmt_value(S.axes[1][-1])} within each)")
+        blocks_2d = (S.shape[0], n_in)
     else:
         xe = np.arange(nS + 1) - 0.5
         xlabel = "state index"
@@ -263,9 +278,22 @@ def plot_policy(policy, ax=None, action_axis: int = 0, state_slice=None, cmap: s
     if ax is None:
         _, ax = plt.subplots(figsize=(5.0, 3.6), layout="constrained")
     mesh = ax.pcolormesh(xe, ye, dens.T, cmap=cmap, shading="flat", rasterized=True)
-    ax.figure.colorbar(mesh, ax=ax, label="density" if A.ndim == 1 else "marginal density")
+    ax.figure.colorbar(mesh, ax=ax, label=density_label(A, action_axis))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(action_label(A, action_axis))
+    if state_slice is None and S is not None and S.ndim == 2:
+        _block_ticks(ax, S, *blocks_2d)
     if title:
         ax.set_title(title)
     return ax
+
+
+def _block_ticks(ax, S, n_out, n_in):
+    """Ticks of :func:`plot_policy` over a 2-D state grid: at most five blocks of the first
+    coordinate labelled by its value at their centres, every block boundary a minor tick."""
+    from matplotlib.ticker import FixedLocator, NullFormatter
+    k = np.unique(np.round(np.linspace(0, n_out - 1, min(n_out, 5))).astype(int))
+    ax.set_xticks(k * n_in + (n_in - 1) / 2.0, [fmt_value(S.axes[0][i]) for i in k])
+    if n_out <= 80:
+        ax.xaxis.set_minor_locator(FixedLocator(np.arange(n_out + 1) * n_in - 0.5))
+        ax.xaxis.set_minor_formatter(NullFormatter())

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..mobility import laplacian_apply
-from ._common import (action_label, axis_label, edges, fmt_value, new_figure, state_field, state_label,
-                      suptitle, symmetric_limits)
+from ._common import (action_label, axis_label, density_label, edges, fmt_value, new_figure, state_field,
+                      state_label, suptitle, symmetric_limits)
 
 __all__ = ["plot_spectrum", "plot_eigenfields", "plot_rate", "mode_mean_shift"]
 
@@ -153,7 +153,7 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
             bot.axhline(0, color="0.6", lw=0.8)
             bot.plot(x, dm, "-o", color="C3", ms=3, lw=1.3)
             bot.set_xlabel(action_label(A, action_axis))
-            bot.set_ylabel("density change δπ")
+            bot.set_ylabel(density_label(A, action_axis, "density change δπ"))
             bot.set_title("at " + state_label(S, s), fontsize=8)
             bot.grid(alpha=0.3)
         if title:
@@ -171,7 +171,7 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
         vmin, vmax = symmetric_limits(dm)
         mesh = ax.pcolormesh(xe, ye, dm.T, cmap="RdBu_r", vmin=vmin, vmax=vmax, shading="flat",
                              rasterized=True)
-        fig.colorbar(mesh, ax=ax, label="density change δπ")
+        fig.colorbar(mesh, ax=ax, label=density_label(A, action_axis, "density change δπ"))
         ax.set_xlabel(xl)
         ax.set_ylabel(action_label(A, action_axis))
         ax.set_title(ttl(j))
@@ -181,7 +181,8 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
 
 
 def plot_rate(run, J_star: float, predicted: float | None = None, measured: dict | None = None,
-              floor: float | None = None, ax=None, label: str = "otto", title: str | None = None):
+              floor: float | None = None, ax=None, label: str = "otto", title: str | None = None,
+              xscale: str = "auto"):
     r"""``J - J*`` of a run on a log scale with the predicted exponential decay.
 
     The line ``exp(-predicted * t)`` is anchored at the last point of the run above the rounding
@@ -189,12 +190,17 @@ def plot_rate(run, J_star: float, predicted: float | None = None, measured: dict
     once the relative gap is small, ~1e-4 and below). ``measured`` maps a description to a
     measured rate and is listed in the legend.
 
+    ``xscale`` is that of :func:`~wgflow.plot.plot_convergence`: ``"auto"`` (default) is linear,
+    unless the positive flow times span more than three decades (the geometrically growing steps
+    of the implicit ``otto`` default reach ``t ~ 1e6``); then symmetric-log, linear below the
+    smallest positive time, so that ``t = 0`` and every point of the run stay apart.
+
     Returns
     -------
     matplotlib.axes.Axes
     """
     import matplotlib.pyplot as plt
-    from .convergence import rounding_floor
+    from .convergence import _symlog_ticks, _xscale, rounding_floor
     t = np.asarray(run.times, dtype=float)
     gap = np.asarray(run.J, dtype=float) - float(J_star)
     floor = rounding_floor(J_star) if floor is None else float(floor)
@@ -203,24 +209,44 @@ def plot_rate(run, J_star: float, predicted: float | None = None, measured: dict
     ok = gap > floor
     ax.plot(t, np.where(ok, gap, np.nan), color="C0", lw=1.5, label=f"{label}: J − J*")
     ax.set_yscale("log")
+    hi = float(np.nanmax(np.where(ok, gap, np.nan))) if np.any(ok) else floor * 10
+    lo = float(np.nanmin(np.where(ok, gap, np.nan))) if np.any(ok) else floor
+    reached = np.nonzero(gap <= floor)[0]
+    ylo = floor / 30 if reached.size else max(floor / 30, lo / 30)
+    yhi = hi * 3
     if predicted is not None and np.any(ok) and predicted > 0:
         i = int(np.nonzero(ok)[0][-1])
-        tt = np.linspace(t[0], t[-1], 200)
+        # the line is drawn where it lies within a decade of the y range: its values there are
+        # finite (far from the anchor exp(-r (t - t_i)) overflows or underflows)
+        t_lo = max(t[0], t[i] - np.log(10 * yhi / gap[i]) / predicted)
+        t_hi = min(t[-1], t[i] + np.log(10 * gap[i] / ylo) / predicted)
+        tt = np.linspace(t_lo, t_hi, 200)
+        if t_hi > t_lo > 0 or (t_lo == 0 and t_hi > 0 and np.any((t > 0) & (t < t_hi))):
+            # on a log-like axis evenly spaced points would all fall in its last decade
+            start = t_lo if t_lo > 0 else float(np.min(t[t > 0]))
+            tt = np.unique(np.concatenate([tt, np.geomspace(start, t_hi, 200)]))
         ref = gap[i] * np.exp(-predicted * (tt - t[i]))
         ax.plot(tt, ref, "k--", lw=1.0, label=f"predicted slope exp(−{fmt_value(predicted)} t)")
     for name, r in (measured or {}).items():
         if r is not None and np.isfinite(r):
             ax.plot([], [], " ", label=f"{name}: {fmt_value(r)}")
-    hi = float(np.nanmax(np.where(ok, gap, np.nan))) if np.any(ok) else floor * 10
-    lo = float(np.nanmin(np.where(ok, gap, np.nan))) if np.any(ok) else floor
-    ylo = max(floor / 30, lo / 30)
-    if ylo < floor:                # the run reached the rounding level: shade it
+    if ylo < floor:                # the rounding level is inside the range: shade it
         ax.axhspan(ylo, floor, color="0.85", lw=0, zorder=0)
-    ax.set_ylim(ylo, hi * 3)
+    if reached.size:               # marked where the run first reached it, as in plot_convergence
+        j = int(reached[0])
+        ax.plot([t[j]], [floor], marker="x", color="C0", ms=7, mew=2, ls="none",
+                label=f"reached the rounding level of J ({floor:.1e})")
+    ax.set_ylim(ylo, yhi)
+    scale_kw = _xscale(xscale, [t])
+    ax.set_xscale(**scale_kw)
+    _symlog_ticks(ax, scale_kw, float(np.max(t)) if t.size else np.nan)
     ax.set_xlabel("flow time t")
     ax.set_ylabel("J − J*")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, frameon=False, loc="upper right")
+    # below the axes: the dashed prediction can cross any corner inside (it is steep when
+    # otto's steps are long), and a legend there would hide it
+    ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              borderaxespad=0.0)
     if title:
         ax.set_title(title)
     return ax

@@ -79,7 +79,9 @@ def test_plot_policy_variants(geo1):
     mdp2 = wg.problems.get("lqr2d", n_states=(3, 4), n_actions=(5, 5))
     pi = wg.Policy.uniform(mdp2)
     ax2 = wplot.plot_policy(pi)
-    assert ax2.get_xlabel() == "state index"
+    # every state, in blocks of x1 (ticks: the values of x1), x2 increasing within each block
+    assert ax2.get_xlabel() == "x1\n(blocks; x2 from -3 to 3 within each)"
+    assert [t.get_text() for t in ax2.get_xticklabels()] == ["-2.67", "0", "2.67"]
     ax3 = wplot.plot_policy(pi, state_slice=(0, 1))
     assert ax3.get_xlabel() == "x2" and ax3.get_title() == "x1 = 0"
     arr = ax3.collections[0].get_array()

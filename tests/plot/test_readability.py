@@ -196,3 +196,28 @@ def test_policy_heatmap_over_a_2d_state_grid_names_states_by_their_values(assert
     # every state appears once, with its own density
     np.testing.assert_allclose(np.sort(dens.T, axis=0), np.sort(pol.masses / A.spacing[0], axis=0))
     assert_readable(ax.figure)
+
+
+@pytest.mark.parametrize("grid", [True, False])
+def test_zeros_on_a_log_scale_curve_are_drawn(grid, assert_readable):
+    # a stationary law with exact zeros (transient states) over a 1-D state space or none
+    lqr = wg.problems.get("lqr1d", n_states=7, n_actions=5)
+    w = np.array([0.0, 0.0, 1e-4, 0.3, 0.5, 0.1999, 0.0])
+    ax = wplot.plot_state_field(w, lqr.states if grid else None, label="mass per cell", log=True)
+    x = lqr.states.axes[0] if grid else np.arange(7)
+    zeros = [ln for ln in ax.lines if ln.get_marker() == "^"]
+    assert len(zeros) == 1
+    np.testing.assert_array_equal(zeros[0].get_xdata(), x[w == 0])
+    # on the bottom edge (axes coordinates), named in the label
+    ax.figure.canvas.draw()
+    bottom = ax.transAxes.transform((0.0, 0.0))[1]
+    ys = zeros[0].get_transform().transform(np.column_stack([zeros[0].get_xdata(), zeros[0].get_ydata()]))[:, 1]
+    np.testing.assert_allclose(ys, bottom)
+    assert ax.get_ylabel() == "mass per cell\n(▲ on the bottom edge: 0)"
+    # the curve holds the positive values, and no point for the zeros (log 0 would be clipped to
+    # the edge: a plunge, not a value)
+    y = ax.lines[0].get_ydata()
+    np.testing.assert_array_equal(y[w > 0], w[w > 0])
+    assert np.all(np.isnan(y[w == 0]))
+    assert ax.get_yscale() == "log"
+    assert_readable(ax.figure)

@@ -96,7 +96,9 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
 
     2-D grids: ``pcolormesh`` on the cell edges, axes named by the grid, a colorbar labelled
     ``label``. 1-D grids: the value against the state coordinate. No grid, or more than two
-    state dimensions: the value against the state index.
+    state dimensions: the value against the state index. On a logarithmic scale (``norm`` a
+    LogNorm) exact zeros are drawn as such: a light grey cell on a map (the colour bar's label
+    says so), a grey triangle on the bottom edge under a curve (the y label says so).
 
     Returns the artist (QuadMesh or Line2D).
     """
@@ -133,11 +135,21 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
             x = np.arange(v.size)
             ax.set_xlabel("state index")
         (art,) = ax.plot(x, v, lw=1.5, marker="." if v.size <= 60 else None)
-        ax.set_ylabel(label)
         if norm is None:
             ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         if norm is not None and getattr(norm, "__class__", type(None)).__name__ == "LogNorm":
             ax.set_yscale("log")
+            zero = v <= 0
+            if np.any(zero):
+                # exact zeros have no place on a log axis: each is a grey triangle on the bottom
+                # edge, named in the axis label (they would otherwise vanish from the curve)
+                from matplotlib.transforms import blended_transform_factory
+                ax.plot(np.asarray(x)[zero], np.zeros(int(zero.sum())), ls="none", marker="^",
+                        color=ZERO_COLOR_1D, ms=5, clip_on=False,
+                        transform=blended_transform_factory(ax.transData, ax.transAxes))
+                art.set_ydata(np.where(zero, np.nan, v))      # no plunge to the clipped edge
+                label = f"{label}\n(▲ on the bottom edge: 0)" if label else "▲ on the bottom edge: 0"
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
@@ -146,6 +158,8 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
 
 #: the colour of exact zeros on logarithmic colour scales (:func:`state_field`)
 ZERO_COLOR = "0.85"
+#: the colour of the markers of exact zeros on a logarithmic y axis (:func:`state_field`, 1-D)
+ZERO_COLOR_1D = "0.45"
 
 
 def log_norm(values, decades: float = 6.0):

@@ -221,3 +221,57 @@ def test_zeros_on_a_log_scale_curve_are_drawn(grid, assert_readable):
     assert np.all(np.isnan(y[w == 0]))
     assert ax.get_yscale() == "log"
     assert_readable(ax.figure)
+
+
+def _tick_values(axis):
+    """The numbers the shown tick labels print, and the tick positions they label."""
+    ticks = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+    return (np.array([float(t.get_text().replace("\u2212", "-")) for t in ticks]),
+            np.array([t.get_position()[0 if axis.axis_name == "x" else 1] for t in ticks]))
+
+
+def test_tiny_values_are_labelled_without_a_multiplier_text(assert_readable):
+    # eigenvalues at the rounding level (a soft optimum with underflowing masses): the labels
+    # carry their exponents; no "1e-16" text above the axis (it collides with the title)
+    lam = np.array([-3.7e-16, -2.5e-17, -1.7e-17, -9.0e-18])
+    ax = wplot.plot_spectrum(lam, kappa=100.0, title="Hessian at π* (τ = 0.001): smallest eigenvalues")
+    ax.figure.canvas.draw()
+    axes = [ax.yaxis] + [a.yaxis for a in ax.child_axes]
+    assert len(axes) == 2
+    for axis in axes:
+        assert axis.get_offset_text().get_text() == ""
+        printed, at = _tick_values(axis)
+        assert printed.size >= 3
+        # each label is its tick's value to the printed precision (at least 1 digit per tick step)
+        step = np.min(np.diff(np.sort(at)))
+        np.testing.assert_allclose(printed, at, rtol=0, atol=0.5 * step)
+    assert_readable(ax.figure)
+
+
+def test_state_field_colorbar_of_tiny_values_has_no_multiplier_text(assert_readable):
+    mdp = wg.problems.get("pendulum", n_theta=8, n_omega=7, n_actions=5)
+    v = 1e-53 * np.sin(np.arange(mdp.n_states))
+    ax = wplot.plot_state_field(v, mdp.states, label="δ mean torque [N m]", diverging=True,
+                                title="mode 1: λ = -3.75e-16")
+    fig = ax.figure
+    fig.canvas.draw()
+    cbar = fig.axes[-1]
+    assert cbar.yaxis.get_offset_text().get_text() == ""
+    printed, at = _tick_values(cbar.yaxis)
+    np.testing.assert_allclose(printed, at, rtol=0, atol=0.5 * np.min(np.diff(np.sort(at))))
+    assert_readable(fig)
+
+
+def test_ordinary_values_keep_plain_tick_labels():
+    # a value function of 0 .. 130 and a mean torque in [-2, 2]: plain decimals, no exponent
+    mdp = wg.problems.get("pendulum", n_theta=8, n_omega=7, n_actions=5)
+    for v, lo, hi in ((np.linspace(0.0, 130.0, mdp.n_states), 0.0, 130.0),
+                      (np.linspace(-2.0, 2.0, mdp.n_states), -2.0, 2.0)):
+        ax = wplot.plot_state_field(v, mdp.states, label="V")
+        ax.figure.canvas.draw()
+        cbar = ax.figure.axes[-1]
+        printed, at = _tick_values(cbar.yaxis)
+        texts = [t.get_text() for t in cbar.yaxis.get_ticklabels() if t.get_visible() and t.get_text()]
+        assert not any("e" in t for t in texts)
+        np.testing.assert_allclose(printed, at, rtol=0, atol=1e-9 * (hi - lo))
+        plt.close(ax.figure)

@@ -60,6 +60,43 @@ def fmt_value(x: float) -> str:
     return f"{x:.2e}"
 
 
+def compact_formatter():
+    """A tick formatter whose every label carries its own exponent (``-5e-17``, ``1000.12``).
+
+    Matplotlib's default moves a common multiplier or offset (``1e-16``, ``+1e3``) into a text
+    above the axis, where it collides with the title of a panel or of a colour bar's axes; here
+    each label has the fewest digits that print every tick of the axis exactly (decimals between
+    1e-4 and 1e5, a mantissa and an exponent outside), and no such text exists.
+    """
+    from matplotlib.ticker import Formatter
+
+    class CompactFormatter(Formatter):
+        _ticks = ()
+
+        def set_locs(self, locs):
+            self._ticks = tuple(locs)
+
+        def __call__(self, x, pos=None):
+            locs = np.asarray([v for v in self._ticks if np.isfinite(v)] + [x], dtype=float)
+            steps = np.abs(np.diff(np.sort(locs)))
+            steps = steps[steps > 0]
+            step = float(np.min(steps)) if steps.size else abs(x)
+            tol = 1e-6 * step if step > 0 else 0.0
+            if abs(x) <= tol:
+                return "0"
+            big = float(np.max(np.abs(locs)))
+            if 1e-4 <= big < 1e5:
+                # the fewest decimals that print every tick exactly (to a millionth of a step)
+                dec = next((d for d in range(16) if np.all(np.abs(np.round(locs, d) - locs) <= tol)), 15)
+                return self.fix_minus(f"{x:.{dec}f}")
+            p = next((p for p in range(16)
+                      if all(abs(float(f"{v:.{p}e}") - v) <= tol for v in locs)), 15)
+            mant, exp = f"{x:.{p}e}".split("e")
+            return self.fix_minus(f"{mant}e{int(exp)}")
+
+    return CompactFormatter()
+
+
 def state_label(states, s: int) -> str:
     """A state named by its values, e.g. ``"theta = 0.524 rad, omega = -1.2 rad/s"``.
 
@@ -126,7 +163,9 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
         ax.set_xlim(xe[0], xe[-1])
         ax.set_ylim(ye[0], ye[-1])
         if colorbar:
-            ax.figure.colorbar(art, ax=ax, label=label, shrink=0.95, extend=extend)
+            cb = ax.figure.colorbar(art, ax=ax, label=label, shrink=0.95, extend=extend)
+            if norm is None:
+                cb.ax.yaxis.set_major_formatter(compact_formatter())
     else:
         if states is not None and states.ndim == 1:
             x = states.axes[0]
@@ -136,7 +175,7 @@ def state_field(values, states, ax, label: str = "", cmap: str = "viridis", norm
             ax.set_xlabel("state index")
         (art,) = ax.plot(x, v, lw=1.5, marker="." if v.size <= 60 else None)
         if norm is None:
-            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+            ax.yaxis.set_major_formatter(compact_formatter())
         if norm is not None and getattr(norm, "__class__", type(None)).__name__ == "LogNorm":
             ax.set_yscale("log")
             zero = v <= 0

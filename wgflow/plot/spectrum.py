@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..mobility import laplacian_apply
-from ._common import (action_label, axis_label, density_label, edges, fmt_value, new_figure, state_field,
-                      state_label, suptitle, symmetric_limits)
+from ._common import (action_label, axis_label, compact_formatter, density_label, edges, fmt_value,
+                      new_figure, state_field, state_label, suptitle, symmetric_limits)
 
 __all__ = ["plot_spectrum", "plot_eigenfields", "plot_rate", "mode_mean_shift"]
 
@@ -70,6 +70,10 @@ def plot_spectrum(eigenvalues, kappa: float | None = None, ax=None, title: str |
     if kappa is not None:
         sec = ax.secondary_yaxis("right", functions=(lambda y: 2.0 * y / kappa, lambda r: r * kappa / 2.0))
         sec.set_ylabel("rate 2λ/κ of otto")
+        sec.yaxis.set_major_formatter(compact_formatter())
+    # eigenvalues at the rounding level (1e-16): labels with their own exponent, no "1e-16"
+    # text above the axis colliding with the title
+    ax.yaxis.set_major_formatter(compact_formatter())
     ax.grid(alpha=0.3, axis="y")
     if title:
         ax.set_title(title)
@@ -154,6 +158,7 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
             bot.plot(x, dm, "-o", color="C3", ms=3, lw=1.3)
             bot.set_xlabel(action_label(A, action_axis))
             bot.set_ylabel(density_label(A, action_axis, "density change δπ"))
+            bot.yaxis.set_major_formatter(compact_formatter())
             bot.set_title("at " + state_label(S, s), fontsize=8)
             bot.grid(alpha=0.3)
         if title:
@@ -171,7 +176,8 @@ def plot_eigenfields(eigenvectors, policy, eigenvalues=None, k: int = 4, action_
         vmin, vmax = symmetric_limits(dm)
         mesh = ax.pcolormesh(xe, ye, dm.T, cmap="RdBu_r", vmin=vmin, vmax=vmax, shading="flat",
                              rasterized=True)
-        fig.colorbar(mesh, ax=ax, label=density_label(A, action_axis, "density change δπ"))
+        cb = fig.colorbar(mesh, ax=ax, label=density_label(A, action_axis, "density change δπ"))
+        cb.ax.yaxis.set_major_formatter(compact_formatter())
         ax.set_xlabel(xl)
         ax.set_ylabel(action_label(A, action_axis))
         ax.set_title(ttl(j))

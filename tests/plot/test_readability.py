@@ -275,3 +275,25 @@ def test_ordinary_values_keep_plain_tick_labels():
         assert not any("e" in t for t in texts)
         np.testing.assert_allclose(printed, at, rtol=0, atol=1e-9 * (hi - lo))
         plt.close(ax.figure)
+
+
+def test_checks_error_zero_is_a_whole_dot_with_its_label_beside_it():
+    class Row:
+        def __init__(self, check, error, tolerance, status):
+            self.check, self.error, self.tolerance, self.status = check, error, tolerance, status
+
+    class Report:
+        rows = [Row("solve", 1e-15, 1e-8, "pass"), Row("gibbs", 0.0, 1e-8, "pass"),
+                Row("rate", 1e-3, 2e-2, "pass")]
+    ax = wplot.plot_checks(Report)
+    fig = ax.figure
+    fig.canvas.draw()
+    dot = [ln for ln in ax.lines if ln.get_marker() == "o" and ln.get_ydata()[0] == 1][0]
+    assert dot.get_xdata()[0] == ax.get_xlim()[0] and not dot.get_clip_on()
+    zero = [t for t in ax.texts if t.get_text() == "0"]
+    assert len(zero) == 1
+    half = dot.get_markersize() * fig.dpi / 72.0 / 2.0
+    cx, cy = ax.transData.transform((dot.get_xdata()[0], 1.0))
+    bb = zero[0].get_window_extent()
+    assert bb.x0 > cx + half            # the label starts right of the dot
+    assert bb.y0 < cy < bb.y1           # on its row

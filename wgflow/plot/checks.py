@@ -80,9 +80,12 @@ def plot_checks(report, ax=None, title: str | None = None):
             ax.hlines(yi, lo, tol, color="0.85", lw=4, zorder=0)
         if np.isfinite(err):
             x = err if err > 0 else lo
-            ax.plot([x], [yi], "o", color=c, ms=6)
+            # an error of 0 sits on the left edge: the whole dot is drawn (not half clipped) and
+            # its "0" beside it, a fixed distance in points clear of the dot
+            ax.plot([x], [yi], "o", color=c, ms=6, clip_on=err > 0)
             if err == 0:
-                ax.text(x * 1.6, yi, "0", va="center", fontsize=8, color=c)
+                ax.annotate("0", (x, yi), xytext=(6, 0), textcoords="offset points", va="center",
+                            fontsize=8, color=c)
         elif r.status == "fail":
             ax.plot([0.985], [yi], "X", color=c, ms=8, transform=edge, clip_on=False)
         if r.status == "fail":

@@ -77,6 +77,20 @@ def test_predicted_rate_matches_the_otto_runs(study):
     assert res.verify.passed
 
 
+def test_animation_shades_the_study_s_rounding_level(study, tmp_path, monkeypatch):
+    # the GIF's grey band is the study's measured rounding level of J, not the plot default
+    import wgflow.plot as P
+    res, _ = study
+    seen = {}
+
+    def fake(traj, path, **kw):
+        seen.update(kw)
+        return path
+    monkeypatch.setattr(P, "animate_flow", fake)
+    res._animate(tmp_path)
+    assert seen["floor"] == res.floor and seen["floor"] != P.rounding_floor(res.J_star)
+
+
 def test_files_and_reload(study):
     res, out = study
     pngs = sorted(out.glob("*.png"))

@@ -409,10 +409,11 @@ class StudyResult:
         if run is None or run.trajectory is None or len(run.trajectory) < 2:
             return []
         paths = [animate_flow(run.trajectory, Path(outdir) / f"flow_{name}.gif", J_star=self.J_star,
-                              max_frames=out["animation_frames"], title=name, dpi=dpi)]
+                              max_frames=out["animation_frames"], title=name, dpi=dpi, floor=self.floor)]
         if out["mp4"] and ffmpeg_available():
             paths.append(animate_flow(run.trajectory, Path(outdir) / f"flow_{name}.mp4", J_star=self.J_star,
-                                      max_frames=out["animation_frames"], title=name, dpi=dpi))
+                                      max_frames=out["animation_frames"], title=name, dpi=dpi,
+                                      floor=self.floor))
         return [str(p) for p in paths]
 
 
@@ -603,15 +604,17 @@ def _figure_jobs(res: StudyResult) -> list:
                             title=f"Hessian at π* (τ = {tau:g}): smallest eigenvalues")
             otto = ok.get("otto")
             r = res.rates
+            # no rate from the run: the summary's reason (_resolved_rate), in the legend below
+            # the axes (a note inside them crossed the curve or the predicted line)
+            tail = r.get("otto")
+            if tail is None:
+                tail = (f"none (it did not cross relative gaps 1e-10 .. 1e-4\nwith steps that "
+                        f"resolve the decay, r dt <= {RESOLVED:g})")
             meas = {"measured (verify, slowest mode)": r.get("verify"),
-                    "measured (tail of this run)": r.get("otto")}
+                    "measured (tail of this run)": tail}
             if otto is not None:
                 P.plot_rate(otto.history, res.J_star, predicted=sp.predicted_rate, measured=meas,
                             floor=res.floor, ax=b, title="otto: J − J* and the predicted rate")
-                if r.get("otto") is None:
-                    b.text(0.03, 0.04, "this run stopped before the asymptotic regime\n"
-                           "(relative gap < 1e-4), where the prediction applies",
-                           transform=b.transAxes, fontsize=7.5, color="0.3", va="bottom")
             else:
                 b.axis("off")
                 b.text(0.5, 0.5, f"predicted rate {sp.predicted_rate:.4g}\n(no otto run in this study)",

@@ -92,6 +92,19 @@ def test_trajectory_plot_method():
     np.testing.assert_allclose(y[ok], (traj.J - J_star)[ok])
 
 
+def test_trajectory_plot_shades_the_rounding_level_of_its_discount():
+    # the rounding level of J scales with the conditioning 1/(1 - gamma) of I - gamma P: at
+    # gamma = 0.9 it is 10x the average-cost level of the same |J*|
+    mdp = wg.problems.get("quadratic_bandit", n_actions=31)
+    for obj, kappa in ((wg.Discounted(0.9, entropy=0.5), 10.0), (wg.Average(entropy=0.5), 1.0)):
+        traj = wg.flow(mdp, obj, wg.Policy.uniform(mdp), t_end=1.0, progress=False)
+        J_star = wg.solve(mdp, obj).J
+        ax = traj.plot(J_star=J_star)
+        labels = [p.get_label() for p in ax.patches]
+        want = 64 * np.finfo(float).eps * kappa * max(1.0, abs(J_star))
+        assert f"rounding level of J ({want:.1e})" in labels, labels
+
+
 def test_flow_times_over_many_decades_get_a_symlog_axis_from_zero(assert_readable):
     """Implicit steps grow geometrically (t from 1e-3 to 1e6): the default axis shows every step
     and t = 0; a run within three decades keeps a linear axis."""

@@ -102,6 +102,10 @@ class Trajectory:
     def plot(self, J_star: float | None = None, ax=None):
         """``J`` (or ``J - J*`` on a log scale when ``J_star`` is given) against flow time.
 
+        With ``J_star``, gaps below the rounding level of ``J`` are shaded:
+        :func:`wgflow.plot.rounding_floor` with ``kappa = 1/(1 - gamma)`` for a discounted
+        objective (1 for the average cost).
+
         Returns the Axes. :func:`wgflow.plot.plot_frames_by_state`, :func:`wgflow.plot.animate_flow`
         and :func:`wgflow.plot.plot_convergence` draw the other views of a trajectory.
         """
@@ -112,8 +116,13 @@ class Trajectory:
             ax.plot(self.times, self.J, lw=1.5)
             ax.set_ylabel("J")
         else:
-            from ..plot import plot_convergence
-            plot_convergence({self.scheme or "flow": self}, J_star, ax=ax)
+            from ..plot import plot_convergence, rounding_floor
+            # the rounding level of J grows with the conditioning 1/(1 - gamma) of I - gamma P
+            obj = self.objective if isinstance(self.objective, dict) else {}
+            gamma = obj.get("gamma") if obj.get("kind") == "discounted" else None
+            kappa = 1.0 / (1.0 - float(gamma)) if gamma is not None else 1.0
+            plot_convergence({self.scheme or "flow": self}, J_star, ax=ax,
+                             floor=rounding_floor(J_star, kappa))
             return ax
         ax.set_xlabel("flow time t")
         ax.set_title(f"{self.scheme}: {len(self)} frames")

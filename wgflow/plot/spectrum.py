@@ -194,7 +194,8 @@ def plot_rate(run, J_star: float, predicted: float | None = None, measured: dict
     The line ``exp(-predicted * t)`` is anchored at the last point of the run above the rounding
     level, so its slope is compared with the run's tail (the prediction is asymptotic: it holds
     once the relative gap is small, ~1e-4 and below). ``measured`` maps a description to a
-    measured rate and is listed in the legend.
+    measured rate, listed in the legend; a string instead of a number is listed as it is (why
+    there is no measurement), ``None`` or NaN leaves the entry out.
 
     ``xscale`` is that of :func:`~wgflow.plot.plot_convergence`: ``"auto"`` (default) is linear,
     unless the positive flow times span more than three decades (the geometrically growing steps
@@ -234,7 +235,9 @@ def plot_rate(run, J_star: float, predicted: float | None = None, measured: dict
         ref = gap[i] * np.exp(-predicted * (tt - t[i]))
         ax.plot(tt, ref, "k--", lw=1.0, label=f"predicted slope exp(−{fmt_value(predicted)} t)")
     for name, r in (measured or {}).items():
-        if r is not None and np.isfinite(r):
+        if isinstance(r, str):
+            ax.plot([], [], " ", label=f"{name}: {r}")
+        elif r is not None and np.isfinite(r):
             ax.plot([], [], " ", label=f"{name}: {fmt_value(r)}")
     if ylo < floor:                # the rounding level is inside the range: shade it
         ax.axhspan(ylo, floor, color="0.85", lw=0, zorder=0)

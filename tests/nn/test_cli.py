@@ -28,6 +28,12 @@ def test_train_then_gym_eval(tmp_path, capsys):
     m = re.match(r"Pendulum-v1: mean return (\S+) \+- (\S+) over 3 episodes", line)
     ref = wnn.gym_evaluate(wnn.load_policy(out), "Pendulum-v1", episodes=3)
     assert float(m.group(1)) == pytest.approx(ref.mean, abs=0.005)
+    # the pendulum policy reads (theta, omega): the mountain car's (x, v) are refused, and so is a
+    # discount beyond 1
+    assert main(["gym-eval", str(out), "--env", "MountainCarContinuous-v0", "--episodes", "1", "-q"]) == 2
+    assert main(["gym-eval", str(out), "--gamma", "1.5", "--episodes", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "another problem's states" in err and "gamma must be" in err
 
 
 def test_gym_eval_of_a_grid_solution(tmp_path, capsys):

@@ -22,3 +22,15 @@ def test_learning_curves_figure(tmp_path):
     assert ax1.get_ylim()[0] == pytest.approx(-390.0)
     assert (tmp_path / "f.png").stat().st_size > 0
     plt.close(fig)
+
+
+def test_negative_costs_keep_a_linear_axis():
+    """The mountain car's J is negative (the goal's reward): a log axis would draw nothing."""
+    import matplotlib.pyplot as plt
+    c = {"step": [1, 2], "J_exact": [-20.0, -40.0], "return_mean": [float("nan")] * 2}
+    fig = plot_learning_curves({"A": SimpleNamespace(curve=c)}, J_star=-61.7)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear"
+    lo, hi = ax.get_ylim()
+    assert lo < -61.7 and hi > -20.0                    # the curve and J* are in view
+    plt.close(fig)

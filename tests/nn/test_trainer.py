@@ -148,3 +148,79 @@ def test_bad_configuration_raises():
         TrainConfig(gamma=1.0)
     with pytest.raises(ValueError, match="tabular"):
         Trainer("garnet", TrainConfig(steps=10, **TINY), progress=False)
+
+
+def test_resume_at_a_smaller_step_count_records_the_final_point(tmp_path):
+    """A run checkpointed at step 40 and resumed with steps=40 (allowed: only the step count may
+    change) ends with the curve of an uninterrupted 40-step run, whose last point is at step 40
+    although 40 is not a multiple of eval_every=25."""
+    opts = dict(TINY, checkpoint_every=40)
+    longer = Trainer("pendulum", TrainConfig(algo="wpo", steps=100, seed=0, **opts), params=SMALL_PENDULUM,
+                     output=tmp_path / "r.h5", progress=False)
+    longer.run(until=41)                                 # the checkpoint of step 40 is written
+    assert longer.checkpoint_path.exists()
+    cfg = TrainConfig(algo="wpo", steps=40, seed=0, **opts)
+    resumed = Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "r.h5", progress=False)
+    resumed.load_checkpoint().run()
+    full = Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=False).run()
+    assert full.curve["step"] == [25.0, 40.0]
+    for k in ("step", "J_exact", "critic_loss", "actor_loss"):
+        np.testing.assert_array_equal(resumed.curve[k], full.curve[k])
+    resumed.run()                                        # a finished run adds no second point
+    assert resumed.curve["step"] == [25.0, 40.0]
+
+
+def test_gymnasium_twin_refuses_physics_parameters():
+    """Pendulum-v1 runs gymnasium's physics (g = 10): a g given for the exact evaluation would make
+    J and J* those of another pendulum, so only grid sizes are accepted."""
+    pytest.importorskip("gymnasium")
+    cfg = TrainConfig(algo="wpo", steps=10, **TINY)
+    with pytest.raises(wg.ValidationError, match=r"gymnasium's own physics.*\['g'\]"):
+        Trainer("Pendulum-v1", cfg, params=dict(SMALL_PENDULUM, g=9.81), progress=False)
+    # a parameter equal to its default changes nothing and is accepted
+    tr = Trainer("Pendulum-v1", cfg, params=dict(SMALL_PENDULUM, g=10.0), progress=False)
+    assert tr.J_star == wg.solve(wg.problems.get("pendulum", **SMALL_PENDULUM), wg.Discounted(gamma=0.99),
+                                 progress=False).J
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("gamma", "0.99", "gamma must be a finite real number"),
+    ("polyak", "nan", "polyak must be a finite real number"),
+    ("batch_size", "abc", "batch_size must be an integer"),
+    ("horizon", 1.5, "horizon must be an integer"),
+    ("eval_every", 2.5, "eval_every must be an integer"),
+    ("hidden", "abc", "hidden must be a sequence of layer widths"),
+    ("critic_hidden", (64, 0), "critic_hidden width must be an integer >= 1"),
+    ("target_entropy", "abc", "target_entropy must be a finite real number"),
+    ("wpo_preconditioner", "no", "wpo_preconditioner must be True or False"),
+])
+def test_bad_configuration_values_name_the_field(field, value, match):
+    with pytest.raises(wg.ValidationError, match=match):
+        TrainConfig(algo="reparam", **{field: value})
+
+
+def test_wppg_entropy_term_needs_a_bandwidth():
+    """tau > 0 with no executed-action noise would make the entropy estimate (bandwidth = that
+    noise) silently 0; it is refused, and tau = 0 without noise is accepted."""
+    with pytest.raises(wg.ValidationError, match="needs exploration_std > 0"):
+        TrainConfig(algo="wppg", exploration_std=0.0)
+    assert TrainConfig(algo="wppg-implicit", exploration_std=0.0, tau=0.0).tau == 0.0
+
+
+def test_device_that_torch_cannot_use_is_refused():
+    from wgflow.nn._torch import resolve_device
+    with pytest.raises(wg.ValidationError, match="'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(wg.ValidationError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_progress_bar_follows_wgflow_s_rule(monkeypatch):
+    """None: a bar in a terminal or a notebook (as every wgflow command); False silences it."""
+    from wgflow import _progress
+    monkeypatch.setattr(_progress, "in_notebook", lambda: True)
+    cfg = TrainConfig(algo="wpo", steps=10, **TINY)
+    assert Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=None).progress is True
+    assert Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=False).progress is False

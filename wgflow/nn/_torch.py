@@ -23,7 +23,22 @@ def require_gymnasium():
 
 def resolve_device(device: str | None = "auto"):
     """``"auto"``: CUDA when torch sees a GPU, else CPU; otherwise ``torch.device(device)``."""
+    from ..errors import ValidationError
     torch = require_torch()
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValidationError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}: "
+                              f"{exc}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValidationError(f"device {device!r} asked for, but torch sees no CUDA GPU here "
+                                  "(use 'auto' or 'cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValidationError(f"device {device!r}: torch sees {torch.cuda.device_count()} "
+                                  "CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValidationError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev

@@ -374,10 +374,11 @@ def gym_evaluate(agent, env_id: str, episodes: int = 100, seed: int = 0, gamma: 
     environments in :data:`GYM_ADAPTERS` (raw observations otherwise); actions are clipped to the
     action box. Returns the undiscounted returns and the ``gamma``-discounted ones.
     """
+    from .. import validation
     gym = require_gymnasium()
-    if int(episodes) < 1:
-        raise ValidationError(f"episodes must be >= 1, got {episodes}")
-    episodes = int(episodes)
+    episodes = validation.integer(episodes, "episodes", "gym_evaluate", low=1)
+    seed = validation.integer(seed, "seed", "gym_evaluate", low=0)
+    gamma = validation.real(gamma, "gamma", "gym_evaluate", low=0.0, high=1.0)
     envs = [gym.make(env_id) for _ in range(episodes)]
     adapter = GYM_ADAPTERS.get(env_id)
     obs_map = adapter.obs_to_state if adapter is not None else _identity_obs

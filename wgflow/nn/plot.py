@@ -11,6 +11,9 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
                          env_id: str | None = None, path=None, title: str | None = None):
     """Two panels: exact ``J`` (or gain) of the learned policy, and real-environment return.
 
+    The first panel has a log axis when every value drawn there (and ``J_star``) is positive, a
+    linear one otherwise (the mountain car's ``J`` is negative, a gain may be 0).
+
     Parameters
     ----------
     runs : dict
@@ -37,6 +40,7 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
     axes = axes[0]
     colors = matplotlib.colormaps["tab10"]
     kind = "gain (average cost per step)" if objective == "average" else "exact discounted cost J"
+    drawn = []                      # every value of the first panel, to choose its scale
     for i, (label, res) in enumerate(runs.items()):
         cs = _curves(res)
         col = colors(i % 10)
@@ -45,13 +49,21 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
             vals = np.stack([np.asarray(c[key], float)[:steps.size] for c in cs])
             if not np.isfinite(vals).any():
                 continue
+            if key == "J_exact":
+                drawn.append(vals[np.isfinite(vals)])
             ax.plot(steps, np.nanmean(vals, axis=0), "-o", ms=3, color=col,
                     label=label if len(cs) == 1 else f"{label} (mean of {len(cs)})")
             if len(cs) > 1:
                 ax.fill_between(steps, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0), color=col, alpha=0.2)
     if J_star is not None and np.isfinite(J_star):
         axes[0].axhline(J_star, color="k", ls="--", lw=1.2, label=f"exact optimum J* = {J_star:.4g}")
-    axes[0].set_yscale("log")
+    if J_star is not None and np.isfinite(J_star):
+        drawn.append(np.array([J_star]))
+    values = np.concatenate(drawn) if drawn else np.zeros(0)
+    if values.size and np.all(values > 0):
+        # costs spanning decades are read on a log axis; a negative J (the mountain car's goal
+        # reward) or a zero gain cannot be drawn there, so those curves keep a linear axis
+        axes[0].set_yscale("log")
     axes[0].set_xlabel("environment steps")
     axes[0].set_ylabel(f"{kind} of the learned policy (grid MDP)")
     axes[0].set_title("exact evaluation on the grid (lower is better)")

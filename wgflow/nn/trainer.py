@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -109,38 +108,57 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
+        from .. import validation
+        where = "TrainConfig"
         if self.algo not in ALGORITHMS:
             raise ValidationError(f"unknown algorithm {self.algo!r}; choose from {ALGORITHMS}")
-        if self.exploration_std is None:
-            self.exploration_std = 0.1 if self.algo.startswith("wppg") else 0.0
-        self.exploration_std = float(self.exploration_std)
-        if self.objective not in ("discounted", "average"):
-            raise ValidationError(f"objective must be 'discounted' or 'average', got {self.objective!r}")
-        if not (0.0 <= self.gamma < 1.0):
-            raise ValidationError(f"gamma must be in [0, 1), got {self.gamma}")
+        self.hidden = self._layers("hidden")
+        self.critic_hidden = self._layers("critic_hidden")
+        # integers are checked as integers: a float would be truncated (horizon=1.5) or, as a
+        # period, never divide a step count (eval_every=2.5 gives no learning-curve point)
         for name in ("steps", "batch_size", "buffer_size", "updates_per_step", "horizon", "n_envs",
                      "next_samples", "wpo_samples", "wppg_samples", "entropy_centers",
                      "entropy_samples", "eval_episodes", "kl_period"):
-            if int(getattr(self, name)) < 1:
-                raise ValidationError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_starts", "eval_every", "checkpoint_every", "final_episodes", "threads",
-                     "latent_dim"):
-            if int(getattr(self, name)) < 0:
-                raise ValidationError(f"{name} must be >= 0, got {getattr(self, name)}")
+            setattr(self, name, validation.integer(getattr(self, name), name, where, low=1))
+        for name in ("seed", "learning_starts", "eval_every", "checkpoint_every", "final_episodes",
+                     "threads", "latent_dim"):
+            setattr(self, name, validation.integer(getattr(self, name), name, where, low=0))
+        if self.objective not in ("discounted", "average"):
+            raise ValidationError(f"objective must be 'discounted' or 'average', got {self.objective!r}")
+        self.gamma = validation.real(self.gamma, "gamma", where, low=0.0, high=1.0, high_open=True)
         if self.wpo_space not in ("pre_tanh", "action"):
             raise ValidationError(f"wpo_space must be 'pre_tanh' or 'action', got {self.wpo_space!r}")
         if self.wpo_squash not in ("identity", "cbrt"):
             raise ValidationError(f"wpo_squash must be 'identity' or 'cbrt', got {self.wpo_squash!r}")
+        self.wpo_preconditioner = validation.boolean(self.wpo_preconditioner, "wpo_preconditioner", where)
         for name in ("actor_lr", "critic_lr", "eta", "init_alpha", "gain_rate"):
-            if not getattr(self, name) > 0:
-                raise ValidationError(f"{name} must be > 0, got {getattr(self, name)}")
+            setattr(self, name, validation.real(getattr(self, name), name, where, low=0.0, low_open=True))
+        if self.exploration_std is None:
+            self.exploration_std = 0.1 if self.algo.startswith("wppg") else 0.0
         for name in ("tau", "kl_mean", "kl_std", "grad_clip", "exploration_std"):
-            if not getattr(self, name) >= 0:
-                raise ValidationError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (0 < self.polyak <= 1):
-            raise ValidationError(f"polyak must be in (0, 1], got {self.polyak}")
+            setattr(self, name, validation.real(getattr(self, name), name, where, low=0.0))
+        self.polyak = validation.real(self.polyak, "polyak", where, low=0.0, high=1.0, low_open=True)
+        if self.target_entropy is None:
+            self.target_entropy = float("nan")
+        if not (isinstance(self.target_entropy, float) and math.isnan(self.target_entropy)):
+            self.target_entropy = validation.real(self.target_entropy, "target_entropy", where)
+        if self.algo.startswith("wppg") and self.tau > 0 and self.exploration_std == 0:
+            # the entropy estimate's bandwidth is the executed-action noise: without it the
+            # entropy term tau H would silently be 0
+            raise ValidationError(f"{self.algo} with tau={self.tau} > 0 needs exploration_std > 0 "
+                                  "(the bandwidth of its entropy estimate); set tau=0 to train "
+                                  "without the entropy term")
+        if not isinstance(self.device, str):
+            raise ValidationError(f"device must be a string ('auto', 'cpu', 'cuda', ...), got "
+                                  f"{validation.describe(self.device)}")
+
+    def _layers(self, name):
+        from .. import validation
+        value = getattr(self, name)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValidationError(f"TrainConfig: {name} must be a sequence of layer widths, e.g. "
+                                  f"(256, 256), got {validation.describe(value)}")
+        return tuple(validation.integer(h, f"{name} width", "TrainConfig", low=1) for h in value)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -196,7 +214,7 @@ class Trainer:
     output : path, optional
         Results file; checkpoints go to ``<output>.ckpt``.
     progress : bool or None
-        tqdm progress bar (None: when stderr is a terminal).
+        tqdm progress bar (None: when stderr is a terminal or in a Jupyter notebook).
     """
 
     def __init__(self, env_name: str, config: TrainConfig | None = None, params: dict | None = None,
@@ -206,7 +224,8 @@ class Trainer:
         self.params = dict(params or {})
         self.env_name = env_name
         self.output = Path(output) if output is not None else None
-        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        from .. import _progress
+        self.progress = _progress.enabled(progress)
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         self.device = resolve_device(cfg.device)
@@ -220,9 +239,20 @@ class Trainer:
             self.problem = ad.problem if ad is not None else None
             self.gym_id = env_name
             if self.problem is not None:
-                unknown = set(self.params) - set(problems.parameters(self.problem))
+                defaults = problems.parameters(self.problem)
+                unknown = set(self.params) - set(defaults)
                 if unknown:
                     raise ValidationError(f"{self.problem} has no parameter(s) {sorted(unknown)}")
+                # gymnasium runs its own physics: only the grid sizes of the exact evaluation may
+                # be chosen, or J and J* would belong to another problem than the one trained on
+                physics = sorted(k for k, v in self.params.items()
+                                 if not k.startswith("n_") and v != defaults[k])
+                if physics:
+                    raise ValidationError(
+                        f"{env_name} runs gymnasium's own physics; the parameter(s) {physics} of "
+                        f"{self.problem} would make the exact evaluation that of another problem: "
+                        f"give only grid sizes ({sorted(k for k in defaults if k.startswith('n_'))}), "
+                        f"or train on the model '{self.problem}' with these parameters")
         # seeds: networks from torch's global generator, everything later from own generators
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -464,8 +494,8 @@ class Trainer:
         until = cfg.steps if until is None else min(int(until), cfg.steps)
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.algo} {self.env_name}",
+            from .._progress import tqdm_class
+            bar = tqdm_class()(total=cfg.steps, initial=self.step, desc=f"{cfg.algo} {self.env_name}",
                        unit="step", dynamic_ncols=True)
         try:
             while self.step < until:
@@ -492,6 +522,10 @@ class Trainer:
                     self.save_checkpoint()
                 if bar is not None:
                     bar.update(1)
+            if self.step == cfg.steps and (not self.curve["step"] or self.curve["step"][-1] != self.step):
+                # a run resumed from a checkpoint at its (smaller) last step: the curve gets the
+                # point at ``steps`` that an uninterrupted run of that length records
+                self._evaluate()
         finally:
             if bar is not None:
                 bar.close()

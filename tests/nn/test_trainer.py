@@ -224,3 +224,36 @@ def test_progress_bar_follows_wgflow_s_rule(monkeypatch):
     cfg = TrainConfig(algo="wpo", steps=10, **TINY)
     assert Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=None).progress is True
     assert Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=False).progress is False
+
+
+def test_parameters_of_a_gymnasium_environment_without_twin_are_refused():
+    """Without a grid twin there is no problem the parameters could set: they are not dropped."""
+    gym = pytest.importorskip("gymnasium")
+
+    class Line(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(1, np.float32), {}
+
+        def step(self, a):
+            return np.zeros(1, np.float32), 0.0, False, False, {}
+
+    if "WgflowTestLine-v0" not in gym.registry:
+        gym.register("WgflowTestLine-v0", entry_point=Line, max_episode_steps=5)
+    cfg = TrainConfig(algo="wpo", steps=10, **TINY)
+    with pytest.raises(wg.ValidationError, match=r"no wgflow grid twin.*\['n_theta'\] would be ignored"):
+        Trainer("WgflowTestLine-v0", cfg, params={"n_theta": 9}, progress=False)
+    tr = Trainer("WgflowTestLine-v0", cfg, progress=False)
+    assert tr.mdp is None and tr.problem is None
+
+
+def test_summary_gives_the_absolute_gap_when_the_optimum_is_zero():
+    from wgflow.nn.results import TrainResult
+    res = TrainResult(TrainConfig(objective="average"), {"name": "pendulum", "objective": "average"}, {},
+                      0.25, 0.5, 0.0, float("nan"), float("nan"))
+    assert "optimum 0 (above the optimum by 0.25)" in res.summary()
+    res.J_star = 0.2
+    assert "(gap 25.00 %)" in res.summary()             # (0.25 - 0.2) / 0.2

@@ -238,6 +238,9 @@ class Trainer:
             ad = GYM_ADAPTERS.get(env_name)
             self.problem = ad.problem if ad is not None else None
             self.gym_id = env_name
+            if self.problem is None and self.params:
+                raise ValidationError(f"{env_name} has no wgflow grid twin (twins: {sorted(GYM_ADAPTERS)}): "
+                                      f"the parameter(s) {sorted(self.params)} would be ignored")
             if self.problem is not None:
                 defaults = problems.parameters(self.problem)
                 unknown = set(self.params) - set(defaults)

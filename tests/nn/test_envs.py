@@ -134,3 +134,28 @@ def test_gym_evaluate_rejects_bad_arguments(gym, kw, match):
     from wgflow.nn.envs import gym_evaluate
     with pytest.raises(wg.ValidationError, match=match):
         gym_evaluate(lambda s: np.zeros((s.shape[0], 1)), "Pendulum-v1", **kw)
+
+
+def test_training_episodes_are_not_the_evaluation_episodes(gym):
+    """Training episode k of a GymEnv and evaluation episode i of gym_evaluate start from
+    different states: a return is not measured on start states trained on."""
+    from wgflow.nn.envs import GymEnv
+    evals = []
+    for i in range(40):
+        e = gym.make("Pendulum-v1")
+        e.reset(seed=i)
+        evals.append(np.array(e.unwrapped.state, dtype=float))
+    starts = {}
+    for seed in (0, 1):
+        env = GymEnv("Pendulum-v1", seed=seed)
+        starts[seed] = []
+        for k in range(40):
+            env.episode = k
+            env.reset()
+            starts[seed].append(np.array(env.env.unwrapped.state, dtype=float))
+    train = np.array(starts[0] + starts[1])
+    # the start states are continuous draws: equal ones only come from equal reset seeds
+    assert np.min(np.abs(train[:, None, :] - np.array(evals)[None, :, :]).sum(-1)) > 0
+    assert len({tuple(x) for x in train}) == 80          # seeds 0 and 1 share no episode
+    from wgflow.nn.envs import TRAINING_SEED_BASE, training_seed
+    assert min(training_seed(s, k) for s in (0, 1) for k in range(40)) >= TRAINING_SEED_BASE

@@ -257,3 +257,9 @@ def test_summary_gives_the_absolute_gap_when_the_optimum_is_zero():
     assert "optimum 0 (above the optimum by 0.25)" in res.summary()
     res.J_star = 0.2
     assert "(gap 25.00 %)" in res.summary()             # (0.25 - 0.2) / 0.2
+
+
+def test_output_in_a_missing_directory_is_refused_before_training(tmp_path):
+    cfg = TrainConfig(algo="wpo", steps=10, **TINY)
+    with pytest.raises(wg.MissingFileError, match="does not exist"):
+        Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "nodir" / "r.h5", progress=False)

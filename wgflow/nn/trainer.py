@@ -223,7 +223,9 @@ class Trainer:
         self.config = cfg = config or TrainConfig()
         self.params = dict(params or {})
         self.env_name = env_name
-        self.output = Path(output) if output is not None else None
+        from .. import validation
+        # checked now, not at the first checkpoint thousands of steps later
+        self.output = validation.output_path(output, "output", "Trainer") if output is not None else None
         from .. import _progress
         self.progress = _progress.enabled(progress)
         if cfg.threads:

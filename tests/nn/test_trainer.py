@@ -263,3 +263,21 @@ def test_output_in_a_missing_directory_is_refused_before_training(tmp_path):
     cfg = TrainConfig(algo="wpo", steps=10, **TINY)
     with pytest.raises(wg.MissingFileError, match="does not exist"):
         Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "nodir" / "r.h5", progress=False)
+
+
+def test_a_multichain_projection_under_the_average_cost_is_nan_not_a_crash():
+    """A zero action on the noiseless double integrator leaves every v = 0 cell in place: the
+    projected chain has several recurrent classes and no single gain. The curve point is NaN
+    with a warning, and the run goes on."""
+    cfg = TrainConfig(algo="wpo", steps=10, objective="average", **TINY)
+    tr = Trainer("double_integrator", cfg, params=dict(n_states=(9, 9), n_actions=5), progress=False)
+    with torch.no_grad():
+        last = tr.actor.net.net[-1]
+        last.weight.zero_()
+        last.bias.zero_()                                # mu = 0: action c + r tanh(0) = 0
+    with pytest.raises(wg.NotUnichainError):             # the chain really is multichain
+        from wgflow.nn.projection import project_policy
+        wg.evaluate(tr.mdp, project_policy(tr.actor, tr.mdp, "deterministic"), wg.Average())
+    with pytest.warns(UserWarning, match="recurrent classes"):
+        row = tr._evaluate()
+    assert np.isnan(row["J_exact"]) and np.isnan(tr.curve["J_exact"][-1])

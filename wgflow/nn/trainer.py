@@ -34,6 +34,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -452,13 +453,30 @@ class Trainer:
         from .projection import deterministic_actions
         return lambda states: deterministic_actions(self.actor, states)
 
+    def _exact_J(self, mode: str) -> float:
+        """Exact J (or gain) of the ``mode`` projection of the policy on the grid problem.
+
+        For the average cost a projected policy whose chain has several recurrent classes (a
+        noiseless model, e.g. the double integrator's ``v = 0`` cells under a zero action) has no
+        single gain: that evaluation is NaN, with a warning, rather than the end of the run.
+        """
+        from ..errors import NotUnichainError
+        from ..evaluation import evaluate
+        from .projection import project_policy
+        try:
+            return float(evaluate(self.mdp, project_policy(self.actor, self.mdp, mode), self.objective).J)
+        except NotUnichainError as exc:
+            warnings.warn(f"step {self.step}: the {mode} projection of the policy has "
+                          f"{len(exc.classes) or 'several'} recurrent classes on the grid, so no single "
+                          "gain; its exact evaluation is NaN", UserWarning, stacklevel=2)
+            return float("nan")
+
     def _evaluate(self):
         cfg = self.config
         w0, c0 = time.perf_counter(), time.process_time()
         J = float("nan")
         if self.mdp is not None:
-            from .projection import exact_evaluation
-            J = exact_evaluation(self.actor, self.mdp, self.objective, stochastic=False)["J_deterministic"]
+            J = self._exact_J("deterministic")
         rm = rs = float("nan")
         if self.gym_id is not None and cfg.eval_episodes > 0:
             r = gym_evaluate(self.deterministic_policy(), self.gym_id, cfg.eval_episodes, seed=0,
@@ -481,9 +499,8 @@ class Trainer:
                "final_return_mean": float("nan"), "final_return_std": float("nan")}
         w0, c0 = time.perf_counter(), time.process_time()
         if self.mdp is not None:
-            from .projection import exact_evaluation
-            ex = exact_evaluation(self.actor, self.mdp, self.objective, stochastic=True)
-            out["J_exact"], out["J_exact_stochastic"] = ex["J_deterministic"], ex["J_stochastic"]
+            out["J_exact"] = self._exact_J("deterministic")
+            out["J_exact_stochastic"] = self._exact_J("stochastic")
         if self.gym_id is not None and cfg.final_episodes > 0:
             r = gym_evaluate(self.deterministic_policy(), self.gym_id, cfg.final_episodes, seed=0,
                              gamma=cfg.gamma)

@@ -598,9 +598,15 @@ class Trainer:
         mine.pop("steps")
         theirs.pop("steps")
         if theirs != mine or d["env_name"] != self.env_name or d["params"] != self.params:
-            raise ValidationError("the checkpoint was written by a run with another configuration, "
-                                  "environment or parameters; resume with the same ones (only the "
-                                  "number of steps may change)")
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            if d["env_name"] != self.env_name:
+                diff.append("environment")
+            if d["params"] != self.params:
+                diff.append("params")
+            raise ValidationError(f"the checkpoint was written by a run with another configuration, "
+                                  f"environment or parameters (differing: {diff}); resume with the "
+                                  f"same ones (only the number of steps may change), or start "
+                                  f"afresh (wgflow train --no-resume; train(..., resume=False))")
         if int(d["step"]) > self.config.steps:
             raise ValidationError(f"the checkpoint is at step {d['step']}, beyond steps={self.config.steps}")
         self.step, self.updates, self.rho = int(d["step"]), int(d["updates"]), float(d["rho"])

@@ -281,3 +281,14 @@ def test_a_multichain_projection_under_the_average_cost_is_nan_not_a_crash():
     with pytest.warns(UserWarning, match="recurrent classes"):
         row = tr._evaluate()
     assert np.isnan(row["J_exact"]) and np.isnan(tr.curve["J_exact"][-1])
+
+
+def test_numpy_parameters_are_stored(tmp_path):
+    """Parameters given as numpy numbers (a sweep over np.arange) reach the results file."""
+    import wgflow.nn as wnn
+    params = {"n_theta": np.int64(9), "n_omega": 9, "n_actions": np.int32(7), "g": np.float64(10.0)}
+    res = train("pendulum", algo="wpo", steps=25, seed=0, output=tmp_path / "n.h5", params=params,
+                progress=False, **dict(TINY, eval_every=0))
+    loaded = wnn.load_result(tmp_path / "n.h5")
+    assert loaded.env["params"] == {"n_theta": 9, "n_omega": 9, "n_actions": 7, "g": 10.0}
+    assert loaded.J_exact == res.J_exact

@@ -196,6 +196,17 @@ def _gym_twin(problem: str, params: dict):
     return None
 
 
+def _plain(value):
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _curve_keys():
     return ("step", "wall", "cpu", "J_exact", "return_mean", "return_std", "gain_estimate",
             "critic_loss", "actor_loss", "mean_std")
@@ -222,7 +233,9 @@ class Trainer:
                  output=None, progress: bool | None = None):
         from .. import problems
         self.config = cfg = config or TrainConfig()
-        self.params = dict(params or {})
+        # numpy scalars and arrays become Python values: the results file stores the parameters
+        # as JSON, which numpy types would break after the whole run
+        self.params = {str(k): _plain(v) for k, v in dict(params or {}).items()}
         self.env_name = env_name
         from .. import validation
         # checked now, not at the first checkpoint thousands of steps later

@@ -292,3 +292,17 @@ def test_numpy_parameters_are_stored(tmp_path):
     loaded = wnn.load_result(tmp_path / "n.h5")
     assert loaded.env["params"] == {"n_theta": 9, "n_omega": 9, "n_actions": 7, "g": 10.0}
     assert loaded.J_exact == res.J_exact
+
+
+def test_checkpoint_of_another_device_is_refused(tmp_path):
+    """device="auto" is a GPU where there is one: its checkpoint holds a CUDA generator state,
+    which a CPU run cannot continue from (the case is made here by marking a CPU checkpoint)."""
+    cfg = TrainConfig(algo="wpo", steps=30, seed=0, **TINY)
+    tr = Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "d.h5", progress=False)
+    tr.run(until=5)
+    d = tr.state_dict()
+    d["device"] = "cuda"
+    d["gen"] = torch.zeros(16, dtype=torch.uint8)        # a CUDA generator's state: seed and offset
+    torch.save(d, tr.checkpoint_path)
+    with pytest.raises(wg.ValidationError, match="written by a run on 'cuda'"):
+        Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "d.h5", progress=False).load_checkpoint()

@@ -594,7 +594,7 @@ class Trainer:
              "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
              "critic_target": self.critic_target.state_dict(),
              "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-             "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "device": self.device.type, "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
              "np_rng": self.rng.bit_generator.state, "py_rng": random.getstate(),
              "env": self.env.get_state(), "buffer": self.buffer.state_dict(),
              "curve": {k: list(v) for k, v in self.curve.items()}, "clock": dict(self.clock),
@@ -620,6 +620,13 @@ class Trainer:
                                   f"environment or parameters (differing: {diff}); resume with the "
                                   f"same ones (only the number of steps may change), or start "
                                   f"afresh (wgflow train --no-resume; train(..., resume=False))")
+        written_on = d.get("device", "cpu")
+        if written_on != self.device.type:
+            # the random generators of a CPU and a CUDA run have different states: the run
+            # cannot continue as it would have (device="auto" picks the GPU where there is one)
+            raise ValidationError(f"the checkpoint was written by a run on {written_on!r}, this run "
+                                  f"is on {self.device.type!r}; resume on the same kind of device "
+                                  f"(TrainConfig.device / --device)")
         if int(d["step"]) > self.config.steps:
             raise ValidationError(f"the checkpoint is at step {d['step']}, beyond steps={self.config.steps}")
         self.step, self.updates, self.rho = int(d["step"]), int(d["updates"]), float(d["rho"])

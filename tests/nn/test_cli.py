@@ -57,3 +57,6 @@ def test_gym_eval_of_a_grid_solution(tmp_path, capsys):
 def test_train_rejects_unknown_options(capsys):
     assert main(["train", "pendulum", "--set", "warp=9", "--steps", "5"]) == 2
     assert "unknown option" in capsys.readouterr().err
+    # a discount that the average cost would ignore is refused, not dropped
+    assert main(["train", "pendulum", "--objective", "average", "--gamma", "0.9", "--steps", "5"]) == 2
+    assert "--gamma has no effect" in capsys.readouterr().err

@@ -37,6 +37,9 @@ def cmd_train(args) -> int:
         v = getattr(args, name)
         if v is not None:
             options[name] = v
+    if options.get("objective") == "average" and "gamma" in options:
+        raise ValidationError("--gamma has no effect with --objective average (the gain is not "
+                              "discounted); leave it out")
     res = train(args.env, algo=args.algo, steps=args.steps, seed=args.seed, output=args.output,
                 params=dict(args.param or []), resume=not args.no_resume,
                 progress=False if args.quiet else None, **options)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ValidationError
+
 __all__ = ["plot_learning_curves"]
 
 
@@ -19,7 +21,8 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
     runs : dict
         ``label -> result`` (a :class:`~wgflow.nn.results.TrainResult` or a loaded result: anything
         with a ``curve`` dict holding ``step``, ``J_exact``, ``return_mean``); a list of results
-        under one label is drawn as its mean with a min-max band.
+        under one label is drawn as its mean with a min-max band over their common steps (runs
+        stopped at different step counts; their evaluation steps must agree).
     J_star : float, optional
         The exact optimum, drawn as a horizontal line in the first panel.
     reference_return : float, optional
@@ -45,8 +48,13 @@ def plot_learning_curves(runs: dict, J_star: float | None = None, reference_retu
         cs = _curves(res)
         col = colors(i % 10)
         for ax, key in zip(axes, ("J_exact", "return_mean")):
-            steps = np.asarray(cs[0]["step"], float)
-            vals = np.stack([np.asarray(c[key], float)[:steps.size] for c in cs])
+            # runs of one label stopped at different steps are averaged over their common steps
+            n = min(len(c["step"]) for c in cs)
+            steps = np.asarray(cs[0]["step"], float)[:n]
+            if any(not np.array_equal(np.asarray(c["step"], float)[:n], steps) for c in cs[1:]):
+                raise ValidationError(f"the runs under {label!r} were evaluated at different steps; "
+                                      "their mean needs the same evaluation steps")
+            vals = np.stack([np.asarray(c[key], float)[:n] for c in cs])
             if not np.isfinite(vals).any():
                 continue
             if key == "J_exact":

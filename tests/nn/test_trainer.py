@@ -306,3 +306,20 @@ def test_checkpoint_of_another_device_is_refused(tmp_path):
     torch.save(d, tr.checkpoint_path)
     with pytest.raises(wg.ValidationError, match="written by a run on 'cuda'"):
         Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "d.h5", progress=False).load_checkpoint()
+
+
+def test_a_failed_exact_evaluation_is_nan_not_a_crash(monkeypatch):
+    """wg.evaluate refuses a chain whose stationary law it cannot compute accurately
+    (ConvergenceError; e.g. model noise 0.1 on a 9 x 9 pendulum grid under a zero torque, a nearly
+    decomposable chain). The curve point is NaN with a warning, and the run goes on."""
+    import wgflow.evaluation
+
+    def refuse(*args, **kwargs):
+        raise wg.ConvergenceError("stationary law has a negative entry -3.6e-06")
+
+    cfg = TrainConfig(algo="wpo", steps=10, objective="average", **TINY)
+    tr = Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=False)
+    monkeypatch.setattr(wgflow.evaluation, "evaluate", refuse)
+    with pytest.warns(UserWarning, match="exact evaluation of the deterministic projection.*negative entry"):
+        row = tr._evaluate()
+    assert np.isnan(row["J_exact"])

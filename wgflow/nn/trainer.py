@@ -471,9 +471,11 @@ class Trainer:
 
         For the average cost a projected policy whose chain has several recurrent classes (a
         noiseless model, e.g. the double integrator's ``v = 0`` cells under a zero action) has no
-        single gain: that evaluation is NaN, with a warning, rather than the end of the run.
+        single gain, and a nearly decomposable chain (model noise far below the grid spacing) may
+        have no stationary law that :func:`wgflow.evaluate` can compute accurately
+        (ConvergenceError): that evaluation is NaN, with a warning, rather than the end of the run.
         """
-        from ..errors import NotUnichainError
+        from ..errors import ConvergenceError, NotUnichainError
         from ..evaluation import evaluate
         from .projection import project_policy
         try:
@@ -482,7 +484,10 @@ class Trainer:
             warnings.warn(f"step {self.step}: the {mode} projection of the policy has "
                           f"{len(exc.classes) or 'several'} recurrent classes on the grid, so no single "
                           "gain; its exact evaluation is NaN", UserWarning, stacklevel=2)
-            return float("nan")
+        except ConvergenceError as exc:
+            warnings.warn(f"step {self.step}: the exact evaluation of the {mode} projection of the "
+                          f"policy failed ({exc}); it is NaN", UserWarning, stacklevel=2)
+        return float("nan")
 
     def _evaluate(self):
         cfg = self.config

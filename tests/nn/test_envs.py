@@ -128,7 +128,8 @@ def test_solution_agent_reproduces_the_grid_policy_and_the_model_value(gym):
     assert -r.discounted.mean() == pytest.approx(V.mean(), rel=0.05)
 
 
-@pytest.mark.parametrize("kw,match", [(dict(gamma=1.5), "gamma must be"), (dict(episodes=2.5), "episodes must be"),
+@pytest.mark.parametrize("kw,match", [(dict(gamma=1.5), "gamma must be"),
+                                      (dict(episodes=2.5), "episodes must be"),
                                       (dict(seed=-1), "seed must be")])
 def test_gym_evaluate_rejects_bad_arguments(gym, kw, match):
     from wgflow.nn.envs import gym_evaluate

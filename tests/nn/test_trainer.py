@@ -305,7 +305,8 @@ def test_checkpoint_of_another_device_is_refused(tmp_path):
     d["gen"] = torch.zeros(16, dtype=torch.uint8)        # a CUDA generator's state: seed and offset
     torch.save(d, tr.checkpoint_path)
     with pytest.raises(wg.ValidationError, match="written by a run on 'cuda'"):
-        Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "d.h5", progress=False).load_checkpoint()
+        Trainer("pendulum", cfg, params=SMALL_PENDULUM, output=tmp_path / "d.h5",
+                progress=False).load_checkpoint()
 
 
 def test_a_failed_exact_evaluation_is_nan_not_a_crash(monkeypatch):

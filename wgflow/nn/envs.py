@@ -389,9 +389,10 @@ def gym_evaluate(agent, env_id: str, episodes: int = 100, seed: int = 0, gamma: 
     """Run ``agent`` (states ``(n, ds)`` -> actions ``(n, da)``) in gymnasium, episodes in lockstep.
 
     Episode ``i`` is reset with seed ``seed + i`` (below ``2**31``: training episodes of
-    :class:`GymEnv` use larger seeds, so these start states were not trained on). Observations are mapped to wgflow states for the
-    environments in :data:`GYM_ADAPTERS` (raw observations otherwise); actions are clipped to the
-    action box. Returns the undiscounted returns and the ``gamma``-discounted ones.
+    :class:`GymEnv` use larger seeds, so these start states were not trained on). Observations
+    are mapped to wgflow states for the environments in :data:`GYM_ADAPTERS` (raw observations
+    otherwise); actions are clipped to the action box. Returns the undiscounted returns and the
+    ``gamma``-discounted ones.
     """
     from .. import validation
     gym = require_gymnasium()

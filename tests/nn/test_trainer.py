@@ -199,6 +199,17 @@ def test_bad_configuration_values_name_the_field(field, value, match):
         TrainConfig(algo="reparam", **{field: value})
 
 
+def test_options_of_another_algorithm_are_refused():
+    """WPO's KL penalty and WPPG-I's latent dimension are off by default; set for an algorithm
+    that has neither, they would be ignored."""
+    with pytest.raises(wg.ValidationError, match="WPO's KL penalty; reparam has none"):
+        TrainConfig(algo="reparam", kl_mean=0.5)
+    with pytest.raises(wg.ValidationError, match="latent_dim sets the implicit policy"):
+        TrainConfig(algo="wppg", latent_dim=3)
+    assert TrainConfig(algo="wpo", kl_std=1.0).kl_std == 1.0
+    assert TrainConfig(algo="wppg-implicit", latent_dim=3).latent_dim == 3
+
+
 def test_wppg_entropy_term_needs_a_bandwidth():
     """tau > 0 with no executed-action noise would make the entropy estimate (bandwidth = that
     noise) silently 0; it is refused, and tau = 0 without noise is accepted."""

@@ -149,6 +149,14 @@ class TrainConfig:
             raise ValidationError(f"{self.algo} with tau={self.tau} > 0 needs exploration_std > 0 "
                                   "(the bandwidth of its entropy estimate); set tau=0 to train "
                                   "without the entropy term")
+        # options of one algorithm whose default switches them off: set for another, they would
+        # be ignored
+        if self.algo != "wpo" and (self.kl_mean > 0 or self.kl_std > 0):
+            raise ValidationError(f"kl_mean and kl_std are WPO's KL penalty; {self.algo} has none "
+                                  f"(got kl_mean={self.kl_mean}, kl_std={self.kl_std})")
+        if self.algo != "wppg-implicit" and self.latent_dim > 0:
+            raise ValidationError(f"latent_dim sets the implicit policy of wppg-implicit; {self.algo} "
+                                  f"has a Gaussian policy (got latent_dim={self.latent_dim})")
         if not isinstance(self.device, str):
             raise ValidationError(f"device must be a string ('auto', 'cpu', 'cuda', ...), got "
                                   f"{validation.describe(self.device)}")

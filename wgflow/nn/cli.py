@@ -101,7 +101,7 @@ def _check_state_box(env: dict, env_id: str, path) -> None:
     """
     import numpy as np
     from ..errors import ValidationError
-    from .envs import GYM_ADAPTERS
+    from .envs import GYM_ADAPTERS, observation_box
     from ._torch import require_gymnasium
     ad = GYM_ADAPTERS.get(env_id)
     if ad is not None:
@@ -112,10 +112,8 @@ def _check_state_box(env: dict, env_id: str, path) -> None:
             e = gym.make(env_id)
         except Exception as exc:        # gymnasium raises its own error types
             raise ValidationError(f"gymnasium cannot make {env_id!r}: {exc}") from exc
-        so = e.observation_space
+        box = observation_box(e.observation_space)
         e.close()
-        box = np.stack([np.asarray(so.low, float).reshape(-1), np.asarray(so.high, float).reshape(-1)],
-                       axis=1)
     mine = np.asarray(env.get("state_bounds"), dtype=float)
     if mine.shape != box.shape or not np.allclose(mine, box, rtol=1e-9, atol=0, equal_nan=False):
         raise ValidationError(f"{path} was trained on {env.get('name')!r} (state box {mine.tolist()}); "

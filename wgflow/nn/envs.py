@@ -204,6 +204,9 @@ GYM_ADAPTERS = {
 }
 
 
+#: an observation bound this large (gymnasium's float32 max) means an unbounded axis
+_UNBOUNDED = 1e30
+
 #: training episodes are reset with seeds from here on; evaluation episodes use smaller ones
 TRAINING_SEED_BASE = 2 ** 31
 
@@ -217,6 +220,19 @@ def training_seed(seed: int, episode: int) -> int:
     """
     word = int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1, dtype=np.uint32)[0])
     return TRAINING_SEED_BASE + (word >> 1)
+
+
+def observation_box(space) -> np.ndarray:
+    """Bounds ``(ds, 2)`` of a gymnasium Box observation space, unbounded axes as ``-+inf``.
+
+    gymnasium writes an unbounded axis as +-float32 max (CartPole's velocities); mapping that
+    "box" affinely to ``[-1, 1]`` would squash every state to one feature value.
+    """
+    b = np.stack([np.asarray(space.low, float).reshape(-1), np.asarray(space.high, float).reshape(-1)],
+                 axis=1)
+    b[:, 0] = np.where(b[:, 0] <= -_UNBOUNDED, -np.inf, b[:, 0])
+    b[:, 1] = np.where(b[:, 1] >= _UNBOUNDED, np.inf, b[:, 1])
+    return b
 
 
 class GymEnv:
@@ -245,8 +261,7 @@ class GymEnv:
             self.state_bounds = self.adapter.state_bounds.copy()
             self.periodic = list(self.adapter.periodic)
         else:
-            so = self.env.observation_space
-            self.state_bounds = np.stack([so.low, so.high], axis=1).astype(float).reshape(-1, 2)
+            self.state_bounds = observation_box(self.env.observation_space)
             self.periodic = [False] * self.state_bounds.shape[0]
         self.action_low = np.asarray(sp_a.low, dtype=float).reshape(-1)
         self.action_high = np.asarray(sp_a.high, dtype=float).reshape(-1)

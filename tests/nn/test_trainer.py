@@ -237,7 +237,7 @@ def test_progress_bar_follows_wgflow_s_rule(monkeypatch):
     assert Trainer("pendulum", cfg, params=SMALL_PENDULUM, progress=False).progress is False
 
 
-def test_parameters_of_a_gymnasium_environment_without_twin_are_refused():
+def test_parameters_of_a_gymnasium_environment_without_twin_are_refused(tmp_path):
     """Without a grid twin there is no problem the parameters could set: they are not dropped."""
     gym = pytest.importorskip("gymnasium")
 
@@ -259,6 +259,11 @@ def test_parameters_of_a_gymnasium_environment_without_twin_are_refused():
         Trainer("WgflowTestLine-v0", cfg, params={"n_theta": 9}, progress=False)
     tr = Trainer("WgflowTestLine-v0", cfg, progress=False)
     assert tr.mdp is None and tr.problem is None
+    # no physical state to checkpoint: said when the run starts, not at the first checkpoint
+    with pytest.raises(wg.ValidationError, match="checkpoint_every=0"):
+        Trainer("WgflowTestLine-v0", TrainConfig(algo="wpo", steps=10, **dict(TINY, checkpoint_every=5)),
+                output=tmp_path / "l.h5", progress=False)
+    Trainer("WgflowTestLine-v0", cfg, output=tmp_path / "l.h5", progress=False).run()   # checkpoint_every=0
 
 
 def test_summary_gives_the_absolute_gap_when_the_optimum_is_zero():

@@ -262,6 +262,12 @@ class Trainer:
             ad = GYM_ADAPTERS.get(env_name)
             self.problem = ad.problem if ad is not None else None
             self.gym_id = env_name
+            if self.output is not None and cfg.checkpoint_every and \
+                    not hasattr(self.env.env.unwrapped, "state"):
+                # said now, not at the first checkpoint thousands of steps later
+                raise ValidationError(f"checkpoints of {env_name} need a classic-control environment "
+                                      "(an 'unwrapped.state' attribute); train it with "
+                                      "checkpoint_every=0 (--checkpoint-every 0)")
             if self.problem is None and self.params:
                 raise ValidationError(f"{env_name} has no wgflow grid twin (twins: {sorted(GYM_ADAPTERS)}): "
                                       f"the parameter(s) {sorted(self.params)} would be ignored")

@@ -28,6 +28,12 @@ def test_train_then_gym_eval(tmp_path, capsys):
     m = re.match(r"Pendulum-v1: mean return (\S+) \+- (\S+) over 3 episodes", line)
     ref = wnn.gym_evaluate(wnn.load_policy(out), "Pendulum-v1", episodes=3)
     assert float(m.group(1)) == pytest.approx(ref.mean, abs=0.005)
+    # the pendulum policy reads (theta, omega): the mountain car's (x, v) are refused, and so is a
+    # discount beyond 1
+    assert main(["gym-eval", str(out), "--env", "MountainCarContinuous-v0", "--episodes", "1", "-q"]) == 2
+    assert main(["gym-eval", str(out), "--gamma", "1.5", "--episodes", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "another problem's states" in err and "gamma must be" in err
 
 
 def test_gym_eval_of_a_grid_solution(tmp_path, capsys):
@@ -51,3 +57,6 @@ def test_gym_eval_of_a_grid_solution(tmp_path, capsys):
 def test_train_rejects_unknown_options(capsys):
     assert main(["train", "pendulum", "--set", "warp=9", "--steps", "5"]) == 2
     assert "unknown option" in capsys.readouterr().err
+    # a discount that the average cost would ignore is refused, not dropped
+    assert main(["train", "pendulum", "--objective", "average", "--gamma", "0.9", "--steps", "5"]) == 2
+    assert "--gamma has no effect" in capsys.readouterr().err

@@ -126,3 +126,65 @@ def test_solution_agent_reproduces_the_grid_policy_and_the_model_value(gym):
         starts.append(np.array(env.unwrapped.state, dtype=float))
     V = mdp.states.interpolate(sol.V, mdp.states.wrap(np.array(starts)))
     assert -r.discounted.mean() == pytest.approx(V.mean(), rel=0.05)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(gamma=1.5), "gamma must be"),
+                                      (dict(episodes=2.5), "episodes must be"),
+                                      (dict(seed=-1), "seed must be")])
+def test_gym_evaluate_rejects_bad_arguments(gym, kw, match):
+    from wgflow.nn.envs import gym_evaluate
+    with pytest.raises(wg.ValidationError, match=match):
+        gym_evaluate(lambda s: np.zeros((s.shape[0], 1)), "Pendulum-v1", **kw)
+
+
+def test_training_episodes_are_not_the_evaluation_episodes(gym):
+    """Training episode k of a GymEnv and evaluation episode i of gym_evaluate start from
+    different states: a return is not measured on start states trained on."""
+    from wgflow.nn.envs import GymEnv
+    evals = []
+    for i in range(40):
+        e = gym.make("Pendulum-v1")
+        e.reset(seed=i)
+        evals.append(np.array(e.unwrapped.state, dtype=float))
+    starts = {}
+    for seed in (0, 1):
+        env = GymEnv("Pendulum-v1", seed=seed)
+        starts[seed] = []
+        for k in range(40):
+            env.episode = k
+            env.reset()
+            starts[seed].append(np.array(env.env.unwrapped.state, dtype=float))
+    train = np.array(starts[0] + starts[1])
+    # the start states are continuous draws: equal ones only come from equal reset seeds
+    assert np.min(np.abs(train[:, None, :] - np.array(evals)[None, :, :]).sum(-1)) > 0
+    assert len({tuple(x) for x in train}) == 80          # seeds 0 and 1 share no episode
+    from wgflow.nn.envs import TRAINING_SEED_BASE, training_seed
+    assert min(training_seed(s, k) for s in (0, 1) for k in range(40)) >= TRAINING_SEED_BASE
+
+
+def test_float32_max_observation_bounds_are_unbounded_axes(gym):
+    """gymnasium writes an unbounded observation axis as +-float32 max: read as a box it would map
+    every state to the feature -1 (width 6.8e38); it is an unbounded axis, passed through."""
+    import torch
+    from wgflow.nn.envs import GymEnv
+    from wgflow.nn.networks import StateFeatures
+    big = np.finfo(np.float32).max
+
+    class Drift(gym.Env):
+        observation_space = gym.spaces.Box(np.array([-1.0, -big], np.float32),
+                                           np.array([1.0, big], np.float32))
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, a):
+            return np.zeros(2, np.float32), 0.0, False, False, {}
+
+    if "WgflowTestDrift-v0" not in gym.registry:
+        gym.register("WgflowTestDrift-v0", entry_point=Drift, max_episode_steps=5)
+    env = GymEnv("WgflowTestDrift-v0")
+    np.testing.assert_array_equal(env.state_bounds, [[-1.0, 1.0], [-np.inf, np.inf]])
+    f = StateFeatures(env.state_bounds, env.periodic)(torch.tensor([[0.5, 2.0], [0.5, -3.0]]))
+    np.testing.assert_allclose(f.numpy(), [[0.5, 2.0], [0.5, -3.0]])    # bounded: 2 (x+1)/2 - 1 = x

@@ -22,8 +22,29 @@ def require_gymnasium():
 
 
 def resolve_device(device: str | None = "auto"):
-    """``"auto"``: CUDA when torch sees a GPU, else CPU; otherwise ``torch.device(device)``."""
+    """``"auto"``: CUDA when torch sees a GPU, else CPU; otherwise ``torch.device(device)``,
+    refused (ValidationError) when torch cannot use it here."""
+    from ..errors import ValidationError
     torch = require_torch()
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValidationError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}: "
+                              f"{exc}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValidationError(f"device {device!r} asked for, but torch sees no CUDA GPU here "
+                                  "(use 'auto' or 'cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValidationError(f"device {device!r}: torch sees {torch.cuda.device_count()} "
+                                  "CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValidationError(f"device {device!r} asked for, but torch sees no MPS device here "
+                                  "(use 'auto' or 'cpu')")
+    elif dev.type != "cpu":
+        raise ValidationError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    return dev

@@ -37,6 +37,9 @@ def cmd_train(args) -> int:
         v = getattr(args, name)
         if v is not None:
             options[name] = v
+    if options.get("objective") == "average" and "gamma" in options:
+        raise ValidationError("--gamma has no effect with --objective average (the gain is not "
+                              "discounted); leave it out")
     res = train(args.env, algo=args.algo, steps=args.steps, seed=args.seed, output=args.output,
                 params=dict(args.param or []), resume=not args.no_resume,
                 progress=False if args.quiet else None, **options)
@@ -69,6 +72,7 @@ def _agent_for(path, env_id):
         if env_id is None:
             raise ValidationError(f"{p} was not trained on an environment with a gymnasium twin: "
                                   "give --env")
+        _check_state_box(pol.env, env_id, p)
         return pol, env_id
     if kind in ("Solution", "Policy", "Evaluation"):
         from ..io import load
@@ -86,6 +90,36 @@ def _agent_for(path, env_id):
         return agent, env_id
     raise FileFormatError(f"{p} holds neither a wgflow.nn training result nor a wgflow Solution "
                           f"(wgflow_type={kind!r})")
+
+
+def _check_state_box(env: dict, env_id: str, path) -> None:
+    """Refuse to run a trained policy in an environment whose states are other coordinates.
+
+    The network reads the state of its training environment (``env["state_bounds"]``); the
+    environment ``env_id`` hands it its own state (a twin's, or its raw observation), which must
+    live in the same box, or the returns would be those of a policy fed another problem's states.
+    """
+    import numpy as np
+    from ..errors import ValidationError
+    from .envs import GYM_ADAPTERS, observation_box
+    from ._torch import require_gymnasium
+    ad = GYM_ADAPTERS.get(env_id)
+    if ad is not None:
+        box = ad.state_bounds
+    else:
+        gym = require_gymnasium()
+        try:
+            e = gym.make(env_id)
+        except Exception as exc:        # gymnasium raises its own error types
+            raise ValidationError(f"gymnasium cannot make {env_id!r}: {exc}") from exc
+        box = observation_box(e.observation_space)
+        e.close()
+    mine = np.asarray(env.get("state_bounds"), dtype=float)
+    if mine.shape != box.shape or not np.allclose(mine, box, rtol=1e-9, atol=0, equal_nan=False):
+        raise ValidationError(f"{path} was trained on {env.get('name')!r} (state box {mine.tolist()}); "
+                              f"{env_id} gives states in {np.asarray(box).tolist()}"
+                              + (f" ({ad.problem})" if ad is not None else "")
+                              + ": the policy would read another problem's states")
 
 
 def cmd_gym_eval(args) -> int:

@@ -32,7 +32,7 @@ from ..errors import ValidationError
 from ._torch import require_gymnasium
 
 __all__ = ["ModelEnv", "GymEnv", "GymAdapter", "GYM_ADAPTERS", "make_env", "SolutionAgent",
-           "gym_evaluate", "EvalResult"]
+           "gym_evaluate", "EvalResult", "training_seed", "TRAINING_SEED_BASE"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,11 +204,45 @@ GYM_ADAPTERS = {
 }
 
 
+#: an observation bound this large (gymnasium's float32 max) means an unbounded axis
+_UNBOUNDED = 1e30
+
+#: training episodes are reset with seeds from here on; evaluation episodes use smaller ones
+TRAINING_SEED_BASE = 2 ** 31
+
+
+def training_seed(seed: int, episode: int) -> int:
+    """The gymnasium reset seed of training episode ``episode`` of a run with seed ``seed``.
+
+    ``seed + episode`` would replay the evaluation episodes (seeds ``0..n-1``) during training and
+    give runs with seeds 0 and 1 the same episodes shifted by one; a hash of ``(seed, episode)``
+    above :data:`TRAINING_SEED_BASE` gives neither.
+    """
+    word = int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1, dtype=np.uint32)[0])
+    return TRAINING_SEED_BASE + (word >> 1)
+
+
+def observation_box(space) -> np.ndarray:
+    """Bounds ``(ds, 2)`` of a gymnasium Box observation space, unbounded axes as ``-+inf``.
+
+    gymnasium writes an unbounded axis as +-float32 max (CartPole's velocities); mapping that
+    "box" affinely to ``[-1, 1]`` would squash every state to one feature value.
+    """
+    b = np.stack([np.asarray(space.low, float).reshape(-1), np.asarray(space.high, float).reshape(-1)],
+                 axis=1)
+    b[:, 0] = np.where(b[:, 0] <= -_UNBOUNDED, -np.inf, b[:, 0])
+    b[:, 1] = np.where(b[:, 1] >= _UNBOUNDED, np.inf, b[:, 1])
+    return b
+
+
 class GymEnv:
     """A gymnasium environment seen through wgflow's conventions (single copy, ``cost = -reward``).
 
-    Episode ``k`` is reset with seed ``seed + k``, so a run is reproducible and a checkpoint needs
-    only the episode counter and the classic-control physical state.
+    Episode ``k`` is reset with the seed :func:`training_seed` ``(seed, k)``, so a run is
+    reproducible and a checkpoint needs only the episode counter and the classic-control physical
+    state. Those seeds are at least ``2**31``, never one of the evaluation seeds of
+    :func:`gym_evaluate` (``seed + i``, small): a return is measured on start states that training
+    did not see.
     """
 
     def __init__(self, env_id: str, seed: int = 0):
@@ -227,8 +261,7 @@ class GymEnv:
             self.state_bounds = self.adapter.state_bounds.copy()
             self.periodic = list(self.adapter.periodic)
         else:
-            so = self.env.observation_space
-            self.state_bounds = np.stack([so.low, so.high], axis=1).astype(float).reshape(-1, 2)
+            self.state_bounds = observation_box(self.env.observation_space)
             self.periodic = [False] * self.state_bounds.shape[0]
         self.action_low = np.asarray(sp_a.low, dtype=float).reshape(-1)
         self.action_high = np.asarray(sp_a.high, dtype=float).reshape(-1)
@@ -244,7 +277,7 @@ class GymEnv:
                 else _identity_obs(obs).reshape(1, -1)).astype(float)
 
     def reset(self):
-        obs, _ = self.env.reset(seed=self.seed + self.episode)
+        obs, _ = self.env.reset(seed=training_seed(self.seed, self.episode))
         self.state = self.observe(obs)
         return self.state.copy()
 
@@ -272,7 +305,7 @@ class GymEnv:
 
     def set_state(self, d: dict):
         self.episode = int(d["episode"])
-        self.env.reset(seed=self.seed + self.episode)
+        self.env.reset(seed=training_seed(self.seed, self.episode))
         u = self.env.unwrapped
         u.state = np.array(d["phys"], dtype=u.state.dtype if hasattr(u.state, "dtype") else float)
         u.np_random.bit_generator.state = d["np_random"]
@@ -370,14 +403,17 @@ def gym_evaluate(agent, env_id: str, episodes: int = 100, seed: int = 0, gamma: 
                  progress: bool = False) -> EvalResult:
     """Run ``agent`` (states ``(n, ds)`` -> actions ``(n, da)``) in gymnasium, episodes in lockstep.
 
-    Episode ``i`` is reset with seed ``seed + i``. Observations are mapped to wgflow states for the
-    environments in :data:`GYM_ADAPTERS` (raw observations otherwise); actions are clipped to the
-    action box. Returns the undiscounted returns and the ``gamma``-discounted ones.
+    Episode ``i`` is reset with seed ``seed + i`` (below ``2**31``: training episodes of
+    :class:`GymEnv` use larger seeds, so these start states were not trained on). Observations
+    are mapped to wgflow states for the environments in :data:`GYM_ADAPTERS` (raw observations
+    otherwise); actions are clipped to the action box. Returns the undiscounted returns and the
+    ``gamma``-discounted ones.
     """
+    from .. import validation
     gym = require_gymnasium()
-    if int(episodes) < 1:
-        raise ValidationError(f"episodes must be >= 1, got {episodes}")
-    episodes = int(episodes)
+    episodes = validation.integer(episodes, "episodes", "gym_evaluate", low=1)
+    seed = validation.integer(seed, "seed", "gym_evaluate", low=0, high=TRAINING_SEED_BASE - episodes)
+    gamma = validation.real(gamma, "gamma", "gym_evaluate", low=0.0, high=1.0)
     envs = [gym.make(env_id) for _ in range(episodes)]
     adapter = GYM_ADAPTERS.get(env_id)
     obs_map = adapter.obs_to_state if adapter is not None else _identity_obs

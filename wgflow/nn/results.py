@@ -70,11 +70,13 @@ class TrainResult:
         lines = [f"algo {c.algo}, {c.steps} steps, seed {c.seed}, env {self.env['name']} "
                  f"({self.env.get('objective')})"]
         if np.isfinite(self.J_star):
-            gap = (self.J_exact - self.J_star) / abs(self.J_star) if self.J_star != 0 else float("nan")
+            # a relative gap needs J* != 0 (the noiseless pendulum's optimal gain is 0): then the
+            # absolute one is given
+            gap = (f"gap {100 * (self.J_exact - self.J_star) / abs(self.J_star):.2f} %" if self.J_star != 0
+                   else f"above the optimum by {self.J_exact - self.J_star:.6g}")
             kind = "gain" if c.objective == "average" else "J"
             lines.append(f"exact {kind}: deterministic {self.J_exact:.6g}, stochastic "
-                         f"{self.J_exact_stochastic:.6g}, optimum {self.J_star:.6g} "
-                         f"(gap {100 * gap:.2f} %)")
+                         f"{self.J_exact_stochastic:.6g}, optimum {self.J_star:.6g} ({gap})")
         if np.isfinite(self.final_return_mean):
             lines.append(f"{self.env.get('gym_id')}: mean return {self.final_return_mean:.2f} +- "
                          f"{self.final_return_std:.2f} over {c.final_episodes} episodes")

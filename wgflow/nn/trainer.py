@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -109,38 +109,65 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
+        from .. import validation
+        where = "TrainConfig"
         if self.algo not in ALGORITHMS:
             raise ValidationError(f"unknown algorithm {self.algo!r}; choose from {ALGORITHMS}")
-        if self.exploration_std is None:
-            self.exploration_std = 0.1 if self.algo.startswith("wppg") else 0.0
-        self.exploration_std = float(self.exploration_std)
-        if self.objective not in ("discounted", "average"):
-            raise ValidationError(f"objective must be 'discounted' or 'average', got {self.objective!r}")
-        if not (0.0 <= self.gamma < 1.0):
-            raise ValidationError(f"gamma must be in [0, 1), got {self.gamma}")
+        self.hidden = self._layers("hidden")
+        self.critic_hidden = self._layers("critic_hidden")
+        # integers are checked as integers: a float would be truncated (horizon=1.5) or, as a
+        # period, never divide a step count (eval_every=2.5 gives no learning-curve point)
         for name in ("steps", "batch_size", "buffer_size", "updates_per_step", "horizon", "n_envs",
                      "next_samples", "wpo_samples", "wppg_samples", "entropy_centers",
                      "entropy_samples", "eval_episodes", "kl_period"):
-            if int(getattr(self, name)) < 1:
-                raise ValidationError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_starts", "eval_every", "checkpoint_every", "final_episodes", "threads",
-                     "latent_dim"):
-            if int(getattr(self, name)) < 0:
-                raise ValidationError(f"{name} must be >= 0, got {getattr(self, name)}")
+            setattr(self, name, validation.integer(getattr(self, name), name, where, low=1))
+        for name in ("seed", "learning_starts", "eval_every", "checkpoint_every", "final_episodes",
+                     "threads", "latent_dim"):
+            setattr(self, name, validation.integer(getattr(self, name), name, where, low=0))
+        if self.objective not in ("discounted", "average"):
+            raise ValidationError(f"objective must be 'discounted' or 'average', got {self.objective!r}")
+        self.gamma = validation.real(self.gamma, "gamma", where, low=0.0, high=1.0, high_open=True)
         if self.wpo_space not in ("pre_tanh", "action"):
             raise ValidationError(f"wpo_space must be 'pre_tanh' or 'action', got {self.wpo_space!r}")
         if self.wpo_squash not in ("identity", "cbrt"):
             raise ValidationError(f"wpo_squash must be 'identity' or 'cbrt', got {self.wpo_squash!r}")
+        self.wpo_preconditioner = validation.boolean(self.wpo_preconditioner, "wpo_preconditioner", where)
         for name in ("actor_lr", "critic_lr", "eta", "init_alpha", "gain_rate"):
-            if not getattr(self, name) > 0:
-                raise ValidationError(f"{name} must be > 0, got {getattr(self, name)}")
+            setattr(self, name, validation.real(getattr(self, name), name, where, low=0.0, low_open=True))
+        if self.exploration_std is None:
+            self.exploration_std = 0.1 if self.algo.startswith("wppg") else 0.0
         for name in ("tau", "kl_mean", "kl_std", "grad_clip", "exploration_std"):
-            if not getattr(self, name) >= 0:
-                raise ValidationError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (0 < self.polyak <= 1):
-            raise ValidationError(f"polyak must be in (0, 1], got {self.polyak}")
+            setattr(self, name, validation.real(getattr(self, name), name, where, low=0.0))
+        self.polyak = validation.real(self.polyak, "polyak", where, low=0.0, high=1.0, low_open=True)
+        if self.target_entropy is None:
+            self.target_entropy = float("nan")
+        if not (isinstance(self.target_entropy, float) and math.isnan(self.target_entropy)):
+            self.target_entropy = validation.real(self.target_entropy, "target_entropy", where)
+        if self.algo.startswith("wppg") and self.tau > 0 and self.exploration_std == 0:
+            # the entropy estimate's bandwidth is the executed-action noise: without it the
+            # entropy term tau H would silently be 0
+            raise ValidationError(f"{self.algo} with tau={self.tau} > 0 needs exploration_std > 0 "
+                                  "(the bandwidth of its entropy estimate); set tau=0 to train "
+                                  "without the entropy term")
+        # options of one algorithm whose default switches them off: set for another, they would
+        # be ignored
+        if self.algo != "wpo" and (self.kl_mean > 0 or self.kl_std > 0):
+            raise ValidationError(f"kl_mean and kl_std are WPO's KL penalty; {self.algo} has none "
+                                  f"(got kl_mean={self.kl_mean}, kl_std={self.kl_std})")
+        if self.algo != "wppg-implicit" and self.latent_dim > 0:
+            raise ValidationError(f"latent_dim sets the implicit policy of wppg-implicit; {self.algo} "
+                                  f"has a Gaussian policy (got latent_dim={self.latent_dim})")
+        if not isinstance(self.device, str):
+            raise ValidationError(f"device must be a string ('auto', 'cpu', 'cuda', ...), got "
+                                  f"{validation.describe(self.device)}")
+
+    def _layers(self, name):
+        from .. import validation
+        value = getattr(self, name)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValidationError(f"TrainConfig: {name} must be a sequence of layer widths, e.g. "
+                                  f"(256, 256), got {validation.describe(value)}")
+        return tuple(validation.integer(h, f"{name} width", "TrainConfig", low=1) for h in value)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -177,6 +204,17 @@ def _gym_twin(problem: str, params: dict):
     return None
 
 
+def _plain(value):
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _curve_keys():
     return ("step", "wall", "cpu", "J_exact", "return_mean", "return_std", "gain_estimate",
             "critic_loss", "actor_loss", "mean_std")
@@ -196,17 +234,22 @@ class Trainer:
     output : path, optional
         Results file; checkpoints go to ``<output>.ckpt``.
     progress : bool or None
-        tqdm progress bar (None: when stderr is a terminal).
+        tqdm progress bar (None: when stderr is a terminal or in a Jupyter notebook).
     """
 
     def __init__(self, env_name: str, config: TrainConfig | None = None, params: dict | None = None,
                  output=None, progress: bool | None = None):
         from .. import problems
         self.config = cfg = config or TrainConfig()
-        self.params = dict(params or {})
+        # numpy scalars and arrays become Python values: the results file stores the parameters
+        # as JSON, which numpy types would break after the whole run
+        self.params = {str(k): _plain(v) for k, v in dict(params or {}).items()}
         self.env_name = env_name
-        self.output = Path(output) if output is not None else None
-        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        from .. import validation
+        # checked now, not at the first checkpoint thousands of steps later
+        self.output = validation.output_path(output, "output", "Trainer") if output is not None else None
+        from .. import _progress
+        self.progress = _progress.enabled(progress)
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         self.device = resolve_device(cfg.device)
@@ -219,10 +262,30 @@ class Trainer:
             ad = GYM_ADAPTERS.get(env_name)
             self.problem = ad.problem if ad is not None else None
             self.gym_id = env_name
+            if self.output is not None and cfg.checkpoint_every and \
+                    not hasattr(self.env.env.unwrapped, "state"):
+                # said now, not at the first checkpoint thousands of steps later
+                raise ValidationError(f"checkpoints of {env_name} need a classic-control environment "
+                                      "(an 'unwrapped.state' attribute); train it with "
+                                      "checkpoint_every=0 (--checkpoint-every 0)")
+            if self.problem is None and self.params:
+                raise ValidationError(f"{env_name} has no wgflow grid twin (twins: {sorted(GYM_ADAPTERS)}): "
+                                      f"the parameter(s) {sorted(self.params)} would be ignored")
             if self.problem is not None:
-                unknown = set(self.params) - set(problems.parameters(self.problem))
+                defaults = problems.parameters(self.problem)
+                unknown = set(self.params) - set(defaults)
                 if unknown:
                     raise ValidationError(f"{self.problem} has no parameter(s) {sorted(unknown)}")
+                # gymnasium runs its own physics: only the grid sizes of the exact evaluation may
+                # be chosen, or J and J* would belong to another problem than the one trained on
+                physics = sorted(k for k, v in self.params.items()
+                                 if not k.startswith("n_") and v != defaults[k])
+                if physics:
+                    raise ValidationError(
+                        f"{env_name} runs gymnasium's own physics; the parameter(s) {physics} of "
+                        f"{self.problem} would make the exact evaluation that of another problem: "
+                        f"give only grid sizes ({sorted(k for k in defaults if k.startswith('n_'))}), "
+                        f"or train on the model '{self.problem}' with these parameters")
         # seeds: networks from torch's global generator, everything later from own generators
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -417,13 +480,35 @@ class Trainer:
         from .projection import deterministic_actions
         return lambda states: deterministic_actions(self.actor, states)
 
+    def _exact_J(self, mode: str) -> float:
+        """Exact J (or gain) of the ``mode`` projection of the policy on the grid problem.
+
+        For the average cost a projected policy whose chain has several recurrent classes (a
+        noiseless model, e.g. the double integrator's ``v = 0`` cells under a zero action) has no
+        single gain, and a nearly decomposable chain (model noise far below the grid spacing) may
+        have no stationary law that :func:`wgflow.evaluate` can compute accurately
+        (ConvergenceError): that evaluation is NaN, with a warning, rather than the end of the run.
+        """
+        from ..errors import ConvergenceError, NotUnichainError
+        from ..evaluation import evaluate
+        from .projection import project_policy
+        try:
+            return float(evaluate(self.mdp, project_policy(self.actor, self.mdp, mode), self.objective).J)
+        except NotUnichainError as exc:
+            warnings.warn(f"step {self.step}: the {mode} projection of the policy has "
+                          f"{len(exc.classes) or 'several'} recurrent classes on the grid, so no single "
+                          "gain; its exact evaluation is NaN", UserWarning, stacklevel=2)
+        except ConvergenceError as exc:
+            warnings.warn(f"step {self.step}: the exact evaluation of the {mode} projection of the "
+                          f"policy failed ({exc}); it is NaN", UserWarning, stacklevel=2)
+        return float("nan")
+
     def _evaluate(self):
         cfg = self.config
         w0, c0 = time.perf_counter(), time.process_time()
         J = float("nan")
         if self.mdp is not None:
-            from .projection import exact_evaluation
-            J = exact_evaluation(self.actor, self.mdp, self.objective, stochastic=False)["J_deterministic"]
+            J = self._exact_J("deterministic")
         rm = rs = float("nan")
         if self.gym_id is not None and cfg.eval_episodes > 0:
             r = gym_evaluate(self.deterministic_policy(), self.gym_id, cfg.eval_episodes, seed=0,
@@ -446,9 +531,8 @@ class Trainer:
                "final_return_mean": float("nan"), "final_return_std": float("nan")}
         w0, c0 = time.perf_counter(), time.process_time()
         if self.mdp is not None:
-            from .projection import exact_evaluation
-            ex = exact_evaluation(self.actor, self.mdp, self.objective, stochastic=True)
-            out["J_exact"], out["J_exact_stochastic"] = ex["J_deterministic"], ex["J_stochastic"]
+            out["J_exact"] = self._exact_J("deterministic")
+            out["J_exact_stochastic"] = self._exact_J("stochastic")
         if self.gym_id is not None and cfg.final_episodes > 0:
             r = gym_evaluate(self.deterministic_policy(), self.gym_id, cfg.final_episodes, seed=0,
                              gamma=cfg.gamma)
@@ -464,8 +548,8 @@ class Trainer:
         until = cfg.steps if until is None else min(int(until), cfg.steps)
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.algo} {self.env_name}",
+            from .._progress import tqdm_class
+            bar = tqdm_class()(total=cfg.steps, initial=self.step, desc=f"{cfg.algo} {self.env_name}",
                        unit="step", dynamic_ncols=True)
         try:
             while self.step < until:
@@ -492,6 +576,10 @@ class Trainer:
                     self.save_checkpoint()
                 if bar is not None:
                     bar.update(1)
+            if self.step == cfg.steps and (not self.curve["step"] or self.curve["step"][-1] != self.step):
+                # a run resumed from a checkpoint at its (smaller) last step: the curve gets the
+                # point at ``steps`` that an uninterrupted run of that length records
+                self._evaluate()
         finally:
             if bar is not None:
                 bar.close()
@@ -525,7 +613,7 @@ class Trainer:
              "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
              "critic_target": self.critic_target.state_dict(),
              "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-             "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "device": self.device.type, "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
              "np_rng": self.rng.bit_generator.state, "py_rng": random.getstate(),
              "env": self.env.get_state(), "buffer": self.buffer.state_dict(),
              "curve": {k: list(v) for k, v in self.curve.items()}, "clock": dict(self.clock),
@@ -542,9 +630,22 @@ class Trainer:
         mine.pop("steps")
         theirs.pop("steps")
         if theirs != mine or d["env_name"] != self.env_name or d["params"] != self.params:
-            raise ValidationError("the checkpoint was written by a run with another configuration, "
-                                  "environment or parameters; resume with the same ones (only the "
-                                  "number of steps may change)")
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            if d["env_name"] != self.env_name:
+                diff.append("environment")
+            if d["params"] != self.params:
+                diff.append("params")
+            raise ValidationError(f"the checkpoint was written by a run with another configuration, "
+                                  f"environment or parameters (differing: {diff}); resume with the "
+                                  f"same ones (only the number of steps may change), or start "
+                                  f"afresh (wgflow train --no-resume; train(..., resume=False))")
+        written_on = d.get("device", "cpu")
+        if written_on != self.device.type:
+            # the random generators of a CPU and a CUDA run have different states: the run
+            # cannot continue as it would have (device="auto" picks the GPU where there is one)
+            raise ValidationError(f"the checkpoint was written by a run on {written_on!r}, this run "
+                                  f"is on {self.device.type!r}; resume on the same kind of device "
+                                  f"(TrainConfig.device / --device)")
         if int(d["step"]) > self.config.steps:
             raise ValidationError(f"the checkpoint is at step {d['step']}, beyond steps={self.config.steps}")
         self.step, self.updates, self.rho = int(d["step"]), int(d["updates"]), float(d["rho"])

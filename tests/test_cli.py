@@ -239,3 +239,50 @@ def test_summary_reprs_do_not_dump_arrays(tmp_path):
         r = repr(obj_)
         assert len(r) < 400 and "array(" not in r and "[[" not in r, r
     assert f"J = {sol.J:.12g}" in repr(sol)
+
+
+@pytest.mark.parametrize("argv", [["solve", "garnet", "--param", "n_states=5", "-q"],
+                                  ["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd",
+                                   "--t-end", "0.5", "--frames", "2", "-q"]])
+def test_output_file_is_kept_without_overwrite(capsys, tmp_path, argv):
+    """solve -o and flow -o used to replace an existing file silently; now they stop before any
+    work (the file's bytes unchanged) unless given --overwrite, as wgflow run does."""
+    path = tmp_path / "out.h5"
+    path.write_bytes(b"earlier results")
+    assert main(argv + ["-o", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error:") and "--overwrite" in err and str(path) in err
+    assert path.read_bytes() == b"earlier results"
+    assert main(argv + ["-o", str(path), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    obj = wg.load(path)
+    # the file now holds this command's result: the J it printed
+    J = obj.J if isinstance(obj, wg.Solution) else obj.J[-1]
+    printed = parse_J(out) if argv[0] == "solve" else float(re.search(r"-> (\S+)$", out, re.M).group(1))
+    assert printed == pytest.approx(J, rel=1e-11)     # printed with 12 significant digits
+
+
+def test_run_no_figures_does_not_check_the_animation_scheme(capsys, tmp_path):
+    """The built-in configs animate otto; --set flows.schemes=pmd --no-figures used to stop on
+    output.animation_scheme, a key that only the (disabled) figures use."""
+    argv = ["run", "lqr1d", "--set", "flows.schemes=pmd", "--print-config", "-o", str(tmp_path)]
+    assert main(argv) == 2
+    assert "output.animation_scheme" in capsys.readouterr().err
+    assert main(argv + ["--no-figures"]) == 0
+    cfg = wg.config.tomllib.loads(capsys.readouterr().out)
+    assert cfg["flows"]["schemes"] == ["pmd"]
+    assert cfg["output"]["figures"] is False and cfg["output"]["animation"] is False
+
+
+@pytest.mark.parametrize("argv, flag", [(["plot", "x.h5", "--dpi", "-5"], "--dpi"),
+                                        (["plot", "x.h5", "--dpi", "0"], "--dpi"),
+                                        (["flow", "garnet", "--scheme", "pmd", "--frames", "0"], "--frames"),
+                                        (["flow", "garnet", "--scheme", "pmd", "--frames", "-3"], "--frames")])
+def test_bad_counts_are_usage_errors(capsys, argv, flag):
+    """plot --dpi -5 used to end in a matplotlib traceback and --dpi 0 / flow --frames <= 0 were
+    taken (as a silent single frame); now a one-line usage error naming the flag, exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["-q"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "must be in" in err and "Traceback" not in err

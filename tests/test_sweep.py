@@ -328,3 +328,49 @@ def test_cli_sweep(tmp_path, capsys):
     assert "4 runs (0 computed, 4 already complete" in capsys.readouterr().out
     assert main(["sweep", str(f), "--set", "flows.max_seconds=3", "-o", str(out)]) == 2
     assert "wall-clock budgets" in capsys.readouterr().err
+
+
+def test_command_line_set_wins_over_a_case():
+    """--set applies to every run: over [set] and over a case's own value of the same key (the
+    pendulum case of otto_rates sets n_actions = 11; --set n_actions = 7 used to be dropped for it
+    while it applied to the lqr1d case). The run's configuration equals the base loaded directly
+    with the same keys; the saved sweep.toml reproduces the runs (same hashes)."""
+    spec = SW.load_spec("otto_rates", ["problem.params.n_actions=7"])
+    tasks = spec.tasks()
+    for t in tasks:
+        assert t.config["problem"]["params"]["n_actions"] == 7, t.params
+    pend = next(t for t in tasks if t.params["case"] == "pendulum")
+    # the pendulum case: its own n_theta/n_omega, the command line's n_actions, the [set] keys
+    ref = wg.config.load("pendulum", [(k, v) for k, v in spec.set.items()]
+                         + [("problem.params.n_theta", 31), ("problem.params.n_omega", 31),
+                            ("objective.gamma", pend.params["objective.gamma"]),
+                            ("objective.entropy", pend.params["objective.entropy"]),
+                            ("flows.max_seconds", 0.0)])     # what a sweep sets in every run
+    assert ref["problem"]["params"] == pend.config["problem"]["params"]
+    assert SW.config_hash(ref) == pend.hash
+    saved = wg.config.tomllib.loads(spec.to_toml())
+    assert saved["cases"][1]["problem.params.n_actions"] == 7        # the pendulum case
+    again = SW.load_spec(saved).tasks()
+    assert [t.hash for t in again] == [t.hash for t in tasks]
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"executor": "serial", "workers": 2}, "workers"),
+    ({"executor": "serial", "memory_limit": "4GiB"}, "memory_limit"),
+    ({"executor": "serial", "scheduler": "tcp://127.0.0.1:1"}, "scheduler"),
+    ({"scheduler": "tcp://127.0.0.1:1", "workers": 2}, "workers"),
+    ({"scheduler": "tcp://127.0.0.1:1", "memory_limit": "4GiB"}, "memory_limit"),
+    ({"executor": "dask", "memory_limit": "foo"}, "memory_limit"),
+    ({"executor": "dask", "memory_limit": "-1GB"}, "memory_limit"),
+])
+def test_executor_options_that_would_be_ignored_or_unreadable_are_refused(tmp_path, kwargs, key):
+    """Options the chosen executor does not use (the serial executor has no workers, a given
+    scheduler has its own) used to be dropped without a word; a memory limit dask cannot read
+    raised a ValueError traceback after the output directory was written. Both stop before any
+    file is written or process started."""
+    if kwargs.get("executor") == "dask" or "scheduler" in kwargs:
+        pytest.importorskip("distributed")
+    with pytest.raises(ConfigError) as e:
+        wg.sweep(tiny_spec(), outdir=tmp_path / "out", progress=False, **kwargs)
+    assert e.value.key == key
+    assert not (tmp_path / "out").exists()

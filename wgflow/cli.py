@@ -68,6 +68,19 @@ def _parse_param(text: str, flag: str = "--param"):
     return key.strip(), val
 
 
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: a whole number in ``[lo, hi]`` (a bad one is a one-line usage error)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {'inf' if hi is None else hi}], got {v}")
+        return v
+    return parse
+
+
 def _objective_args(p, entropy=0.0, entropy_help=None):
     p.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
                    help="problem parameter (repeatable), e.g. --param n_theta=101")
@@ -113,6 +126,7 @@ def _setup_solve(p):
                         "average costs)")
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     p.add_argument("--plot", metavar="PNG", help="draw the solution (V, mean action, spread, occupancy)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -135,7 +149,7 @@ def cmd_solve(args) -> int:
     print(f"residual    {sol.residual:.3e}   (sup-norm of the Bellman residual)")
     print(f"time        build {t1 - t0:.3f} s, solve {t2 - t1:.3f} s")
     if args.output:
-        save(args.output, sol)
+        save(args.output, sol, overwrite=args.overwrite)
         print(f"saved       {args.output}")
     if args.plot:
         _savefig(sol.plot(title=f"{args.problem}: {obj!r}"), args.plot)
@@ -240,7 +254,10 @@ def cmd_run(args) -> int:
         for name in _config.builtin_configs():
             print(f"{name:14s} {_config.builtin_path(name)}")
         return 0
-    cfg = _config.load(args.config, args.overrides)        # a bad config stops here, before any work
+    overrides = list(args.overrides)
+    if args.no_figures:        # before validation: keys that only figures use are not checked
+        overrides += ["output.figures=false", "output.animation=false"]
+    cfg = _config.load(args.config, overrides)              # a bad config stops here, before any work
     if args.outdir:
         cfg["output"]["dir"] = args.outdir
     if args.print_config:
@@ -269,8 +286,9 @@ def _setup_flow(p):
     p.add_argument("--std", type=float, default=1.0, help="std of the gaussian initial policy")
     p.add_argument("--option", action="append", type=lambda t: _parse_param(t, "--option"), metavar="KEY=VALUE",
                    help="scheme option (repeatable), e.g. --option cfl=0.3")
-    p.add_argument("--frames", type=int, default=100, help="saved frames (default 100)")
+    p.add_argument("--frames", type=_int_in(1), default=100, help="saved frames (default 100)")
     p.add_argument("-o", "--output", help="write the trajectory to this HDF5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     p.add_argument("--figures", metavar="DIR", help="draw J - J*, the action densities at nine states "
                    "and an animation into DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -301,7 +319,7 @@ def cmd_flow(args) -> int:
     print(f"stopped by  {d.get('stop_reason') or 't_end'}")
     print(f"time        {wall:.3f} s")
     if args.output:
-        traj.to_hdf5(args.output)
+        traj.to_hdf5(args.output, overwrite=args.overwrite)
         print(f"saved       {args.output}")
     if args.figures:
         for path in _trajectory_figures(traj, Path(args.figures), Path(args.output or "flow").stem,
@@ -339,7 +357,9 @@ def _setup_plot(p):
     p.add_argument("file", help="an HDF5 file written by wgflow (a study, a Solution or Evaluation, "
                                 "a Trajectory)")
     p.add_argument("-o", "--outdir", help="where to write the figures (default: beside the file)")
-    p.add_argument("--dpi", type=int, default=None)
+    p.add_argument("--dpi", type=_int_in(30, 600), default=None,
+                   help="resolution of the PNG figures, 30 to 600 (default: the study's output.dpi, "
+                        "else 110)")
     p.add_argument("--no-animation", action="store_true", help="PNG figures only")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -439,6 +459,11 @@ def main(argv=None) -> int:
         if getattr(args, "output", None):   # refuse a bad output path before any work
             from .validation import output_path
             output_path(args.output, "--output", f"wgflow {args.command}")
+            # commands with --overwrite keep an existing file unless told to replace it
+            if not getattr(args, "overwrite", True) and Path(args.output).exists():
+                from .errors import ExistingFileError
+                raise ExistingFileError(f"wgflow {args.command}: {args.output} exists; pass --overwrite "
+                                        "to replace it, or choose another --output")
         return args.func(args)
     except (WgflowError, OSError, MemoryError) as exc:
         if os.environ.get("WGFLOW_TRACEBACK", "0") == "1":

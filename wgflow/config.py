@@ -435,9 +435,11 @@ def validate(cfg: dict) -> dict:
     _boolean("output.animation", out["animation"])
     _integer("output.animation_frames", out["animation_frames"], lo=2, hi=1000)
     _boolean("output.mp4", out["mp4"])
-    if out["animation"] and f["schemes"]:
-        _choice("output.animation_scheme", out["animation_scheme"], f["schemes"],
-                "scheme (it must be one of flows.schemes)")
+    a = out["animation_scheme"]
+    if out["figures"] and out["animation"] and f["schemes"] and (not isinstance(a, str) or a not in f["schemes"]):
+        # the animation is one of the figures: without figures or animation the key is unused
+        raise ConfigError("output.animation_scheme", f"{a!r} is not one of flows.schemes "
+                          f"({', '.join(f['schemes'])}); animate one of them, or set output.animation = false")
 
     # combinations that would fail later
     if o["entropy"] <= 0 and h["enabled"]:

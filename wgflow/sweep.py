@@ -552,7 +552,8 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     ----------
     source : path, str or dict
     overrides : sequence of "key=value"
-        Extra entries of ``[set]`` (applied to every run), e.g. ``["flows.max_steps=100"]``.
+        Extra entries of ``[set]`` (applied to every run), e.g. ``["flows.max_steps=100"]``; they
+        also replace a case's own value of the same key.
     grid : dict, optional
         Extra (or replaced) axes of ``[grid]``, ``{dotted_key: [values]}``.
 
@@ -605,9 +606,11 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     _config._string("sweep.outdir", outdir)
 
     sets = _flatten(raw.get("set", {}), where="set: ")
+    cli = {}            # command-line overrides: applied last, over [set] and over every case
     for o in overrides:
         k, v = _config.parse_override(o) if isinstance(o, str) else o
-        sets[k] = v
+        cli[k] = v
+    sets.update(cli)
     g = _flatten(raw.get("grid", {}), where="grid: ")
     for k, v in (grid or {}).items():
         g[k] = v
@@ -640,6 +643,9 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
         names.add(label)
         base = c.pop("base", None)
         ov = _flatten(c, where=f"cases[{i}] ({label}): ")
+        for k, v in cli.items():      # --set wins over the case's own value of the key
+            if k in ov:
+                ov[k] = v
         both = (set(ov) & set(g)) | (set(ov) & set(lst))
         if both:
             raise ConfigError(f"cases[{i}].{sorted(both)[0]}", "is set by the case and swept too")
@@ -1050,7 +1056,7 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         A sweep file, the name of a built-in sweep (:func:`builtin_sweeps`), or a dict with the
         file's sections.
     overrides : sequence of "key=value"
-        Added to ``[set]``: applied to every run.
+        Added to ``[set]``: applied to every run (over a case's own value of the key).
     grid : dict, optional
         Extra or replaced ``[grid]`` axes, ``{dotted_key: [values]}``.
     outdir : path, optional
@@ -1061,9 +1067,12 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         Address of a running dask scheduler (``tcp://host:8786``) or a client; default: a
         ``LocalCluster`` started for the sweep and closed after it.
     workers : int, optional
-        LocalCluster size (default: the CPU count, at most the number of pending runs).
+        LocalCluster size (default: the CPU count, at most the number of pending runs); refused
+        with the serial executor or a ``scheduler``, which do not use it.
     memory_limit : str or float
-        Per-worker memory limit of the LocalCluster (dask's syntax, e.g. ``"4GiB"``).
+        Per-worker memory limit of the LocalCluster (dask's syntax: ``"auto"``, ``"4GiB"``, a
+        fraction <= 1 of the machine's memory, 0 for none); checked before any work, and refused
+        like ``workers`` where no LocalCluster is started.
     resume : bool
         Skip runs whose result file is complete (False: recompute and overwrite every run).
     figures : bool
@@ -1120,6 +1129,7 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         kind = "dask" if (scheduler is not None or dask_available()) else "serial"
     if kind == "dask" and not dask_available():
         raise ConfigError("executor", "the dask executor needs dask.distributed: pip install 'wgflow[sweep]'")
+    _check_executor_options(kind, scheduler, workers, memory_limit)
     out = Path(spec.outdir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -1191,6 +1201,42 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         result.paths["figures"] = result.plot(out, dpi=dpi)
     diag["wall"] = time.perf_counter() - T0
     return result
+
+
+def _check_executor_options(kind, scheduler, workers, memory_limit):
+    """Refuse executor options that the chosen executor would not use (``workers`` and
+    ``memory_limit`` size the LocalCluster; serial runs use neither, nor a scheduler), and a
+    memory limit dask cannot read, before any file is written or a worker started."""
+    if kind == "serial":
+        for name, value, default in (("scheduler", scheduler, None), ("workers", workers, None),
+                                     ("memory_limit", memory_limit, "auto")):
+            if value != default:
+                raise ConfigError(name, f"the serial executor runs in this process and uses no {name} "
+                                        f"(got {value!r}); leave it out or run on dask")
+        return
+    if scheduler is not None:
+        for name, value, default in (("workers", workers, None), ("memory_limit", memory_limit, "auto")):
+            if value != default:
+                raise ConfigError(name, f"sizes the LocalCluster that a sweep starts without a scheduler; "
+                                        f"the cluster at {scheduler!r} has its own workers (got {value!r})")
+        return
+    if memory_limit is None or memory_limit == "auto":
+        return
+    # what distributed reads: a number (<= 1: a fraction of the machine's memory, 0: no limit,
+    # else bytes) or a size with a unit ("4GiB")
+    hint = "give 'auto', a size such as '4GiB' or '500MB', a fraction <= 1 of the memory, or 0 (no limit)"
+    if isinstance(memory_limit, bool) or not isinstance(memory_limit, (int, float, str)):
+        raise ConfigError("memory_limit", f"cannot read {memory_limit!r} as a memory size; {hint}")
+    try:
+        value = float(memory_limit)
+    except ValueError:
+        from dask.utils import parse_bytes
+        try:
+            value = float(parse_bytes(memory_limit))
+        except (ValueError, TypeError):
+            raise ConfigError("memory_limit", f"cannot read {memory_limit!r} as a memory size; {hint}") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise ConfigError("memory_limit", f"must be a size >= 0, got {memory_limit!r}; {hint}")
 
 
 def _base_budgets(spec) -> list:
@@ -1432,14 +1478,17 @@ def setup_cli(p):
     p.add_argument("config", nargs="?", help="a sweep file (TOML) or the name of a built-in sweep "
                                              "(--list shows them)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a study key in every run (repeatable), e.g. --set flows.max_steps=200")
+                   help="override a study key in every run, over the sweep file's [set] and cases "
+                        "(repeatable), e.g. --set flows.max_steps=200")
     p.add_argument("--grid", "-g", action="append", default=[], metavar="KEY=[V1,V2,...]",
                    help="add or replace a grid axis (repeatable), e.g. --grid objective.gamma=[0.9,0.95]")
     p.add_argument("-o", "--outdir", help="output directory (default: the sweep's outdir)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask cluster, e.g. "
                    "tcp://10.0.0.5:8786 (default: a LocalCluster on this machine)")
-    p.add_argument("--workers", "-j", type=int, help="LocalCluster workers (default: CPU count)")
-    p.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker (e.g. 4GiB)")
+    p.add_argument("--workers", "-j", type=int, help="LocalCluster workers (default: CPU count; not "
+                   "with --serial or --scheduler)")
+    p.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker (e.g. 4GiB; "
+                   "default auto; not with --serial or --scheduler)")
     p.add_argument("--serial", action="store_true", help="run in this process, one run after the other "
                                                          "(no dask)")
     p.add_argument("--no-resume", action="store_true", help="recompute runs whose result file exists")

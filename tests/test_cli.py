@@ -286,3 +286,24 @@ def test_bad_counts_are_usage_errors(capsys, argv, flag):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and "must be in" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["solve", "garnet", "--param", "n_states=5", "--objective", "average", "--gamma", "0.99"],
+     ["--gamma 0.99", "average"]),
+    (["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd", "--objective", "average",
+      "--gamma", "0.5"], ["--gamma 0.5", "average"]),
+    (["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd", "--std", "0.3"],
+     ["--std", "--init gaussian"]),
+    (["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd", "--mean", "1", "--std", "0.3"],
+     ["--mean and --std", "--init gaussian"]),
+])
+def test_options_that_would_be_ignored_are_refused(capsys, argv, words):
+    """--gamma with the average cost and --mean/--std with the uniform initial policy used to be
+    dropped without a word (the printed J was that of another problem than asked for)."""
+    assert main(argv + ["-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error:")
+    for w in words:
+        assert w in err, (w, err)
+

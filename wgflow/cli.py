@@ -85,16 +85,21 @@ def _objective_args(p, entropy=0.0, entropy_help=None):
     p.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
                    help="problem parameter (repeatable), e.g. --param n_theta=101")
     p.add_argument("--objective", choices=["discounted", "average"], default="discounted")
-    p.add_argument("--gamma", type=float, default=0.95, help="discount factor (default 0.95)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="discount factor (default 0.95; the discounted objective only)")
     p.add_argument("--entropy", type=float, default=entropy, help=entropy_help or
                    f"entropy weight tau (default {entropy:g})")
 
 
 def _objective(args):
     from . import Average, Discounted
+    from .errors import ValidationError
     if args.objective == "average":
+        if args.gamma is not None:     # it would be dropped: the average cost has no discount
+            raise ValidationError(f"--gamma {args.gamma:g} is the discount factor of --objective "
+                                  "discounted; the average cost has none (leave --gamma out)")
         return Average(entropy=args.entropy)
-    return Discounted(gamma=args.gamma, entropy=args.entropy)
+    return Discounted(gamma=0.95 if args.gamma is None else args.gamma, entropy=args.entropy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,8 +287,10 @@ def _setup_flow(p):
     p.add_argument("--max-steps", type=int, default=10**7)
     p.add_argument("--init", choices=["uniform", "gaussian"], default="uniform",
                    help="initial policy (default uniform)")
-    p.add_argument("--mean", type=float, default=0.0, help="mean of the gaussian initial policy")
-    p.add_argument("--std", type=float, default=1.0, help="std of the gaussian initial policy")
+    p.add_argument("--mean", type=float, default=None,
+                   help="mean of the gaussian initial policy (default 0; with --init gaussian)")
+    p.add_argument("--std", type=float, default=None,
+                   help="std of the gaussian initial policy (default 1; with --init gaussian)")
     p.add_argument("--option", action="append", type=lambda t: _parse_param(t, "--option"), metavar="KEY=VALUE",
                    help="scheme option (repeatable), e.g. --option cfl=0.3")
     p.add_argument("--frames", type=_int_in(1), default=100, help="saved frames (default 100)")
@@ -299,7 +306,16 @@ def cmd_flow(args) -> int:
     params = dict(args.param or [])
     mdp = problems.get(args.problem, **params)
     obj = _objective(args)
-    pi0 = Policy.uniform(mdp) if args.init == "uniform" else Policy.gaussian(mdp, args.mean, args.std)
+    if args.init == "uniform":
+        given = [f for f, v in (("--mean", args.mean), ("--std", args.std)) if v is not None]
+        if given:                      # they would be dropped: the uniform policy has neither
+            from .errors import ValidationError
+            raise ValidationError(f"{' and '.join(given)} shape the gaussian initial policy; "
+                                  "add --init gaussian (the default initial policy is uniform)")
+        pi0 = Policy.uniform(mdp)
+    else:
+        pi0 = Policy.gaussian(mdp, 0.0 if args.mean is None else args.mean,
+                              1.0 if args.std is None else args.std)
     opts = dict(args.option or [])
     t0 = time.perf_counter()
     traj = flow(mdp, obj, pi0, scheme=args.scheme, t_end=args.t_end, dt=args.dt,

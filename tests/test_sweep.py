@@ -374,3 +374,24 @@ def test_executor_options_that_would_be_ignored_or_unreadable_are_refused(tmp_pa
         wg.sweep(tiny_spec(), outdir=tmp_path / "out", progress=False, **kwargs)
     assert e.value.key == key
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_follows_no_resume(tmp_path, capsys):
+    """--dry-run --no-resume used to list finished runs as complete although --no-resume computes
+    them again; the listing now says what the same command without --dry-run does."""
+    from wgflow.cli import main
+    spec = tiny_spec(**{"objective.entropy": [0.5, 1.0]})
+    spec["set"].update({"flows.schemes": ["pmd"], "hessian.enabled": False})
+    f = tmp_path / "s.toml"
+    f.write_text(SW.load_spec(spec).to_toml())
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "-o", str(out), "--serial", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(f), "-o", str(out), "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("complete") == 2 and "pending" not in listed
+    assert main(["sweep", str(f), "-o", str(out), "--dry-run", "--no-resume"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("pending") == 2 and "complete" not in listed
+    assert main(["sweep", str(f), "-o", str(out), "--serial", "-q", "--no-resume"]) == 0
+    assert "2 runs (2 computed, 0 already complete" in capsys.readouterr().out

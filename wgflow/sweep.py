@@ -1493,8 +1493,8 @@ def setup_cli(p):
                                                          "(no dask)")
     p.add_argument("--no-resume", action="store_true", help="recompute runs whose result file exists")
     p.add_argument("--no-figures", action="store_true", help="write the summary only")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and whether their result is "
-                                                          "complete, and exit")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each would be "
+                   "computed (pending) or kept (complete), and exit")
     p.add_argument("--list", action="store_true", help="list the built-in sweeps and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -1515,7 +1515,9 @@ def run_cli(args) -> int:
         runs_dir = Path(spec.outdir) / "runs"
         tasks = spec.tasks()
         for t in tasks:
-            state = "complete" if _stored_run(runs_dir / t.filename, t) is not None else "pending"
+            # with --no-resume every run is computed again, whatever file it has
+            done = not args.no_resume and _stored_run(runs_dir / t.filename, t) is not None
+            state = "complete" if done else "pending"
             print(f"{t.index:4d}  {state:8s}  {t.run_id}")
         print(f"{len(tasks)} runs into {spec.outdir}")
         return 0

@@ -412,7 +412,10 @@ register("run", _setup_run, cmd_run, help="the main job: a whole study from a TO
          "the pendulum) -> one HDF5 file, figures, an animation and a summary table",
          description="Run a study: exact solution (with and without entropy), flows from one initial "
                      "policy, the Hessian spectrum with predicted vs measured rate, and the verify "
-                     "checks. Writes OUTDIR/NAME.h5, OUTDIR/config.toml, PNG figures and a GIF.")
+                     "checks. Writes OUTDIR/NAME.h5, OUTDIR/config.toml, PNG figures and a GIF. "
+                     "Exit status 0 when every stage ran and every check passed, 1 otherwise (the "
+                     "summary says which), 2 when it stops on an error (a bad config, an existing "
+                     "results file, a problem the solver cannot handle: one line 'wgflow: error: ...').")
 register("flow", _setup_flow, cmd_flow, help="run one flow on a built-in problem and print a summary")
 register("plot", _setup_plot, cmd_plot, help="redraw the figures of a results file (wgflow run's HDF5, "
          "a Solution, a Trajectory)")
@@ -435,7 +438,13 @@ def cmd_sweep(args) -> int:
 
 register("sweep", _setup_sweep, cmd_sweep, help="a parameter sweep: many studies from one base config "
          "(grid or list of dotted keys), on dask.distributed or serially -> one HDF5 file per run, "
-         "a summary table (CSV, HDF5) and figures")
+         "a summary table (CSV, HDF5) and figures",
+         description="A parameter sweep: many studies from one base config (grid or list of dotted "
+                     "keys), on dask.distributed or serially -> one HDF5 file per run, a summary table "
+                     "(CSV, HDF5) and figures (docs/sweeps.md). A rerun keeps the runs whose result "
+                     "file is complete. Exit status 0 when no run failed, 1 when some failed, 2 when "
+                     "it stops on an error before the runs (a bad sweep file or option: one line "
+                     "'wgflow: error: ...'), 130 when interrupted (the finished runs are kept).")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -81,6 +81,17 @@ def _int_in(lo: int, hi: int | None = None):
     return parse
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
 def _objective_args(p, entropy=0.0, entropy_help=None):
     p.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
                    help="problem parameter (repeatable), e.g. --param n_theta=101")
@@ -282,7 +293,7 @@ def _setup_flow(p):
     p.add_argument("problem")
     p.add_argument("--scheme", required=True, choices=scheme_names())
     _objective_args(p, entropy=0.5)
-    p.add_argument("--t-end", type=float, default=10.0, help="flow time (default 10)")
+    p.add_argument("--t-end", type=_positive_float, default=10.0, help="flow time (default 10)")
     p.add_argument("--dt", type=float, default=None, help="fixed step (default: the scheme chooses)")
     p.add_argument("--max-steps", type=int, default=10**7)
     p.add_argument("--init", choices=["uniform", "gaussian"], default="uniform",

@@ -123,3 +123,16 @@ def test_set_and_get_dotted():
 
 def test_wg_namespace():
     assert wg.config is C
+
+
+def test_a_directory_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch):
+    """`wgflow run lqr1d -o lqr1d` leaves a directory lqr1d/; the next `wgflow run lqr1d` used to
+    try to read that directory as the config (IsADirectoryError). The built-in config is read, and
+    a directory that names no built-in is refused by name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lqr1d").mkdir()
+    (tmp_path / "results").mkdir()
+    cfg = C.load("lqr1d")
+    assert cfg == C.load(C.builtin_path("lqr1d"))
+    with pytest.raises(C.ConfigError, match="results is a directory, not a config file"):
+        C.load("results")

@@ -395,3 +395,17 @@ def test_dry_run_follows_no_resume(tmp_path, capsys):
     assert listed.count("pending") == 2 and "complete" not in listed
     assert main(["sweep", str(f), "-o", str(out), "--serial", "-q", "--no-resume"]) == 0
     assert "2 runs (2 computed, 0 already complete" in capsys.readouterr().out
+
+
+def test_a_directory_named_like_a_builtin_sweep_does_not_hide_it(tmp_path, monkeypatch):
+    """wg.sweep("otto_rates", outdir="otto_rates") (docs/sweeps.md) leaves a directory otto_rates/;
+    resuming with the same call used to fail reading that directory as the sweep file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "otto_rates").mkdir()
+    (tmp_path / "otto_rates" / "sweep.toml").write_text("")
+    spec = SW.load_spec("otto_rates")
+    assert spec.source == str(SW.builtin_sweep_path("otto_rates"))
+    assert [t.hash for t in spec.tasks()] == [t.hash for t in SW.load_spec(spec.source).tasks()]
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match="out is a directory, not a sweep file"):
+        SW.load_spec("out")

@@ -218,12 +218,17 @@ def load(source=None, overrides=()) -> dict:
         user = source
     else:
         p = Path(source)
-        if p.suffix == ".toml" or p.exists():
+        # a file, else a built-in name: a directory of that name (an output directory, say)
+        # does not hide the built-in config
+        if p.is_file() or (p.suffix == ".toml" and not p.is_dir()):
             if not p.exists():
                 raise ConfigError("", f"no such config file: {p}")
             text = p.read_text()
         elif str(source) in builtin_configs():
             text = builtin_path(str(source)).read_text()
+        elif p.is_dir():
+            raise ConfigError("", f"{p} is a directory, not a config file; built-in configs: "
+                                  f"{', '.join(builtin_configs())}")
         else:
             raise ConfigError("", f"no config file {str(source)!r} and no built-in config of that name; "
                                   f"built-in configs: {', '.join(builtin_configs())}")

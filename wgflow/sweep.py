@@ -569,13 +569,20 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
         raw = copy.deepcopy(source)
     else:
         p = Path(str(source))
-        if p.suffix == ".toml" or p.exists():
+        # a file, else a built-in name: a directory of that name (the sweep's output directory,
+        # say) does not hide the built-in sweep
+        if p.is_file() or (p.suffix == ".toml" and not p.is_dir()):
             if not p.exists():
                 raise ConfigError("", f"no such sweep file: {p}")
             text, src = p.read_text(), str(p)
         elif str(source) in builtin_sweeps():
             path = builtin_sweep_path(str(source))
             text, src = path.read_text(), str(path)
+        elif p.is_dir():
+            raise ConfigError("", f"{p} is a directory, not a sweep file"
+                                  + (f" (to rerun the sweep it holds: {p / 'sweep.toml'})"
+                                     if (p / "sweep.toml").is_file() else "")
+                                  + f"; built-in sweeps: {', '.join(builtin_sweeps()) or 'none'}")
         else:
             raise ConfigError("", f"no sweep file {str(source)!r} and no built-in sweep of that name; "
                                   f"built-in sweeps: {', '.join(builtin_sweeps()) or 'none'}")

@@ -409,3 +409,21 @@ def test_a_directory_named_like_a_builtin_sweep_does_not_hide_it(tmp_path, monke
     (tmp_path / "out").mkdir()
     with pytest.raises(ConfigError, match="out is a directory, not a sweep file"):
         SW.load_spec("out")
+
+
+def test_flag_column_reads_the_same_with_a_failed_run(tmp_path):
+    """A boolean column (verify_passed) turns to text when a failed run has no value; its CSV cells
+    used to read 'True'/'False' there and 'true'/'false' otherwise. The cells of the runs that have
+    a value are now the same either way."""
+    ok = [{"index": i, "run_id": f"r{i}", "_params": [], "status": "ok", "error": "",
+           "verify_passed": flag} for i, flag in enumerate([True, False])]
+    failed = {"index": 2, "run_id": "r2", "_params": [], "status": "failed", "error": "E"}
+
+    def cells(rows, d):
+        d.mkdir()
+        SW._write_summary(rows, d)
+        with open(d / "summary.csv") as fh:
+            return [r["verify_passed"] for r in csv.DictReader(fh)]
+    assert cells(ok, tmp_path / "a") == ["true", "false"]
+    assert cells(ok + [failed], tmp_path / "b") == ["true", "false", ""]
+    assert list(SW.read_summary(tmp_path / "b")["verify_passed"]) == ["true", "false", ""]

@@ -971,9 +971,18 @@ def _table(rows) -> dict:
                  for v in present):
             out[c] = np.array([np.nan if v is None else float(v) for v in vals], dtype=float)
         else:
-            out[c] = np.array(["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                               for v in vals], dtype=object)
+            out[c] = np.array([_text(v) for v in vals], dtype=object)
     return out
+
+
+def _text(v) -> str:
+    """A cell of a text column; booleans spelled as a boolean column's CSV cells (a column of
+    flags becomes text when a run has no value, e.g. a failed run)."""
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
 def _write_summary(rows, outdir: Path) -> tuple:

@@ -309,3 +309,14 @@ def test_options_that_would_be_ignored_are_refused(capsys, argv, words):
     for w in words:
         assert w in err, (w, err)
 
+
+
+def test_closed_stdout_is_not_an_error():
+    """`wgflow problems | head -1`: the reader closes the pipe; the command used to report
+    'wgflow: error: BrokenPipeError' (exit 2). It now ends quietly with 141 (128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "wgflow", "problems"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                # before the command prints: its first write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "error" not in err.lower() and "Traceback" not in err, err

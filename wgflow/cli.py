@@ -501,6 +501,12 @@ def main(argv=None) -> int:
                 raise ExistingFileError(f"wgflow {args.command}: {args.output} exists; pass --overwrite "
                                         "to replace it, or choose another --output")
         return args.func(args)
+    except BrokenPipeError:
+        # the reader of stdout has gone (`wgflow ... | head`): not an error of the command; point
+        # stdout at /dev/null so that the flush at exit does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141                     # 128 + SIGPIPE, as a shell reports a command ended by it
     except (WgflowError, OSError, MemoryError) as exc:
         if os.environ.get("WGFLOW_TRACEBACK", "0") == "1":
             raise

@@ -320,3 +320,12 @@ def test_closed_stdout_is_not_an_error():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "error" not in err.lower() and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["", ","])
+def test_verify_empty_checks_is_refused(capsys, value):
+    """verify --checks '' ran every check and --checks , ran none (only the solve row), both
+    reported as passed; a list that names no check is now an error naming the choices."""
+    assert main(["verify", "garnet", "--param", "n_states=5", "--checks", value, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error: --checks") and "gradient" in err

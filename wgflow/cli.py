@@ -194,8 +194,13 @@ def cmd_verify(args) -> int:
     mdp = problems.get(args.problem, **params)
     obj = _objective(args)
     checks = None
-    if args.checks:
+    if args.checks is not None:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+        if not checks:             # an empty list would run every check (or none): say so
+            from .errors import ValidationError
+            from .verify import CHECKS
+            raise ValidationError(f"--checks {args.checks!r} names no check; give a comma-separated "
+                                  f"subset of: {', '.join(CHECKS)} (or leave --checks out for all)")
     title = (f"wgflow verify {args.problem} {params if params else ''}".rstrip()
              + f": {mdp.n_states} states x {mdp.n_actions} actions, {obj!r}")
     report = _verify.run(mdp, obj, checks=checks, rng=args.seed, rates=not args.no_rates,

@@ -329,3 +329,17 @@ def test_verify_empty_checks_is_refused(capsys, value):
     assert main(["verify", "garnet", "--param", "n_states=5", "--checks", value, "-q"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("wgflow: error: --checks") and "gradient" in err
+
+
+def test_run_into_a_file_stops_before_the_study(capsys, tmp_path, monkeypatch):
+    """wgflow run -o FILE computed the whole study and then failed creating the directory
+    (FileExistsError); now it stops before any work, naming the path."""
+    import wgflow.study
+    called = []
+    monkeypatch.setattr(wgflow.study, "run_study", lambda *a, **k: called.append(1))
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["run", "lqr1d", "-o", str(f), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error: output directory") and str(f) in err and "is a file" in err
+    assert called == [] and f.read_text() == "x"

@@ -427,3 +427,12 @@ def test_flag_column_reads_the_same_with_a_failed_run(tmp_path):
     assert cells(ok, tmp_path / "a") == ["true", "false"]
     assert cells(ok + [failed], tmp_path / "b") == ["true", "false", ""]
     assert list(SW.read_summary(tmp_path / "b")["verify_passed"]) == ["true", "false", ""]
+
+
+def test_outdir_that_is_a_file_is_refused(tmp_path):
+    """An output directory that is a file used to end in a bare NotADirectoryError."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory") as e:
+        wg.sweep(tiny_spec(), outdir=f, executor="serial", progress=False)
+    assert e.value.key == "outdir" and f.read_text() == "x"

@@ -284,6 +284,11 @@ def cmd_run(args) -> int:
     if args.print_config:
         print(_config.to_toml(cfg), end="")
         return 0
+    out = Path(cfg["output"]["dir"])
+    if out.exists() and not out.is_dir():      # found before the study runs, not when it writes
+        from .errors import ValidationError
+        raise ValidationError(f"output directory {out} is a file (-o DIR or output.dir names where the "
+                              "results go)")
     res = run_study(cfg, progress=not args.quiet, figures=False if args.no_figures else None,
                     overwrite=args.overwrite)
     print(res.summary())

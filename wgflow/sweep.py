@@ -1148,6 +1148,9 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
     _check_executor_options(kind, scheduler, workers, memory_limit)
     out = Path(spec.outdir)
     runs_dir = out / "runs"
+    for d in (out, runs_dir):
+        if d.exists() and not d.is_dir():
+            raise ConfigError("outdir", f"{d} is a file, not a directory; give another output directory")
     runs_dir.mkdir(parents=True, exist_ok=True)
     (out / "sweep.toml").write_text(spec.to_toml())
     journal = out / "sweep.log"

@@ -101,26 +101,29 @@ def test_local_cluster_worker_killed_mid_sweep(tmp_path):
     assert_same_tables(comparable(again.table()), comparable(res.table()))
 
 
-def test_serial_sweep_summary_failures_and_resume(tmp_path):
+def test_serial_sweep_summary_failures_and_resume(tmp_path, monkeypatch):
     """Rows carry each run's parameters (J* equals an independent wg.solve with them); a run that
-    raises (here: the study refuses a scheme option when it builds the scheme) is recorded with its
-    error and the others go on; the summary reads back with csv and h5py; a rerun retries only the
-    failed runs."""
+    raises (here: a user-registered metric family, for the runs with step 0.5; what the study
+    can check before running is refused before the sweep starts) is recorded with its error and
+    the others go on; the summary reads back with csv and h5py; a rerun retries only the failed
+    runs."""
     spec = {"sweep": {"name": "step", "base": "lqr1d"},
             "set": dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False}),
-            "grid": {"flows.options.pmd.step": [2.0, -1.0], "objective.entropy": [0.5, 1.0]}}
+            "grid": {"flows.options.pmd.step": [2.0, 0.5], "objective.entropy": [0.5, 1.0]}}
     spec["sweep"]["metrics"] = ["study", "size"]       # a user-registered metric family
-    SW.register_metric("size", lambda res: {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions})
+
+    def size(res):
+        if res.config["flows"]["options"]["pmd"]["step"] == 0.5:
+            raise RuntimeError("no size at step 0.5")
+        return {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions}
+    monkeypatch.setitem(SW.SWEEP_METRICS, "size", SW.Metric("size", size))
     seen = []
-    try:
-        res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
-    finally:
-        SW.SWEEP_METRICS.pop("size")
+    res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
     assert res.counts == {"runs": 4, "computed": 4, "skipped": 0, "failed": 2}
     assert [r["index"] for r in seen] == [0, 1, 2, 3]
     for r in res.rows:
-        if r["flows.options.pmd.step"] < 0:
-            assert r["status"] == "failed" and "step must be > 0, got -1.0" in r["error"]
+        if r["flows.options.pmd.step"] == 0.5:
+            assert r["status"] == "failed" and "RuntimeError: no size at step 0.5" in r["error"]
             assert (tmp_path / "runs" / f"{r['run_id']}.error.txt").exists() and r["file"] == ""
         else:
             assert r["status"] == "ok" and r["error"] == ""
@@ -161,8 +164,7 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
     again = SW.compute_metrics(study, ["study"])["study"]
     assert all(v == ok[k] or (v != v and ok[k] != ok[k]) for k, v in again.items())
 
-    # rerun: the two complete runs are skipped, the two failed runs are tried again
-    spec["sweep"]["metrics"] = ["study"]
+    # rerun: the two complete runs are skipped, the two failed runs are tried again (and fail)
     again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
     assert again.counts == {"runs": 4, "computed": 2, "skipped": 2, "failed": 2}
 
@@ -436,3 +438,17 @@ def test_outdir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is a file, not a directory") as e:
         wg.sweep(tiny_spec(), outdir=f, executor="serial", progress=False)
     assert e.value.key == "outdir" and f.read_text() == "x"
+
+
+@pytest.mark.parametrize("grid, key", [({"flows.options.otto.cfl": [0.3, "abc"]}, "flows.options.otto"),
+                                       ({"initial.mean": [0.5, [0.1, 0.2]]}, "initial")])
+def test_values_checked_on_the_built_problem_are_refused_before_work(tmp_path, grid, key):
+    """A scheme option of the wrong type, or an initial mean that does not fit the action grid, is
+    found by run_study only once the problem is built; a sweep used to start, and the run with the
+    bad value failed on its worker. Now the sweep stops first, naming the run and the key."""
+    spec = tiny_spec(**grid)
+    spec["set"]["initial.kind"] = "gaussian"
+    with pytest.raises(ConfigError, match=r"\(in run 1: ") as e:
+        wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    assert e.value.key == key
+    assert not (tmp_path / "runs").exists()

@@ -408,6 +408,7 @@ class SweepSpec:
         """Every run as a :class:`RunTask`, configurations loaded and validated (raises
         :class:`ConfigError` naming the run and the key before any work)."""
         tasks, seen = [], {}
+        built, last = {}, {}            # outcomes of _check_buildable; the last problem built
         for i, (params, ov, base) in enumerate(self.points()):
             where = _describe(params) or "the run"
             overrides = list(ov.items())
@@ -421,6 +422,7 @@ class SweepSpec:
                 for m in self.metrics:
                     if SWEEP_METRICS[m].check is not None:
                         SWEEP_METRICS[m].check(cfg)
+                _check_buildable(cfg, built, last)
             except ConfigError as exc:
                 msg = str(exc)
                 if exc.key and msg.startswith(f"{exc.key}: "):
@@ -464,6 +466,36 @@ class SweepSpec:
             for p in fig["panels"]:
                 L += ["", "[[figures.panels]]"] + [f"{k} = {_toml_any(v)}" for k, v in p.items()]
         return "\n".join(L) + "\n"
+
+
+def _check_buildable(cfg: dict, outcomes: dict, last: dict):
+    """The checks :func:`wgflow.run_study` makes once the problem is built (the initial policy
+    against the action grid, every scheme constructed with its options), made here in the driving
+    process: a bad value stops the sweep before any run instead of failing its runs on the workers.
+    ``outcomes`` caches the result by what it depends on; ``last`` holds the last problem built
+    (runs of one problem are neighbours in sweep order)."""
+    from . import problems
+    from .study import _preflight, build_initial, build_objective
+    key = json.dumps(_plain([cfg["problem"], cfg["objective"], cfg["initial"], cfg["flows"]["schemes"],
+                             cfg["flows"]["options"]]), sort_keys=True)
+    if key not in outcomes:
+        outcomes[key] = None
+        pkey = json.dumps(_plain(cfg["problem"]), sort_keys=True)
+        try:
+            if last.get("key") != pkey:
+                last.clear()
+                try:
+                    mdp = problems.get(cfg["problem"]["name"], **cfg["problem"]["params"])
+                except ValidationError as exc:
+                    raise ConfigError("problem.params", str(exc)) from None
+                last.update(key=pkey, mdp=mdp)
+            obj = build_objective(cfg)
+            build_initial(cfg, last["mdp"])
+            _preflight(cfg, last["mdp"], obj)
+        except ConfigError as exc:
+            outcomes[key] = exc
+    if outcomes[key] is not None:
+        raise outcomes[key]
 
 
 def _toml_any(v) -> str:

@@ -350,6 +350,10 @@ def test_command_line_set_wins_over_a_case():
                             ("flows.max_seconds", 0.0)])     # what a sweep sets in every run
     assert ref["problem"]["params"] == pend.config["problem"]["params"]
     assert SW.config_hash(ref) == pend.hash
+    # a table merges key by key, as it does in [set] (it used to replace problem.params: lqr1d
+    # lost its n_states = 51)
+    table = SW.load_spec("otto_rates", ["problem.params={n_actions=7}"]).tasks()
+    assert [t.hash for t in table] == [t.hash for t in tasks]
     saved = wg.config.tomllib.loads(spec.to_toml())
     assert saved["cases"][1]["problem.params.n_actions"] == 7        # the pendulum case
     again = SW.load_spec(saved).tasks()

@@ -648,7 +648,8 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     cli = {}            # command-line overrides: applied last, over [set] and over every case
     for o in overrides:
         k, v = _config.parse_override(o) if isinstance(o, str) else o
-        cli[k] = v
+        # a table merges key by key, as in [set]: --set 'problem.params={n_theta=15}' is n_theta
+        cli.update(_flatten({k: v}, where="--set: ") if isinstance(v, dict) else {k: v})
     sets.update(cli)
     g = _flatten(raw.get("grid", {}), where="grid: ")
     for k, v in (grid or {}).items():

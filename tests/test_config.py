@@ -136,3 +136,17 @@ def test_a_directory_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch
     assert cfg == C.load(C.builtin_path("lqr1d"))
     with pytest.raises(C.ConfigError, match="results is a directory, not a config file"):
         C.load("results")
+
+
+def test_a_table_override_merges_key_by_key():
+    """--set 'problem.params={n_theta=15}' used to replace the whole table: the file's n_omega and
+    n_actions fell back to the problem's defaults. A table now sets the keys it names, as a TOML
+    file does over the defaults; unknown keys in it are still refused."""
+    base = C.load("pendulum")
+    cfg = C.load("pendulum", ["problem.params={n_theta=15}", "objective={gamma=0.99}"])
+    assert cfg["problem"]["params"] == dict(base["problem"]["params"], n_theta=15)
+    assert cfg["objective"] == dict(base["objective"], gamma=0.99)
+    assert cfg == C.load("pendulum", ["problem.params.n_theta=15", "objective.gamma=0.99"])
+    with pytest.raises(C.ConfigError) as e:
+        C.load("pendulum", ["objective={gama=0.99}"])
+    assert e.value.key == "objective.gama"

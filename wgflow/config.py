@@ -165,7 +165,8 @@ def get_dotted(cfg: dict, key: str):
 
 def set_dotted(cfg: dict, key: str, value) -> dict:
     """Set ``key = "a.b.c"`` in a nested dict (in place; returns it). Unknown keys raise, except
-    below the open tables ``problem.params`` and ``flows.options``."""
+    below the open tables ``problem.params`` and ``flows.options``. A table value (a dict) set on a
+    table merges into it key by key."""
     parts = tuple(key.split("."))
     node = cfg
     for i, part in enumerate(parts):
@@ -178,7 +179,12 @@ def set_dotted(cfg: dict, key: str, value) -> dict:
             if isinstance(node.get(part), dict) and not isinstance(value, dict):
                 raise ConfigError(key, "is a table" + (f" with keys {', '.join(sorted(node[part]))}; set one of them"
                                                        if node[part] else "; set a key below it"))
-            node[part] = value
+            if isinstance(node.get(part), dict):
+                # a table sets the keys it names and keeps the others (as a TOML file merges
+                # onto the defaults): objective={gamma=0.9} keeps the file's entropy
+                node[part] = merge(node[part], value, parts)
+            else:
+                node[part] = value
         else:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

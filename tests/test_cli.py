@@ -239,3 +239,107 @@ def test_summary_reprs_do_not_dump_arrays(tmp_path):
         r = repr(obj_)
         assert len(r) < 400 and "array(" not in r and "[[" not in r, r
     assert f"J = {sol.J:.12g}" in repr(sol)
+
+
+@pytest.mark.parametrize("argv", [["solve", "garnet", "--param", "n_states=5", "-q"],
+                                  ["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd",
+                                   "--t-end", "0.5", "--frames", "2", "-q"]])
+def test_output_file_is_kept_without_overwrite(capsys, tmp_path, argv):
+    """solve -o and flow -o used to replace an existing file silently; now they stop before any
+    work (the file's bytes unchanged) unless given --overwrite, as wgflow run does."""
+    path = tmp_path / "out.h5"
+    path.write_bytes(b"earlier results")
+    assert main(argv + ["-o", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error:") and "--overwrite" in err and str(path) in err
+    assert path.read_bytes() == b"earlier results"
+    assert main(argv + ["-o", str(path), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    obj = wg.load(path)
+    # the file now holds this command's result: the J it printed
+    J = obj.J if isinstance(obj, wg.Solution) else obj.J[-1]
+    printed = parse_J(out) if argv[0] == "solve" else float(re.search(r"-> (\S+)$", out, re.M).group(1))
+    assert printed == pytest.approx(J, rel=1e-11)     # printed with 12 significant digits
+
+
+def test_run_no_figures_does_not_check_the_animation_scheme(capsys, tmp_path):
+    """The built-in configs animate otto; --set flows.schemes=pmd --no-figures used to stop on
+    output.animation_scheme, a key that only the (disabled) figures use."""
+    argv = ["run", "lqr1d", "--set", "flows.schemes=pmd", "--print-config", "-o", str(tmp_path)]
+    assert main(argv) == 2
+    assert "output.animation_scheme" in capsys.readouterr().err
+    assert main(argv + ["--no-figures"]) == 0
+    cfg = wg.config.tomllib.loads(capsys.readouterr().out)
+    assert cfg["flows"]["schemes"] == ["pmd"]
+    assert cfg["output"]["figures"] is False and cfg["output"]["animation"] is False
+
+
+@pytest.mark.parametrize("argv, flag", [(["plot", "x.h5", "--dpi", "-5"], "--dpi"),
+                                        (["plot", "x.h5", "--dpi", "0"], "--dpi"),
+                                        (["flow", "garnet", "--scheme", "pmd", "--frames", "0"], "--frames"),
+                                        (["flow", "garnet", "--scheme", "pmd", "--frames", "-3"], "--frames"),
+                                        (["flow", "garnet", "--scheme", "pmd", "--t-end", "0"], "--t-end")])
+def test_bad_counts_are_usage_errors(capsys, argv, flag):
+    """plot --dpi -5 used to end in a matplotlib traceback, --dpi 0 / flow --frames <= 0 were
+    taken (as a silent single frame), and flow --t-end 0 was refused as 'save_every', an option the
+    command does not have; now a one-line usage error naming the flag, exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["-q"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "must be" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["solve", "garnet", "--param", "n_states=5", "--objective", "average", "--gamma", "0.99"],
+     ["--gamma 0.99", "average"]),
+    (["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd", "--objective", "average",
+      "--gamma", "0.5"], ["--gamma 0.5", "average"]),
+    (["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd", "--std", "0.3"],
+     ["--std", "--init gaussian"]),
+    (["flow", "garnet", "--param", "n_states=5", "--scheme", "pmd", "--mean", "1", "--std", "0.3"],
+     ["--mean and --std", "--init gaussian"]),
+])
+def test_options_that_would_be_ignored_are_refused(capsys, argv, words):
+    """--gamma with the average cost and --mean/--std with the uniform initial policy used to be
+    dropped without a word (the printed J was that of another problem than asked for)."""
+    assert main(argv + ["-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error:")
+    for w in words:
+        assert w in err, (w, err)
+
+
+
+def test_closed_stdout_is_not_an_error():
+    """`wgflow problems | head -1`: the reader closes the pipe; the command used to report
+    'wgflow: error: BrokenPipeError' (exit 2). It now ends quietly with 141 (128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "wgflow", "problems"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                # before the command prints: its first write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "error" not in err.lower() and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["", ","])
+def test_verify_empty_checks_is_refused(capsys, value):
+    """verify --checks '' ran every check and --checks , ran none (only the solve row), both
+    reported as passed; a list that names no check is now an error naming the choices."""
+    assert main(["verify", "garnet", "--param", "n_states=5", "--checks", value, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error: --checks") and "gradient" in err
+
+
+def test_run_into_a_file_stops_before_the_study(capsys, tmp_path, monkeypatch):
+    """wgflow run -o FILE computed the whole study and then failed creating the directory
+    (FileExistsError); now it stops before any work, naming the path."""
+    import wgflow.study
+    called = []
+    monkeypatch.setattr(wgflow.study, "run_study", lambda *a, **k: called.append(1))
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["run", "lqr1d", "-o", str(f), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgflow: error: output directory") and str(f) in err and "is a file" in err
+    assert called == [] and f.read_text() == "x"

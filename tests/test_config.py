@@ -123,3 +123,30 @@ def test_set_and_get_dotted():
 
 def test_wg_namespace():
     assert wg.config is C
+
+
+def test_a_directory_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch):
+    """`wgflow run lqr1d -o lqr1d` leaves a directory lqr1d/; the next `wgflow run lqr1d` used to
+    try to read that directory as the config (IsADirectoryError). The built-in config is read, and
+    a directory that names no built-in is refused by name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lqr1d").mkdir()
+    (tmp_path / "results").mkdir()
+    cfg = C.load("lqr1d")
+    assert cfg == C.load(C.builtin_path("lqr1d"))
+    with pytest.raises(C.ConfigError, match="results is a directory, not a config file"):
+        C.load("results")
+
+
+def test_a_table_override_merges_key_by_key():
+    """--set 'problem.params={n_theta=15}' used to replace the whole table: the file's n_omega and
+    n_actions fell back to the problem's defaults. A table now sets the keys it names, as a TOML
+    file does over the defaults; unknown keys in it are still refused."""
+    base = C.load("pendulum")
+    cfg = C.load("pendulum", ["problem.params={n_theta=15}", "objective={gamma=0.99}"])
+    assert cfg["problem"]["params"] == dict(base["problem"]["params"], n_theta=15)
+    assert cfg["objective"] == dict(base["objective"], gamma=0.99)
+    assert cfg == C.load("pendulum", ["problem.params.n_theta=15", "objective.gamma=0.99"])
+    with pytest.raises(C.ConfigError) as e:
+        C.load("pendulum", ["objective={gama=0.99}"])
+    assert e.value.key == "objective.gama"

@@ -101,26 +101,29 @@ def test_local_cluster_worker_killed_mid_sweep(tmp_path):
     assert_same_tables(comparable(again.table()), comparable(res.table()))
 
 
-def test_serial_sweep_summary_failures_and_resume(tmp_path):
+def test_serial_sweep_summary_failures_and_resume(tmp_path, monkeypatch):
     """Rows carry each run's parameters (J* equals an independent wg.solve with them); a run that
-    raises (here: the study refuses a scheme option when it builds the scheme) is recorded with its
-    error and the others go on; the summary reads back with csv and h5py; a rerun retries only the
-    failed runs."""
+    raises (here: a user-registered metric family, for the runs with step 0.5; what the study
+    can check before running is refused before the sweep starts) is recorded with its error and
+    the others go on; the summary reads back with csv and h5py; a rerun retries only the failed
+    runs."""
     spec = {"sweep": {"name": "step", "base": "lqr1d"},
             "set": dict(TINY, **{"flows.schemes": ["pmd"], "hessian.enabled": False}),
-            "grid": {"flows.options.pmd.step": [2.0, -1.0], "objective.entropy": [0.5, 1.0]}}
+            "grid": {"flows.options.pmd.step": [2.0, 0.5], "objective.entropy": [0.5, 1.0]}}
     spec["sweep"]["metrics"] = ["study", "size"]       # a user-registered metric family
-    SW.register_metric("size", lambda res: {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions})
+
+    def size(res):
+        if res.config["flows"]["options"]["pmd"]["step"] == 0.5:
+            raise RuntimeError("no size at step 0.5")
+        return {"n_states": res.mdp.n_states, "n_actions": res.mdp.n_actions}
+    monkeypatch.setitem(SW.SWEEP_METRICS, "size", SW.Metric("size", size))
     seen = []
-    try:
-        res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
-    finally:
-        SW.SWEEP_METRICS.pop("size")
+    res = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False, callback=seen.append)
     assert res.counts == {"runs": 4, "computed": 4, "skipped": 0, "failed": 2}
     assert [r["index"] for r in seen] == [0, 1, 2, 3]
     for r in res.rows:
-        if r["flows.options.pmd.step"] < 0:
-            assert r["status"] == "failed" and "step must be > 0, got -1.0" in r["error"]
+        if r["flows.options.pmd.step"] == 0.5:
+            assert r["status"] == "failed" and "RuntimeError: no size at step 0.5" in r["error"]
             assert (tmp_path / "runs" / f"{r['run_id']}.error.txt").exists() and r["file"] == ""
         else:
             assert r["status"] == "ok" and r["error"] == ""
@@ -161,8 +164,7 @@ def test_serial_sweep_summary_failures_and_resume(tmp_path):
     again = SW.compute_metrics(study, ["study"])["study"]
     assert all(v == ok[k] or (v != v and ok[k] != ok[k]) for k, v in again.items())
 
-    # rerun: the two complete runs are skipped, the two failed runs are tried again
-    spec["sweep"]["metrics"] = ["study"]
+    # rerun: the two complete runs are skipped, the two failed runs are tried again (and fail)
     again = wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
     assert again.counts == {"runs": 4, "computed": 2, "skipped": 2, "failed": 2}
 
@@ -328,3 +330,129 @@ def test_cli_sweep(tmp_path, capsys):
     assert "4 runs (0 computed, 4 already complete" in capsys.readouterr().out
     assert main(["sweep", str(f), "--set", "flows.max_seconds=3", "-o", str(out)]) == 2
     assert "wall-clock budgets" in capsys.readouterr().err
+
+
+def test_command_line_set_wins_over_a_case():
+    """--set applies to every run: over [set] and over a case's own value of the same key (the
+    pendulum case of otto_rates sets n_actions = 11; --set n_actions = 7 used to be dropped for it
+    while it applied to the lqr1d case). The run's configuration equals the base loaded directly
+    with the same keys; the saved sweep.toml reproduces the runs (same hashes)."""
+    spec = SW.load_spec("otto_rates", ["problem.params.n_actions=7"])
+    tasks = spec.tasks()
+    for t in tasks:
+        assert t.config["problem"]["params"]["n_actions"] == 7, t.params
+    pend = next(t for t in tasks if t.params["case"] == "pendulum")
+    # the pendulum case: its own n_theta/n_omega, the command line's n_actions, the [set] keys
+    ref = wg.config.load("pendulum", [(k, v) for k, v in spec.set.items()]
+                         + [("problem.params.n_theta", 31), ("problem.params.n_omega", 31),
+                            ("objective.gamma", pend.params["objective.gamma"]),
+                            ("objective.entropy", pend.params["objective.entropy"]),
+                            ("flows.max_seconds", 0.0)])     # what a sweep sets in every run
+    assert ref["problem"]["params"] == pend.config["problem"]["params"]
+    assert SW.config_hash(ref) == pend.hash
+    # a table merges key by key, as it does in [set] (it used to replace problem.params: lqr1d
+    # lost its n_states = 51)
+    table = SW.load_spec("otto_rates", ["problem.params={n_actions=7}"]).tasks()
+    assert [t.hash for t in table] == [t.hash for t in tasks]
+    saved = wg.config.tomllib.loads(spec.to_toml())
+    assert saved["cases"][1]["problem.params.n_actions"] == 7        # the pendulum case
+    again = SW.load_spec(saved).tasks()
+    assert [t.hash for t in again] == [t.hash for t in tasks]
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"executor": "serial", "workers": 2}, "workers"),
+    ({"executor": "serial", "memory_limit": "4GiB"}, "memory_limit"),
+    ({"executor": "serial", "scheduler": "tcp://127.0.0.1:1"}, "scheduler"),
+    ({"scheduler": "tcp://127.0.0.1:1", "workers": 2}, "workers"),
+    ({"scheduler": "tcp://127.0.0.1:1", "memory_limit": "4GiB"}, "memory_limit"),
+    ({"executor": "dask", "memory_limit": "foo"}, "memory_limit"),
+    ({"executor": "dask", "memory_limit": "-1GB"}, "memory_limit"),
+])
+def test_executor_options_that_would_be_ignored_or_unreadable_are_refused(tmp_path, kwargs, key):
+    """Options the chosen executor does not use (the serial executor has no workers, a given
+    scheduler has its own) used to be dropped without a word; a memory limit dask cannot read
+    raised a ValueError traceback after the output directory was written. Both stop before any
+    file is written or process started."""
+    if kwargs.get("executor") == "dask" or "scheduler" in kwargs:
+        pytest.importorskip("distributed")
+    with pytest.raises(ConfigError) as e:
+        wg.sweep(tiny_spec(), outdir=tmp_path / "out", progress=False, **kwargs)
+    assert e.value.key == key
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_follows_no_resume(tmp_path, capsys):
+    """--dry-run --no-resume used to list finished runs as complete although --no-resume computes
+    them again; the listing now says what the same command without --dry-run does."""
+    from wgflow.cli import main
+    spec = tiny_spec(**{"objective.entropy": [0.5, 1.0]})
+    spec["set"].update({"flows.schemes": ["pmd"], "hessian.enabled": False})
+    f = tmp_path / "s.toml"
+    f.write_text(SW.load_spec(spec).to_toml())
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "-o", str(out), "--serial", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(f), "-o", str(out), "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("complete") == 2 and "pending" not in listed
+    assert main(["sweep", str(f), "-o", str(out), "--dry-run", "--no-resume"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("pending") == 2 and "complete" not in listed
+    assert main(["sweep", str(f), "-o", str(out), "--serial", "-q", "--no-resume"]) == 0
+    assert "2 runs (2 computed, 0 already complete" in capsys.readouterr().out
+
+
+def test_a_directory_named_like_a_builtin_sweep_does_not_hide_it(tmp_path, monkeypatch):
+    """wg.sweep("otto_rates", outdir="otto_rates") (docs/sweeps.md) leaves a directory otto_rates/;
+    resuming with the same call used to fail reading that directory as the sweep file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "otto_rates").mkdir()
+    (tmp_path / "otto_rates" / "sweep.toml").write_text("")
+    spec = SW.load_spec("otto_rates")
+    assert spec.source == str(SW.builtin_sweep_path("otto_rates"))
+    assert [t.hash for t in spec.tasks()] == [t.hash for t in SW.load_spec(spec.source).tasks()]
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match="out is a directory, not a sweep file"):
+        SW.load_spec("out")
+
+
+def test_flag_column_reads_the_same_with_a_failed_run(tmp_path):
+    """A boolean column (verify_passed) turns to text when a failed run has no value; its CSV cells
+    used to read 'True'/'False' there and 'true'/'false' otherwise. The cells of the runs that have
+    a value are now the same either way."""
+    ok = [{"index": i, "run_id": f"r{i}", "_params": [], "status": "ok", "error": "",
+           "verify_passed": flag} for i, flag in enumerate([True, False])]
+    failed = {"index": 2, "run_id": "r2", "_params": [], "status": "failed", "error": "E"}
+
+    def cells(rows, d):
+        d.mkdir()
+        SW._write_summary(rows, d)
+        with open(d / "summary.csv") as fh:
+            return [r["verify_passed"] for r in csv.DictReader(fh)]
+    assert cells(ok, tmp_path / "a") == ["true", "false"]
+    assert cells(ok + [failed], tmp_path / "b") == ["true", "false", ""]
+    assert list(SW.read_summary(tmp_path / "b")["verify_passed"]) == ["true", "false", ""]
+
+
+def test_outdir_that_is_a_file_is_refused(tmp_path):
+    """An output directory that is a file used to end in a bare NotADirectoryError."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory") as e:
+        wg.sweep(tiny_spec(), outdir=f, executor="serial", progress=False)
+    assert e.value.key == "outdir" and f.read_text() == "x"
+
+
+@pytest.mark.parametrize("grid, key", [({"flows.options.otto.cfl": [0.3, "abc"]}, "flows.options.otto"),
+                                       ({"initial.mean": [0.5, [0.1, 0.2]]}, "initial")])
+def test_values_checked_on_the_built_problem_are_refused_before_work(tmp_path, grid, key):
+    """A scheme option of the wrong type, or an initial mean that does not fit the action grid, is
+    found by run_study only once the problem is built; a sweep used to start, and the run with the
+    bad value failed on its worker. Now the sweep stops first, naming the run and the key."""
+    spec = tiny_spec(**grid)
+    spec["set"]["initial.kind"] = "gaussian"
+    with pytest.raises(ConfigError, match=r"\(in run 1: ") as e:
+        wg.sweep(spec, outdir=tmp_path, executor="serial", progress=False)
+    assert e.value.key == key
+    assert not (tmp_path / "runs").exists()

@@ -68,20 +68,49 @@ def _parse_param(text: str, flag: str = "--param"):
     return key.strip(), val
 
 
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: a whole number in ``[lo, hi]`` (a bad one is a one-line usage error)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {'inf' if hi is None else hi}], got {v}")
+        return v
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
 def _objective_args(p, entropy=0.0, entropy_help=None):
     p.add_argument("--param", "-p", action="append", type=_parse_param, metavar="KEY=VALUE",
                    help="problem parameter (repeatable), e.g. --param n_theta=101")
     p.add_argument("--objective", choices=["discounted", "average"], default="discounted")
-    p.add_argument("--gamma", type=float, default=0.95, help="discount factor (default 0.95)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="discount factor (default 0.95; the discounted objective only)")
     p.add_argument("--entropy", type=float, default=entropy, help=entropy_help or
                    f"entropy weight tau (default {entropy:g})")
 
 
 def _objective(args):
     from . import Average, Discounted
+    from .errors import ValidationError
     if args.objective == "average":
+        if args.gamma is not None:     # it would be dropped: the average cost has no discount
+            raise ValidationError(f"--gamma {args.gamma:g} is the discount factor of --objective "
+                                  "discounted; the average cost has none (leave --gamma out)")
         return Average(entropy=args.entropy)
-    return Discounted(gamma=args.gamma, entropy=args.entropy)
+    return Discounted(gamma=0.95 if args.gamma is None else args.gamma, entropy=args.entropy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +142,7 @@ def _setup_solve(p):
                         "average costs)")
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("-o", "--output", help="save the Solution to this HDF5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     p.add_argument("--plot", metavar="PNG", help="draw the solution (V, mean action, spread, occupancy)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -135,7 +165,7 @@ def cmd_solve(args) -> int:
     print(f"residual    {sol.residual:.3e}   (sup-norm of the Bellman residual)")
     print(f"time        build {t1 - t0:.3f} s, solve {t2 - t1:.3f} s")
     if args.output:
-        save(args.output, sol)
+        save(args.output, sol, overwrite=args.overwrite)
         print(f"saved       {args.output}")
     if args.plot:
         _savefig(sol.plot(title=f"{args.problem}: {obj!r}"), args.plot)
@@ -164,8 +194,13 @@ def cmd_verify(args) -> int:
     mdp = problems.get(args.problem, **params)
     obj = _objective(args)
     checks = None
-    if args.checks:
+    if args.checks is not None:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+        if not checks:             # an empty list would run every check (or none): say so
+            from .errors import ValidationError
+            from .verify import CHECKS
+            raise ValidationError(f"--checks {args.checks!r} names no check; give a comma-separated "
+                                  f"subset of: {', '.join(CHECKS)} (or leave --checks out for all)")
     title = (f"wgflow verify {args.problem} {params if params else ''}".rstrip()
              + f": {mdp.n_states} states x {mdp.n_actions} actions, {obj!r}")
     report = _verify.run(mdp, obj, checks=checks, rng=args.seed, rates=not args.no_rates,
@@ -240,12 +275,20 @@ def cmd_run(args) -> int:
         for name in _config.builtin_configs():
             print(f"{name:14s} {_config.builtin_path(name)}")
         return 0
-    cfg = _config.load(args.config, args.overrides)        # a bad config stops here, before any work
+    overrides = list(args.overrides)
+    if args.no_figures:        # before validation: keys that only figures use are not checked
+        overrides += ["output.figures=false", "output.animation=false"]
+    cfg = _config.load(args.config, overrides)              # a bad config stops here, before any work
     if args.outdir:
         cfg["output"]["dir"] = args.outdir
     if args.print_config:
         print(_config.to_toml(cfg), end="")
         return 0
+    out = Path(cfg["output"]["dir"])
+    if out.exists() and not out.is_dir():      # found before the study runs, not when it writes
+        from .errors import ValidationError
+        raise ValidationError(f"output directory {out} is a file (-o DIR or output.dir names where the "
+                              "results go)")
     res = run_study(cfg, progress=not args.quiet, figures=False if args.no_figures else None,
                     overwrite=args.overwrite)
     print(res.summary())
@@ -260,17 +303,20 @@ def _setup_flow(p):
     p.add_argument("problem")
     p.add_argument("--scheme", required=True, choices=scheme_names())
     _objective_args(p, entropy=0.5)
-    p.add_argument("--t-end", type=float, default=10.0, help="flow time (default 10)")
+    p.add_argument("--t-end", type=_positive_float, default=10.0, help="flow time (default 10)")
     p.add_argument("--dt", type=float, default=None, help="fixed step (default: the scheme chooses)")
     p.add_argument("--max-steps", type=int, default=10**7)
     p.add_argument("--init", choices=["uniform", "gaussian"], default="uniform",
                    help="initial policy (default uniform)")
-    p.add_argument("--mean", type=float, default=0.0, help="mean of the gaussian initial policy")
-    p.add_argument("--std", type=float, default=1.0, help="std of the gaussian initial policy")
+    p.add_argument("--mean", type=float, default=None,
+                   help="mean of the gaussian initial policy (default 0; with --init gaussian)")
+    p.add_argument("--std", type=float, default=None,
+                   help="std of the gaussian initial policy (default 1; with --init gaussian)")
     p.add_argument("--option", action="append", type=lambda t: _parse_param(t, "--option"), metavar="KEY=VALUE",
                    help="scheme option (repeatable), e.g. --option cfl=0.3")
-    p.add_argument("--frames", type=int, default=100, help="saved frames (default 100)")
+    p.add_argument("--frames", type=_int_in(1), default=100, help="saved frames (default 100)")
     p.add_argument("-o", "--output", help="write the trajectory to this HDF5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     p.add_argument("--figures", metavar="DIR", help="draw J - J*, the action densities at nine states "
                    "and an animation into DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -281,7 +327,16 @@ def cmd_flow(args) -> int:
     params = dict(args.param or [])
     mdp = problems.get(args.problem, **params)
     obj = _objective(args)
-    pi0 = Policy.uniform(mdp) if args.init == "uniform" else Policy.gaussian(mdp, args.mean, args.std)
+    if args.init == "uniform":
+        given = [f for f, v in (("--mean", args.mean), ("--std", args.std)) if v is not None]
+        if given:                      # they would be dropped: the uniform policy has neither
+            from .errors import ValidationError
+            raise ValidationError(f"{' and '.join(given)} shape the gaussian initial policy; "
+                                  "add --init gaussian (the default initial policy is uniform)")
+        pi0 = Policy.uniform(mdp)
+    else:
+        pi0 = Policy.gaussian(mdp, 0.0 if args.mean is None else args.mean,
+                              1.0 if args.std is None else args.std)
     opts = dict(args.option or [])
     t0 = time.perf_counter()
     traj = flow(mdp, obj, pi0, scheme=args.scheme, t_end=args.t_end, dt=args.dt,
@@ -301,7 +356,7 @@ def cmd_flow(args) -> int:
     print(f"stopped by  {d.get('stop_reason') or 't_end'}")
     print(f"time        {wall:.3f} s")
     if args.output:
-        traj.to_hdf5(args.output)
+        traj.to_hdf5(args.output, overwrite=args.overwrite)
         print(f"saved       {args.output}")
     if args.figures:
         for path in _trajectory_figures(traj, Path(args.figures), Path(args.output or "flow").stem,
@@ -339,7 +394,9 @@ def _setup_plot(p):
     p.add_argument("file", help="an HDF5 file written by wgflow (a study, a Solution or Evaluation, "
                                 "a Trajectory)")
     p.add_argument("-o", "--outdir", help="where to write the figures (default: beside the file)")
-    p.add_argument("--dpi", type=int, default=None)
+    p.add_argument("--dpi", type=_int_in(30, 600), default=None,
+                   help="resolution of the PNG figures, 30 to 600 (default: the study's output.dpi, "
+                        "else 110)")
     p.add_argument("--no-animation", action="store_true", help="PNG figures only")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -376,7 +433,10 @@ register("run", _setup_run, cmd_run, help="the main job: a whole study from a TO
          "the pendulum) -> one HDF5 file, figures, an animation and a summary table",
          description="Run a study: exact solution (with and without entropy), flows from one initial "
                      "policy, the Hessian spectrum with predicted vs measured rate, and the verify "
-                     "checks. Writes OUTDIR/NAME.h5, OUTDIR/config.toml, PNG figures and a GIF.")
+                     "checks. Writes OUTDIR/NAME.h5, OUTDIR/config.toml, PNG figures and a GIF. "
+                     "Exit status 0 when every stage ran and every check passed, 1 otherwise (the "
+                     "summary says which), 2 when it stops on an error (a bad config, an existing "
+                     "results file, a problem the solver cannot handle: one line 'wgflow: error: ...').")
 register("flow", _setup_flow, cmd_flow, help="run one flow on a built-in problem and print a summary")
 register("plot", _setup_plot, cmd_plot, help="redraw the figures of a results file (wgflow run's HDF5, "
          "a Solution, a Trajectory)")
@@ -399,7 +459,13 @@ def cmd_sweep(args) -> int:
 
 register("sweep", _setup_sweep, cmd_sweep, help="a parameter sweep: many studies from one base config "
          "(grid or list of dotted keys), on dask.distributed or serially -> one HDF5 file per run, "
-         "a summary table (CSV, HDF5) and figures")
+         "a summary table (CSV, HDF5) and figures",
+         description="A parameter sweep: many studies from one base config (grid or list of dotted "
+                     "keys), on dask.distributed or serially -> one HDF5 file per run, a summary table "
+                     "(CSV, HDF5) and figures (docs/sweeps.md). A rerun keeps the runs whose result "
+                     "file is complete. Exit status 0 when no run failed, 1 when some failed, 2 when "
+                     "it stops on an error before the runs (a bad sweep file or option: one line "
+                     "'wgflow: error: ...'), 130 when interrupted (the finished runs are kept).")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -431,7 +497,8 @@ def _one_line(text: str) -> str:
 def main(argv=None) -> int:
     """Run the command; bad input, unreadable files and failed computations print one line
     ``wgflow: error: ...`` on stderr and exit with status 2 (no traceback; set the environment
-    variable ``WGFLOW_TRACEBACK=1`` to see it); an interruption exits with 130."""
+    variable ``WGFLOW_TRACEBACK=1`` to see it); an interruption exits with 130, a closed stdout
+    (``wgflow ... | head``) with 141."""
     import os
     from .errors import WgflowError
     args = build_parser().parse_args(argv)
@@ -439,7 +506,18 @@ def main(argv=None) -> int:
         if getattr(args, "output", None):   # refuse a bad output path before any work
             from .validation import output_path
             output_path(args.output, "--output", f"wgflow {args.command}")
+            # commands with --overwrite keep an existing file unless told to replace it
+            if not getattr(args, "overwrite", True) and Path(args.output).exists():
+                from .errors import ExistingFileError
+                raise ExistingFileError(f"wgflow {args.command}: {args.output} exists; pass --overwrite "
+                                        "to replace it, or choose another --output")
         return args.func(args)
+    except BrokenPipeError:
+        # the reader of stdout has gone (`wgflow ... | head`): not an error of the command; point
+        # stdout at /dev/null so that the flush at exit does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141                     # 128 + SIGPIPE, as a shell reports a command ended by it
     except (WgflowError, OSError, MemoryError) as exc:
         if os.environ.get("WGFLOW_TRACEBACK", "0") == "1":
             raise

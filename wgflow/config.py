@@ -165,7 +165,8 @@ def get_dotted(cfg: dict, key: str):
 
 def set_dotted(cfg: dict, key: str, value) -> dict:
     """Set ``key = "a.b.c"`` in a nested dict (in place; returns it). Unknown keys raise, except
-    below the open tables ``problem.params`` and ``flows.options``."""
+    below the open tables ``problem.params`` and ``flows.options``. A table value (a dict) set on a
+    table merges into it key by key."""
     parts = tuple(key.split("."))
     node = cfg
     for i, part in enumerate(parts):
@@ -178,7 +179,12 @@ def set_dotted(cfg: dict, key: str, value) -> dict:
             if isinstance(node.get(part), dict) and not isinstance(value, dict):
                 raise ConfigError(key, "is a table" + (f" with keys {', '.join(sorted(node[part]))}; set one of them"
                                                        if node[part] else "; set a key below it"))
-            node[part] = value
+            if isinstance(node.get(part), dict):
+                # a table sets the keys it names and keeps the others (as a TOML file merges
+                # onto the defaults): objective={gamma=0.9} keeps the file's entropy
+                node[part] = merge(node[part], value, parts)
+            else:
+                node[part] = value
         else:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -218,12 +224,17 @@ def load(source=None, overrides=()) -> dict:
         user = source
     else:
         p = Path(source)
-        if p.suffix == ".toml" or p.exists():
+        # a file, else a built-in name: a directory of that name (an output directory, say)
+        # does not hide the built-in config
+        if p.is_file() or (p.suffix == ".toml" and not p.is_dir()):
             if not p.exists():
                 raise ConfigError("", f"no such config file: {p}")
             text = p.read_text()
         elif str(source) in builtin_configs():
             text = builtin_path(str(source)).read_text()
+        elif p.is_dir():
+            raise ConfigError("", f"{p} is a directory, not a config file; built-in configs: "
+                                  f"{', '.join(builtin_configs())}")
         else:
             raise ConfigError("", f"no config file {str(source)!r} and no built-in config of that name; "
                                   f"built-in configs: {', '.join(builtin_configs())}")
@@ -435,9 +446,11 @@ def validate(cfg: dict) -> dict:
     _boolean("output.animation", out["animation"])
     _integer("output.animation_frames", out["animation_frames"], lo=2, hi=1000)
     _boolean("output.mp4", out["mp4"])
-    if out["animation"] and f["schemes"]:
-        _choice("output.animation_scheme", out["animation_scheme"], f["schemes"],
-                "scheme (it must be one of flows.schemes)")
+    a = out["animation_scheme"]
+    if out["figures"] and out["animation"] and f["schemes"] and (not isinstance(a, str) or a not in f["schemes"]):
+        # the animation is one of the figures: without figures or animation the key is unused
+        raise ConfigError("output.animation_scheme", f"{a!r} is not one of flows.schemes "
+                          f"({', '.join(f['schemes'])}); animate one of them, or set output.animation = false")
 
     # combinations that would fail later
     if o["entropy"] <= 0 and h["enabled"]:

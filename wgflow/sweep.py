@@ -408,6 +408,7 @@ class SweepSpec:
         """Every run as a :class:`RunTask`, configurations loaded and validated (raises
         :class:`ConfigError` naming the run and the key before any work)."""
         tasks, seen = [], {}
+        built, last = {}, {}            # outcomes of _check_buildable; the last problem built
         for i, (params, ov, base) in enumerate(self.points()):
             where = _describe(params) or "the run"
             overrides = list(ov.items())
@@ -421,6 +422,7 @@ class SweepSpec:
                 for m in self.metrics:
                     if SWEEP_METRICS[m].check is not None:
                         SWEEP_METRICS[m].check(cfg)
+                _check_buildable(cfg, built, last)
             except ConfigError as exc:
                 msg = str(exc)
                 if exc.key and msg.startswith(f"{exc.key}: "):
@@ -464,6 +466,36 @@ class SweepSpec:
             for p in fig["panels"]:
                 L += ["", "[[figures.panels]]"] + [f"{k} = {_toml_any(v)}" for k, v in p.items()]
         return "\n".join(L) + "\n"
+
+
+def _check_buildable(cfg: dict, outcomes: dict, last: dict):
+    """The checks :func:`wgflow.run_study` makes once the problem is built (the initial policy
+    against the action grid, every scheme constructed with its options), made here in the driving
+    process: a bad value stops the sweep before any run instead of failing its runs on the workers.
+    ``outcomes`` caches the result by what it depends on; ``last`` holds the last problem built
+    (runs of one problem are neighbours in sweep order)."""
+    from . import problems
+    from .study import _preflight, build_initial, build_objective
+    key = json.dumps(_plain([cfg["problem"], cfg["objective"], cfg["initial"], cfg["flows"]["schemes"],
+                             cfg["flows"]["options"]]), sort_keys=True)
+    if key not in outcomes:
+        outcomes[key] = None
+        pkey = json.dumps(_plain(cfg["problem"]), sort_keys=True)
+        try:
+            if last.get("key") != pkey:
+                last.clear()
+                try:
+                    mdp = problems.get(cfg["problem"]["name"], **cfg["problem"]["params"])
+                except ValidationError as exc:
+                    raise ConfigError("problem.params", str(exc)) from None
+                last.update(key=pkey, mdp=mdp)
+            obj = build_objective(cfg)
+            build_initial(cfg, last["mdp"])
+            _preflight(cfg, last["mdp"], obj)
+        except ConfigError as exc:
+            outcomes[key] = exc
+    if outcomes[key] is not None:
+        raise outcomes[key]
 
 
 def _toml_any(v) -> str:
@@ -552,7 +584,8 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     ----------
     source : path, str or dict
     overrides : sequence of "key=value"
-        Extra entries of ``[set]`` (applied to every run), e.g. ``["flows.max_steps=100"]``.
+        Extra entries of ``[set]`` (applied to every run), e.g. ``["flows.max_steps=100"]``; they
+        also replace a case's own value of the same key.
     grid : dict, optional
         Extra (or replaced) axes of ``[grid]``, ``{dotted_key: [values]}``.
 
@@ -568,13 +601,20 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
         raw = copy.deepcopy(source)
     else:
         p = Path(str(source))
-        if p.suffix == ".toml" or p.exists():
+        # a file, else a built-in name: a directory of that name (the sweep's output directory,
+        # say) does not hide the built-in sweep
+        if p.is_file() or (p.suffix == ".toml" and not p.is_dir()):
             if not p.exists():
                 raise ConfigError("", f"no such sweep file: {p}")
             text, src = p.read_text(), str(p)
         elif str(source) in builtin_sweeps():
             path = builtin_sweep_path(str(source))
             text, src = path.read_text(), str(path)
+        elif p.is_dir():
+            raise ConfigError("", f"{p} is a directory, not a sweep file"
+                                  + (f" (to rerun the sweep it holds: {p / 'sweep.toml'})"
+                                     if (p / "sweep.toml").is_file() else "")
+                                  + f"; built-in sweeps: {', '.join(builtin_sweeps()) or 'none'}")
         else:
             raise ConfigError("", f"no sweep file {str(source)!r} and no built-in sweep of that name; "
                                   f"built-in sweeps: {', '.join(builtin_sweeps()) or 'none'}")
@@ -605,9 +645,12 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
     _config._string("sweep.outdir", outdir)
 
     sets = _flatten(raw.get("set", {}), where="set: ")
+    cli = {}            # command-line overrides: applied last, over [set] and over every case
     for o in overrides:
         k, v = _config.parse_override(o) if isinstance(o, str) else o
-        sets[k] = v
+        # a table merges key by key, as in [set]: --set 'problem.params={n_theta=15}' is n_theta
+        cli.update(_flatten({k: v}, where="--set: ") if isinstance(v, dict) else {k: v})
+    sets.update(cli)
     g = _flatten(raw.get("grid", {}), where="grid: ")
     for k, v in (grid or {}).items():
         g[k] = v
@@ -640,6 +683,9 @@ def load_spec(source, overrides=(), grid=None) -> SweepSpec:
         names.add(label)
         base = c.pop("base", None)
         ov = _flatten(c, where=f"cases[{i}] ({label}): ")
+        for k, v in cli.items():      # --set wins over the case's own value of the key
+            if k in ov:
+                ov[k] = v
         both = (set(ov) & set(g)) | (set(ov) & set(lst))
         if both:
             raise ConfigError(f"cases[{i}].{sorted(both)[0]}", "is set by the case and swept too")
@@ -958,9 +1004,18 @@ def _table(rows) -> dict:
                  for v in present):
             out[c] = np.array([np.nan if v is None else float(v) for v in vals], dtype=float)
         else:
-            out[c] = np.array(["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                               for v in vals], dtype=object)
+            out[c] = np.array([_text(v) for v in vals], dtype=object)
     return out
+
+
+def _text(v) -> str:
+    """A cell of a text column; booleans spelled as a boolean column's CSV cells (a column of
+    flags becomes text when a run has no value, e.g. a failed run)."""
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
 def _write_summary(rows, outdir: Path) -> tuple:
@@ -1050,7 +1105,7 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         A sweep file, the name of a built-in sweep (:func:`builtin_sweeps`), or a dict with the
         file's sections.
     overrides : sequence of "key=value"
-        Added to ``[set]``: applied to every run.
+        Added to ``[set]``: applied to every run (over a case's own value of the key).
     grid : dict, optional
         Extra or replaced ``[grid]`` axes, ``{dotted_key: [values]}``.
     outdir : path, optional
@@ -1061,9 +1116,12 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         Address of a running dask scheduler (``tcp://host:8786``) or a client; default: a
         ``LocalCluster`` started for the sweep and closed after it.
     workers : int, optional
-        LocalCluster size (default: the CPU count, at most the number of pending runs).
+        LocalCluster size (default: the CPU count, at most the number of pending runs); refused
+        with the serial executor or a ``scheduler``, which do not use it.
     memory_limit : str or float
-        Per-worker memory limit of the LocalCluster (dask's syntax, e.g. ``"4GiB"``).
+        Per-worker memory limit of the LocalCluster (dask's syntax: ``"auto"``, ``"4GiB"``, a
+        fraction <= 1 of the machine's memory, 0 for none); checked before any work, and refused
+        like ``workers`` where no LocalCluster is started.
     resume : bool
         Skip runs whose result file is complete (False: recompute and overwrite every run).
     figures : bool
@@ -1120,8 +1178,12 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         kind = "dask" if (scheduler is not None or dask_available()) else "serial"
     if kind == "dask" and not dask_available():
         raise ConfigError("executor", "the dask executor needs dask.distributed: pip install 'wgflow[sweep]'")
+    _check_executor_options(kind, scheduler, workers, memory_limit)
     out = Path(spec.outdir)
     runs_dir = out / "runs"
+    for d in (out, runs_dir):
+        if d.exists() and not d.is_dir():
+            raise ConfigError("outdir", f"{d} is a file, not a directory; give another output directory")
     runs_dir.mkdir(parents=True, exist_ok=True)
     (out / "sweep.toml").write_text(spec.to_toml())
     journal = out / "sweep.log"
@@ -1191,6 +1253,42 @@ def sweep(config, overrides=(), *, grid=None, outdir=None, executor: str = "auto
         result.paths["figures"] = result.plot(out, dpi=dpi)
     diag["wall"] = time.perf_counter() - T0
     return result
+
+
+def _check_executor_options(kind, scheduler, workers, memory_limit):
+    """Refuse executor options that the chosen executor would not use (``workers`` and
+    ``memory_limit`` size the LocalCluster; serial runs use neither, nor a scheduler), and a
+    memory limit dask cannot read, before any file is written or a worker started."""
+    if kind == "serial":
+        for name, value, default in (("scheduler", scheduler, None), ("workers", workers, None),
+                                     ("memory_limit", memory_limit, "auto")):
+            if value != default:
+                raise ConfigError(name, f"the serial executor runs in this process and uses no {name} "
+                                        f"(got {value!r}); leave it out or run on dask")
+        return
+    if scheduler is not None:
+        for name, value, default in (("workers", workers, None), ("memory_limit", memory_limit, "auto")):
+            if value != default:
+                raise ConfigError(name, f"sizes the LocalCluster that a sweep starts without a scheduler; "
+                                        f"the cluster at {scheduler!r} has its own workers (got {value!r})")
+        return
+    if memory_limit is None or memory_limit == "auto":
+        return
+    # what distributed reads: a number (<= 1: a fraction of the machine's memory, 0: no limit,
+    # else bytes) or a size with a unit ("4GiB")
+    hint = "give 'auto', a size such as '4GiB' or '500MB', a fraction <= 1 of the memory, or 0 (no limit)"
+    if isinstance(memory_limit, bool) or not isinstance(memory_limit, (int, float, str)):
+        raise ConfigError("memory_limit", f"cannot read {memory_limit!r} as a memory size; {hint}")
+    try:
+        value = float(memory_limit)
+    except ValueError:
+        from dask.utils import parse_bytes
+        try:
+            value = float(parse_bytes(memory_limit))
+        except (ValueError, TypeError):
+            raise ConfigError("memory_limit", f"cannot read {memory_limit!r} as a memory size; {hint}") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise ConfigError("memory_limit", f"must be a size >= 0, got {memory_limit!r}; {hint}")
 
 
 def _base_budgets(spec) -> list:
@@ -1432,20 +1530,23 @@ def setup_cli(p):
     p.add_argument("config", nargs="?", help="a sweep file (TOML) or the name of a built-in sweep "
                                              "(--list shows them)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a study key in every run (repeatable), e.g. --set flows.max_steps=200")
+                   help="override a study key in every run, over the sweep file's [set] and cases "
+                        "(repeatable), e.g. --set flows.max_steps=200")
     p.add_argument("--grid", "-g", action="append", default=[], metavar="KEY=[V1,V2,...]",
                    help="add or replace a grid axis (repeatable), e.g. --grid objective.gamma=[0.9,0.95]")
     p.add_argument("-o", "--outdir", help="output directory (default: the sweep's outdir)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask cluster, e.g. "
                    "tcp://10.0.0.5:8786 (default: a LocalCluster on this machine)")
-    p.add_argument("--workers", "-j", type=int, help="LocalCluster workers (default: CPU count)")
-    p.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker (e.g. 4GiB)")
+    p.add_argument("--workers", "-j", type=int, help="LocalCluster workers (default: CPU count; not "
+                   "with --serial or --scheduler)")
+    p.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker (e.g. 4GiB; "
+                   "default auto; not with --serial or --scheduler)")
     p.add_argument("--serial", action="store_true", help="run in this process, one run after the other "
                                                          "(no dask)")
     p.add_argument("--no-resume", action="store_true", help="recompute runs whose result file exists")
     p.add_argument("--no-figures", action="store_true", help="write the summary only")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and whether their result is "
-                                                          "complete, and exit")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each would be "
+                   "computed (pending) or kept (complete), and exit")
     p.add_argument("--list", action="store_true", help="list the built-in sweeps and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -1466,7 +1567,9 @@ def run_cli(args) -> int:
         runs_dir = Path(spec.outdir) / "runs"
         tasks = spec.tasks()
         for t in tasks:
-            state = "complete" if _stored_run(runs_dir / t.filename, t) is not None else "pending"
+            # with --no-resume every run is computed again, whatever file it has
+            done = not args.no_resume and _stored_run(runs_dir / t.filename, t) is not None
+            state = "complete" if done else "pending"
             print(f"{t.index:4d}  {state:8s}  {t.run_id}")
         print(f"{len(tasks)} runs into {spec.outdir}")
         return 0

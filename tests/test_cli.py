@@ -193,9 +193,14 @@ def test_run_then_plot(capsys, tmp_path):
     assert "otto" in text and "pmd" in text and "gibbs" in text
     first = sorted(p.name for p in out.glob("*.png"))
     assert len(first) >= 6 and (out / "flow_otto.gif").exists()
-    # a second run into the same directory stops before any work unless told to overwrite
-    assert main(["run", "lqr1d", "-o", str(out), "-q"] + TINY) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    # a second run into the same directory stops before any work unless told to overwrite, also
+    # under another study name (its config.toml and figures would replace these)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for extra in ([], ["--set", "study.name=other"]):
+        assert main(["run", "lqr1d", "-o", str(out), "-q"] + TINY + extra) == 2
+        err = capsys.readouterr().err
+        assert "--overwrite" in err and "earlier study" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     redo = tmp_path / "redo"
     assert main(["plot", str(out / "lqr1d.h5"), "-o", str(redo), "--no-animation", "-q"]) == 0
     printed = capsys.readouterr().out.split()

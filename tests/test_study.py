@@ -10,6 +10,7 @@ from PIL import Image  # noqa: E402
 
 import wgflow as wg  # noqa: E402
 from wgflow import config as C  # noqa: E402
+from wgflow.config import ConfigError  # noqa: E402
 from wgflow.errors import ConvergenceError  # noqa: E402
 
 TINY = ["problem.params.n_states=15", "problem.params.n_actions=11", "objective.gamma=0.8",
@@ -219,3 +220,16 @@ def test_rates_are_reported_only_for_steps_that_resolve_the_decay():
     # a run that settles at a floor inside the window (a biased scheme) has no rate to J*
     floor = J_star + 1e-5 + 0.1 * np.exp(-r * t)
     assert _resolved_rate(history(t, floor), J_star, 1e-10, 1e-4) is None
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_study_without_figures_does_not_check_the_animation_scheme(as_dict):
+    # output.animation_scheme names a scheme to animate; a study that draws nothing ignores it
+    keys = {"problem.params.n_states": 11, "problem.params.n_actions": 9, "flows.schemes": ["pmd"],
+            "flows.max_steps": 20, "hessian.enabled": False, "verify.enabled": False}
+    over = keys if as_dict else [f"{k}={v if not isinstance(v, list) else ','.join(v)}".replace(
+        "False", "false") for k, v in keys.items()]
+    res = wg.run_study("lqr1d", over, figures=False, write=False, progress=False)
+    assert list(res.flows) == ["pmd"] and res.config["output"]["figures"] is False
+    with pytest.raises(ConfigError, match="output.animation_scheme"):
+        wg.run_study("lqr1d", over, write=False, progress=False)

@@ -861,8 +861,9 @@ def run_study(config=None, overrides=(), progress: bool | None = None, write: bo
     figures : bool, optional
         Overrides ``output.figures`` (and the animation with it when False).
     overwrite : bool
-        Replace the results of an earlier study in ``output.dir`` (same ``study.name``); without
-        it an existing results file stops the study before any work.
+        Replace the results of an earlier study in ``output.dir``; without it an existing results
+        file (``NAME.h5``) or ``config.toml`` (written by a study of any name, with its figures)
+        stops the study before any work.
 
     Returns
     -------
@@ -884,6 +885,12 @@ def run_study(config=None, overrides=(), progress: bool | None = None, write: bo
     """
     from . import problems
     from ._progress import bar, enabled as _enabled
+    if figures is not None and not figures:
+        # before validation: keys that only the figures use (output.animation_scheme) are not
+        # checked for a study that draws none
+        off = {"output.figures": False, "output.animation": False}
+        overrides = ({**overrides, **off} if isinstance(overrides, dict)
+                     else list(overrides) + [f"{k}=false" for k in off])
     cfg = _config.load(config, overrides)
     if outdir is not None:
         cfg["output"]["dir"] = str(outdir)
@@ -895,11 +902,14 @@ def run_study(config=None, overrides=(), progress: bool | None = None, write: bo
     timings, errors = {}, {}
     T0 = time.perf_counter()
     target = Path(cfg["output"]["dir"]) / f"{cfg['study']['name']}.h5"
-    if write and target.exists() and not overwrite:
+    # every study writes config.toml and its figures under fixed names beside NAME.h5: a study of
+    # another name in the same directory would replace them
+    earlier = [p for p in (target, target.with_name("config.toml")) if p.exists()]
+    if write and earlier and not overwrite:
         from .errors import ExistingFileError
-        raise ExistingFileError(f"{target} exists (an earlier study); pass overwrite=True (wgflow run "
-                              "--overwrite) to replace it, or choose another output.dir (-o DIR) or "
-                              "study.name")
+        raise ExistingFileError(f"{earlier[0]} exists (an earlier study's results in "
+                                f"{target.parent}); pass overwrite=True (wgflow run --overwrite) "
+                                "to replace them, or choose another output.dir (-o DIR)")
 
     # 1. problem, objective, initial policy, schemes: everything the config names must work
     t = time.perf_counter()

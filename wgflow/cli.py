@@ -495,10 +495,13 @@ def _one_line(text: str) -> str:
 
 
 def main(argv=None) -> int:
-    """Run the command; bad input, unreadable files and failed computations print one line
-    ``wgflow: error: ...`` on stderr and exit with status 2 (no traceback; set the environment
-    variable ``WGFLOW_TRACEBACK=1`` to see it); an interruption exits with 130, a closed stdout
-    (``wgflow ... | head``) with 141."""
+    """Run the command given by ``argv`` (default: the process's arguments); the exit status.
+
+    Bad input, unreadable files and failed computations print one line ``wgflow: error: ...``
+    on stderr and exit with status 2 (no traceback; set the environment variable
+    ``WGFLOW_TRACEBACK=1`` to see it); an interruption exits with 130, a closed stdout (the
+    output piped into ``head``) with 141.
+    """
     import os
     from .errors import WgflowError
     args = build_parser().parse_args(argv)

@@ -376,6 +376,34 @@ def scheme_options(scheme, defaults: bool = False):
     return out if defaults else sorted(out)
 
 
+def frame_logs(where: str, logs_name: str, params: dict, shape: tuple,
+               extra: tuple = ()) -> tuple:
+    """The carried logs and support of a restart frame (pmd's ``log_masses``, wpo's
+    ``log_weights``), checked: ``(logs, support, arrays)`` with ``logs`` finite floats,
+    ``support`` boolean with a true entry in every row, and ``arrays`` every named entry of
+    ``params`` (also those of ``extra``) as an array of ``shape``. Raises ``ValidationError``
+    naming the scheme (``where``), the field and the place."""
+    arrays = {}
+    for name in (logs_name, "support") + tuple(extra):
+        a = np.asarray(params.get(name, np.empty(0)))
+        if a.shape != tuple(shape):
+            raise ValidationError(f"{where}: the frame's {name} must be an array {tuple(shape)}, "
+                                  f"got shape {a.shape}")
+        arrays[name] = a
+    logs, support = arrays[logs_name].astype(float), arrays["support"]
+    if not np.all(np.isfinite(logs)):
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(logs))[0])
+        raise ValidationError(f"{where}: the frame's {logs_name} must be finite, got "
+                              f"{float(logs[idx])!r} at {idx}")
+    if not np.all((support == 0) | (support == 1)):
+        raise ValidationError(f"{where}: the frame's support must hold 0 or 1")
+    support = support == 1
+    if not np.all(np.any(support, axis=1)):
+        s = int(np.flatnonzero(~np.any(support, axis=1))[0])
+        raise ValidationError(f"{where}: the frame's support of state {s} is empty")
+    return logs, support, arrays
+
+
 class FixedPointModel:
     """Stands in for the MDP in :meth:`~wgflow.evaluation.Evaluation.q_at` at points fixed for a
     whole run (the action cell centres of every state): the model evaluated there once -- its

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ValidationError
-from .base import FlowState, Scheme
+from .base import FlowState, Scheme, frame_logs
 
 __all__ = ["PMD", "PG", "pmd_update", "pmd_log_update", "softmax_pg_gradient"]
 
@@ -151,22 +151,7 @@ class PMD(Scheme):
 
     def init_from_frame(self, policy, params: dict, t0: float) -> FlowState:
         nS, nA = self.mdp.n_states, self.mdp.n_actions
-        logm = np.asarray(params.get("log_masses", np.empty(0)), dtype=float)
-        support = np.asarray(params.get("support", np.empty(0)))
-        for name, a in (("log_masses", logm), ("support", support)):
-            if a.shape != (nS, nA):
-                raise ValidationError(f"pmd: the frame's {name} must be an array ({nS}, {nA}), "
-                                      f"got shape {a.shape}")
-        if not np.all(np.isfinite(logm)):
-            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(logm))[0])
-            raise ValidationError(f"pmd: the frame's log_masses must be finite, got "
-                                  f"{float(logm[idx])!r} at {idx}")
-        if not np.all((support == 0) | (support == 1)):
-            raise ValidationError("pmd: the frame's support must hold 0 or 1")
-        support = support == 1
-        if not np.all(np.any(support, axis=1)):
-            s = int(np.flatnonzero(~np.any(support, axis=1))[0])
-            raise ValidationError(f"pmd: the frame's support of state {s} is empty")
+        logm, support, _ = frame_logs("pmd", "log_masses", params, (nS, nA))
         return self._state(t0, _masses_of(self, policy), logm, support)
 
     def suggest_dt(self, state) -> float:

@@ -30,7 +30,7 @@ from scipy.special import logsumexp, ndtr, ndtri
 
 from ..errors import ValidationError
 from ..policy import Policy, _log_cell_probabilities, _per_state
-from .base import FixedPointModel, FlowState, Scheme
+from .base import FixedPointModel, FlowState, Scheme, frame_logs
 
 __all__ = ["WPO", "gaussian_cell_probabilities"]
 
@@ -315,24 +315,8 @@ class WPO(Scheme):
     def _frame_log_weights(self, params):
         """The validated log weights of a mixture frame (``-inf`` off its support)."""
         nS, K = self.mdp.n_states, self.K
-        arrays = {}
-        for name in ("log_weights", "support", "weights"):
-            a = np.asarray(params.get(name, np.empty(0)))
-            if a.shape != (nS, K):
-                raise ValidationError(f"wpo: the frame's {name} must be an array ({nS}, {K}), got "
-                                      f"shape {a.shape}")
-            arrays[name] = a
-        logw, support = arrays["log_weights"].astype(float), arrays["support"]
-        if not np.all(np.isfinite(logw)):
-            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(logw))[0])
-            raise ValidationError(f"wpo: the frame's log_weights must be finite, got "
-                                  f"{float(logw[idx])!r} at {idx}")
-        if not np.all((support == 0) | (support == 1)):
-            raise ValidationError("wpo: the frame's support must hold 0 or 1")
-        support = support == 1
-        if not np.all(np.any(support, axis=1)):
-            s = int(np.flatnonzero(~np.any(support, axis=1))[0])
-            raise ValidationError(f"wpo: the frame's support of state {s} is empty")
+        logw, support, arrays = frame_logs("wpo", "log_weights", params, (nS, K),
+                                           extra=("weights",))
         lw = np.where(support, logw, -np.inf)
         # the stored log weights are normalized to rounding after a step; the initial frame
         # holds the user's weights, whose sums are checked to 1e-10 (_check_params)

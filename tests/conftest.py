@@ -120,3 +120,14 @@ def assert_readable():
                     assert not (ox > overlap_tol and oy > overlap_tol), "tick labels overlap"
         return True
     return check
+
+
+@pytest.fixture(scope="module")
+def storage_case():
+    """``(mdp, objective, policy0)`` of the flows whose storage files the tests write, damage
+    and resume: lqr1d 21 states x 15 actions with noise, discounted 0.9, entropy 0.3."""
+    import wgflow as wg
+    mdp = wg.problems.get("lqr1d", n_states=21, n_actions=15, noise=0.6)
+    obj = wg.Discounted(0.9, entropy=0.3)
+    pi0 = wg.Policy.gaussian(mdp, mean=1.0, std=0.8)
+    return mdp, obj, pi0

@@ -139,33 +139,25 @@ def test_random_damage_of_a_legacy_file_never_crashes_the_loader(legacy_solution
 
 
 # ------------------------------------------------------------------------------ flow storage
-@pytest.fixture(scope="module")
-def setup():
-    mdp = wg.problems.get("lqr1d", n_states=21, n_actions=15, noise=0.6)
-    obj = wg.Discounted(0.9, entropy=0.3)
-    pi0 = wg.Policy.gaussian(mdp, mean=1.0, std=0.8)
-    return mdp, obj, pi0
-
-
-def _flow(setup, path, resume=False, trackers=None):
-    mdp, obj, pi0 = setup
+def _flow(storage_case, path, resume=False, trackers=None):
+    mdp, obj, pi0 = storage_case
     return wg.flow(mdp, obj, None if resume else pi0, t_end=T_END, dt=DT, save_every=SAVE,
                    progress=False, storage=path, resume=resume, trackers=trackers)
 
 
-def _killed_run(setup, path, t_kill):
+def _killed_run(storage_case, path, t_kill):
     """A run whose process is killed (SIGKILL) at the first step with t >= t_kill."""
     def kill(state, context):
         if state.t >= t_kill - 1e-12:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    sig, out = _in_child(_flow, setup, path, False, [kill])
+    sig, out = _in_child(_flow, storage_case, path, False, [kill])
     assert sig == signal.SIGKILL, out
 
 
-def test_finished_storage_is_sealed(tmp_path, setup):
+def test_finished_storage_is_sealed(tmp_path, storage_case):
     path = tmp_path / "run.h5"
-    traj = _flow(setup, path)
+    traj = _flow(storage_case, path)
     data = path.read_bytes()
     assert data.startswith(b"WGFLOW-SHA256 ") and data[h5.USERBLOCK:h5.USERBLOCK + 4] == b"\x89HDF"
     back = wg.Trajectory.from_hdf5(path)
@@ -178,16 +170,16 @@ def test_finished_storage_is_sealed(tmp_path, setup):
         wg.Trajectory.from_hdf5(tmp_path / "bad.h5")
 
 
-def test_storage_of_a_killed_run_is_probed_and_resumes_exactly(tmp_path, setup):
+def test_storage_of_a_killed_run_is_probed_and_resumes_exactly(tmp_path, storage_case):
     ref = tmp_path / "ref.h5"
-    _flow(setup, ref)
+    _flow(storage_case, ref)
     path = tmp_path / "run.h5"
-    _killed_run(setup, path, 0.1)                     # frames 0 and 0.05 committed
+    _killed_run(storage_case, path, 0.1)                     # frames 0 and 0.05 committed
     data = path.read_bytes()
     # its metadata damaged: every loader raises FileFormatError, none crashes
     bad = tmp_path / "bad.h5"
     bad.write_bytes(_bad_string_kind(data))
-    for load in (wg.load, wg.Trajectory.from_hdf5, lambda p: _flow(setup, p, resume=True)):
+    for load in (wg.load, wg.Trajectory.from_hdf5, lambda p: _flow(storage_case, p, resume=True)):
         sig, out = _in_child(load, bad)
         assert sig is None, f"killed by {signal.Signals(sig).name}"
         assert out.startswith("FileFormatError"), out
@@ -196,7 +188,7 @@ def test_storage_of_a_killed_run_is_probed_and_resumes_exactly(tmp_path, setup):
     np.testing.assert_allclose(first.times, [0.0, SAVE], rtol=0, atol=1e-15)
     assert first.diagnostics["complete"] is False
     # the undamaged file resumes to the uninterrupted run, bit for bit, and ends sealed
-    _flow(setup, path, resume=True)
+    _flow(storage_case, path, resume=True)
     a, b = wg.Trajectory.from_hdf5(ref), wg.Trajectory.from_hdf5(path)
     for name in ("times", "J", "grad_norm2", "masses"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -204,16 +196,16 @@ def test_storage_of_a_killed_run_is_probed_and_resumes_exactly(tmp_path, setup):
     assert b.diagnostics["complete"] is True
 
 
-def test_storage_without_a_user_block_resumes_and_stays_unsealed(tmp_path, setup):
+def test_storage_without_a_user_block_resumes_and_stays_unsealed(tmp_path, storage_case):
     # a storage file written before seals (no user block): resumed, it is appended to as it is
     # (sealing needs the user block that HDF5 reserves only when it creates a file)
     ref = tmp_path / "ref.h5"
-    _flow(setup, ref)
+    _flow(storage_case, ref)
     path = tmp_path / "run.h5"
-    _killed_run(setup, path, 0.1)
+    _killed_run(storage_case, path, 0.1)
     old = tmp_path / "old.h5"
     old.write_bytes(path.read_bytes()[h5.USERBLOCK:])
-    _flow(setup, old, resume=True)
+    _flow(storage_case, old, resume=True)
     assert old.read_bytes()[:4] == b"\x89HDF"
     a, b = wg.Trajectory.from_hdf5(ref), wg.Trajectory.from_hdf5(old)
     np.testing.assert_array_equal(a.masses, b.masses)

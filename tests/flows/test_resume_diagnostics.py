@@ -11,16 +11,8 @@ import wgflow as wg
 T_END, DT, SAVE = 0.2, 0.01, 0.05
 
 
-@pytest.fixture(scope="module")
-def setup():
-    mdp = wg.problems.get("lqr1d", n_states=21, n_actions=15, noise=0.6)
-    obj = wg.Discounted(0.9, entropy=0.3)
-    pi0 = wg.Policy.gaussian(mdp, mean=1.0, std=0.8)
-    return mdp, obj, pi0
-
-
-def _run(setup, path, t_end, resume=False):
-    mdp, obj, pi0 = setup
+def _run(storage_case, path, t_end, resume=False):
+    mdp, obj, pi0 = storage_case
     return wg.flow(mdp, obj, None if resume else pi0, t_end=t_end, dt=DT, save_every=SAVE,
                    progress=False, storage=path, resume=resume)
 
@@ -51,15 +43,15 @@ def _extra_rows(path, k, counted):
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_a_resume_counts_the_torn_tail_it_drops(tmp_path, setup, k):
+def test_a_resume_counts_the_torn_tail_it_drops(tmp_path, storage_case, k):
     path = tmp_path / "run.h5"
-    first = _run(setup, path, T_END)
+    first = _run(storage_case, path, T_END)
     _extra_rows(path, k, counted=True)
     with pytest.warns(UserWarning, match=f"torn tail of {k} frame"):
         read = wg.Trajectory.from_hdf5(path)
     assert read.diagnostics["torn_frames"] == k and len(read) == len(first)
     with pytest.warns(UserWarning, match=f"torn tail of {k} frame"):
-        res = _run(setup, path, T_END + SAVE, resume=True)
+        res = _run(storage_case, path, T_END + SAVE, resume=True)
     assert res.diagnostics["resumed_from"] == {
         "t": first.times[-1], "frame": len(first) - 1, "dropped_frames": 0,
         "torn_frames": read.diagnostics["torn_frames"], "uncommitted_frames": 0}
@@ -69,14 +61,14 @@ def test_a_resume_counts_the_torn_tail_it_drops(tmp_path, setup, k):
     assert back.diagnostics["resumed_from"]["torn_frames"] == k
 
 
-def test_a_resume_counts_the_uncommitted_frames_it_drops(tmp_path, setup):
+def test_a_resume_counts_the_uncommitted_frames_it_drops(tmp_path, storage_case):
     path = tmp_path / "run.h5"
-    first = _run(setup, path, T_END)
+    first = _run(storage_case, path, T_END)
     _extra_rows(path, 1, counted=False)
     read = wg.Trajectory.from_hdf5(path)
     assert read.diagnostics["uncommitted_frames"] == 1 and read.diagnostics["torn_frames"] == 0
     np.testing.assert_array_equal(read.masses, first.masses)
-    res = _run(setup, path, T_END + SAVE, resume=True)
+    res = _run(storage_case, path, T_END + SAVE, resume=True)
     assert res.diagnostics["resumed_from"]["uncommitted_frames"] == 1
     assert res.diagnostics["resumed_from"]["torn_frames"] == 0
     back = wg.Trajectory.from_hdf5(path)

@@ -15,17 +15,9 @@ T_END, DT, SAVE = 0.2, 0.01, 0.05
 
 
 @pytest.fixture(scope="module")
-def setup():
-    mdp = wg.problems.get("lqr1d", n_states=21, n_actions=15, noise=0.6)
-    obj = wg.Discounted(0.9, entropy=0.3)
-    pi0 = wg.Policy.gaussian(mdp, mean=1.0, std=0.8)
-    return mdp, obj, pi0
-
-
-@pytest.fixture(scope="module")
-def reference(setup):
+def reference(storage_case):
     """Uninterrupted run with a fixed dt."""
-    mdp, obj, pi0 = setup
+    mdp, obj, pi0 = storage_case
     return wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False)
 
 
@@ -50,8 +42,8 @@ def _assert_close_frames(a, b, rtol=1e-12):
 
 
 # ------------------------------------------------------------------------------ Trajectory
-def test_trajectory_fields_are_consistent(setup, reference):
-    mdp, obj, pi0 = setup
+def test_trajectory_fields_are_consistent(storage_case, reference):
+    mdp, obj, pi0 = storage_case
     traj = reference
     n = len(traj)
     np.testing.assert_allclose(traj.times, np.arange(0.0, T_END + 1e-9, SAVE), atol=1e-12)
@@ -110,16 +102,16 @@ def test_save_load_dispatch_to_trajectory(tmp_path, reference):
     assert back.diagnostics["complete"] is True
 
 
-def test_from_hdf5_rejects_other_wgflow_files(tmp_path, setup):
-    mdp, _, pi0 = setup
+def test_from_hdf5_rejects_other_wgflow_files(tmp_path, storage_case):
+    mdp, _, pi0 = storage_case
     path = wg.save(tmp_path / "policy.h5", pi0)
     with pytest.raises(wg.FileFormatError):
         wg.Trajectory.from_hdf5(path)
 
 
 # ------------------------------------------------------------------------------ storage=path
-def test_storage_writes_every_saved_frame(tmp_path, setup, reference):
-    mdp, obj, pi0 = setup
+def test_storage_writes_every_saved_frame(tmp_path, storage_case, reference):
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "run.h5"
     traj = wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path)
     _assert_close_frames(traj, reference)          # storage does not change the run
@@ -140,8 +132,8 @@ def _interrupt_at(t_stop):
     return CallbackTracker(boom, interval=0.0)     # checked after every step
 
 
-def test_interrupted_run_leaves_readable_file(tmp_path, setup, reference):
-    mdp, obj, pi0 = setup
+def test_interrupted_run_leaves_readable_file(tmp_path, storage_case, reference):
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "interrupted.h5"
     with pytest.raises(KeyboardInterrupt):
         wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path,
@@ -156,8 +148,8 @@ def test_interrupted_run_leaves_readable_file(tmp_path, setup, reference):
     assert back.J[3] < back.J[2]
 
 
-def test_interrupt_at_a_frame_time_is_stored_once(tmp_path, setup, reference):
-    mdp, obj, pi0 = setup
+def test_interrupt_at_a_frame_time_is_stored_once(tmp_path, storage_case, reference):
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "interrupted_frame.h5"
 
     def boom(state, context):          # default interval: called at saved frames only
@@ -186,8 +178,8 @@ def _stored(path):
                 **{f"state/{k}": g["state"][k][:n] for k in g["state"]}}
 
 
-def test_resume_continues_from_the_last_restart_frame_bit_for_bit(tmp_path, setup):
-    mdp, obj, pi0 = setup
+def test_resume_continues_from_the_last_restart_frame_bit_for_bit(tmp_path, storage_case):
+    mdp, obj, pi0 = storage_case
     kw = dict(t_end=T_END, dt=DT, save_every=SAVE, progress=False)
     ref = wg.flow(mdp, obj, pi0, storage=tmp_path / "ref.h5", **kw)
     path = tmp_path / "resume.h5"
@@ -225,10 +217,10 @@ def test_resume_cases_cover_every_registered_scheme():
 
 @pytest.mark.parametrize("scheme, options, t_end", RESUME_CASES,
                          ids=[f"{c[0]}-{'-'.join(c[1]) or 'default'}" for c in RESUME_CASES])
-def test_resumed_run_is_bit_identical_for_every_scheme(tmp_path, setup, scheme, options, t_end):
+def test_resumed_run_is_bit_identical_for_every_scheme(tmp_path, storage_case, scheme, options, t_end):
     """Interrupt a run half-way, resume it: the file equals the uninterrupted run's bit for bit
     (times, J, gradient norms, masses, the scheme's parameters and its state)."""
-    mdp, obj, pi0 = setup
+    mdp, obj, pi0 = storage_case
     kw = dict(scheme=scheme, t_end=t_end, save_every=t_end / 8, progress=False, **options)
     ref = wg.flow(mdp, obj, pi0, storage=tmp_path / "ref.h5", **kw)
     assert ref.diagnostics["steps"] >= 8
@@ -261,8 +253,8 @@ def test_resume_is_bit_identical_when_factorizations_are_reused(tmp_path):
     _assert_same_frames(wg.Trajectory.from_hdf5(tmp_path / "ref.h5"), wg.Trajectory.from_hdf5(path))
 
 
-def test_resume_twice_and_to_a_later_end(tmp_path, setup):
-    mdp, obj, pi0 = setup
+def test_resume_twice_and_to_a_later_end(tmp_path, storage_case):
+    mdp, obj, pi0 = storage_case
     kw = dict(dt=DT, save_every=SAVE, progress=False)
     path = tmp_path / "r.h5"
     wg.flow(mdp, obj, pi0, t_end=0.1, storage=path, **kw)
@@ -273,8 +265,8 @@ def test_resume_twice_and_to_a_later_end(tmp_path, setup):
     _assert_same_frames(wg.Trajectory.from_hdf5(path), ref)
 
 
-def test_storage_refuses_an_existing_file_unless_told(tmp_path, setup):
-    mdp, obj, pi0 = setup
+def test_storage_refuses_an_existing_file_unless_told(tmp_path, storage_case):
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "run.h5"
     first = wg.flow(mdp, obj, pi0, t_end=0.02, dt=DT, progress=False, storage=path)
     before = path.read_bytes()
@@ -302,8 +294,8 @@ def test_storage_refuses_an_existing_file_unless_told(tmp_path, setup):
     assert len(second) != len(first) and os.listdir(tmp_path) == ["run.h5"]
 
 
-def test_max_steps_keeps_the_final_state(tmp_path, setup):
-    mdp, obj, pi0 = setup
+def test_max_steps_keeps_the_final_state(tmp_path, storage_case):
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "m.h5"
     traj = wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False,
                    max_steps=7, storage=path)
@@ -317,8 +309,8 @@ def test_max_steps_keeps_the_final_state(tmp_path, setup):
     assert _stored(path)["restart"].tolist() == [True, True, False]
 
 
-def test_reading_a_file_that_a_running_flow_writes(tmp_path, setup):
-    mdp, obj, pi0 = setup
+def test_reading_a_file_that_a_running_flow_writes(tmp_path, storage_case):
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "live.h5"
     seen = []
 
@@ -331,10 +323,10 @@ def test_reading_a_file_that_a_running_flow_writes(tmp_path, setup):
 
 
 # ------------------------------------------------------------------------------ torn and damaged files
-def _stored_run(tmp_path, setup):
+def _stored_run(tmp_path, storage_case):
     """A storage file as a run killed after its last frame leaves it: not sealed (a run seals
     its file when it closes it; a sealed file refuses any change outright)."""
-    mdp, obj, pi0 = setup
+    mdp, obj, pi0 = storage_case
     path = tmp_path / "run.h5"
     wg.flow(mdp, obj, pi0, t_end=T_END, dt=DT, save_every=SAVE, progress=False, storage=path)
     wg.h5.unseal(path)
@@ -362,9 +354,9 @@ def _tear(path, how):
 
 
 @pytest.mark.parametrize("how", ["zero masses", "count ahead"])
-def test_torn_tail_is_dropped_on_read_and_never_resumed(tmp_path, setup, how):
-    mdp, obj, pi0 = setup
-    path = _stored_run(tmp_path, setup)
+def test_torn_tail_is_dropped_on_read_and_never_resumed(tmp_path, storage_case, how):
+    mdp, obj, pi0 = storage_case
+    path = _stored_run(tmp_path, storage_case)
     good = wg.Trajectory.from_hdf5(path)
     _tear(path, how)
     with pytest.warns(UserWarning, match="torn tail of 1 frame"):
@@ -380,8 +372,8 @@ def test_torn_tail_is_dropped_on_read_and_never_resumed(tmp_path, setup, how):
     assert full.diagnostics["torn_frames"] == 0 and len(full) == len(good) + 1
 
 
-def test_damaged_middle_frame_raises(tmp_path, setup):
-    path = _stored_run(tmp_path, setup)
+def test_damaged_middle_frame_raises(tmp_path, storage_case):
+    path = _stored_run(tmp_path, storage_case)
     with h5py.File(path, "r+") as f:
         m = f["trajectory"]["masses"][1]
         f["trajectory"]["masses"][1] = m[:, ::-1]      # still valid masses, not the stored ones
@@ -389,16 +381,16 @@ def test_damaged_middle_frame_raises(tmp_path, setup):
         wg.Trajectory.from_hdf5(path)
 
 
-def test_resume_missing_file_raises(tmp_path, setup):
-    mdp, obj, pi0 = setup
+def test_resume_missing_file_raises(tmp_path, storage_case):
+    mdp, obj, pi0 = storage_case
     with pytest.raises(wg.MissingFileError):
         wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, storage=tmp_path / "nope.h5",
                 resume=True)
     assert not (tmp_path / "nope.h5").exists()
 
 
-def test_resume_without_storage_raises(setup):
-    mdp, obj, pi0 = setup
+def test_resume_without_storage_raises(storage_case):
+    mdp, obj, pi0 = storage_case
     with pytest.raises(wg.ValidationError, match="resume=True needs storage"):
         wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, resume=True)
 
@@ -424,9 +416,9 @@ def test_a_step_size_that_cannot_make_progress_stops_the_flow(problem, objective
     assert traj.J[-1] == pytest.approx(wg.solve(mdp, objective).J, rel=1e-8)
 
 
-def test_a_long_t_end_stopped_by_a_tracker_is_not_a_stall(setup):
+def test_a_long_t_end_stopped_by_a_tracker_is_not_a_stall(storage_case):
     """t_end far beyond reach is fine while J still moves (runs stopped by their trackers)."""
-    mdp, obj, pi0 = setup
+    mdp, obj, pi0 = storage_case
     traj = wg.flow(mdp, obj, pi0, t_end=1e12, save_every=1e12, progress=False,
                    trackers=[CallbackTracker(lambda s, c: "enough" if s.t > 2.0 else None,
                                              interval=0.0)])
@@ -434,8 +426,8 @@ def test_a_long_t_end_stopped_by_a_tracker_is_not_a_stall(setup):
 
 
 # ------------------------------------------------------------------------------ trackers
-def test_steady_state_tracker_stops_early(setup):
-    mdp, obj, pi0 = setup
+def test_steady_state_tracker_stops_early(storage_case):
+    mdp, obj, pi0 = storage_case
     traj = wg.flow(mdp, obj, pi0, t_end=1e3, progress=False, trackers=["steady_state"],
                    save_every=10.0)
     reason = traj.diagnostics["stop_reason"]
@@ -447,8 +439,8 @@ def test_steady_state_tracker_stops_early(setup):
     assert np.max(np.abs(traj.final.masses - sol.policy.masses)) < 1e-6
 
 
-def test_callable_returning_false_stops(setup):
-    mdp, obj, pi0 = setup
+def test_callable_returning_false_stops(storage_case):
+    mdp, obj, pi0 = storage_case
     calls = []
 
     def stop(state, context):
@@ -462,8 +454,8 @@ def test_callable_returning_false_stops(setup):
     assert calls[-1] == traj.times[-1]
 
 
-def test_callable_returning_string_stops_with_that_reason(setup):
-    mdp, obj, pi0 = setup
+def test_callable_returning_string_stops_with_that_reason(storage_case):
+    mdp, obj, pi0 = storage_case
     traj = wg.flow(mdp, obj, pi0, t_end=1.0, dt=DT, progress=False,
                    trackers=[CallbackTracker(lambda s, c: "enough, thanks" if s.t > 0.05 else None,
                                              interval=0.0)])
@@ -473,8 +465,8 @@ def test_callable_returning_string_stops_with_that_reason(setup):
     assert traj.diagnostics["steps"] == 6
 
 
-def test_callable_returning_true_or_none_does_not_stop(setup):
-    mdp, obj, pi0 = setup
+def test_callable_returning_true_or_none_does_not_stop(storage_case):
+    mdp, obj, pi0 = storage_case
     traj = wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False,
                    trackers=[lambda s, c: True])
     assert traj.diagnostics["stop_reason"] is None
@@ -503,8 +495,8 @@ def test_guard_tracker_stops_on_non_finite_values():
     assert "blew up" in g.handle(_fake_state(ok, 1e9), {})
 
 
-def test_unknown_tracker_raises(setup):
-    mdp, obj, pi0 = setup
+def test_unknown_tracker_raises(storage_case):
+    mdp, obj, pi0 = storage_case
     with pytest.raises(wg.ValidationError):
         wg.flow(mdp, obj, pi0, t_end=0.05, dt=DT, progress=False, trackers=["nonsense"])
 
@@ -537,10 +529,10 @@ def test_tiny_times_do_not_hang(t_end, save_every):
     assert tr.times[0] == 0.0 and tr.diagnostics["steps"] <= 3
 
 
-def test_resume_says_what_it_ignores(tmp_path, setup):
+def test_resume_says_what_it_ignores(tmp_path, storage_case):
     # a policy0 given with resume=True is not used, and a t_end the stored run has already
     # reached runs nothing: both are said, not silently ignored
-    mdp, obj, pi0 = setup
+    mdp, obj, pi0 = storage_case
     kw = dict(dt=DT, save_every=SAVE, progress=False)
     path = tmp_path / "r.h5"
     wg.flow(mdp, obj, pi0, t_end=0.1, storage=path, **kw)

@@ -3,19 +3,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import wgflow.plot as wplot  # noqa: E402
 from wgflow.errors import ValidationError  # noqa: E402
 from wgflow.verify import CheckRow, VerifyReport  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
 
 
 def test_rows_errors_and_tolerances(assert_readable):

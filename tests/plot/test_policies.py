@@ -13,12 +13,6 @@ import wgflow.plot as wplot  # noqa: E402
 from wgflow.errors import ValidationError  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
-
-
 @pytest.fixture(scope="module")
 def geo1():
     mdp = wg.problems.get("lqr1d", n_states=5, n_actions=31)

@@ -14,12 +14,6 @@ import wgflow as wg  # noqa: E402
 import wgflow.plot as wplot  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
-
-
 class Run:
     """A run whose flow times grow geometrically, as those of otto's default implicit steps do
     (0, then 1e-3 .. 1e6), with J - J* decaying and reaching 0 in the last two points."""

@@ -3,7 +3,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -11,12 +10,6 @@ import wgflow as wg  # noqa: E402
 import wgflow.plot as wplot  # noqa: E402
 from wgflow.errors import ValidationError  # noqa: E402
 from wgflow.hessian import continuity_curve  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,14 @@ def _content_digest(fh) -> str:
     return h.hexdigest()
 
 
+def _head(fh) -> tuple:
+    """``(head, has_userblock)``: the file's first bytes up to the HDF5 signature's place after a
+    user block, and whether that signature is there (a file written before seals starts with
+    HDF5's own bytes)."""
+    head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
+    return head, head[USERBLOCK:] == _HDF5_SIGNATURE
+
+
 def seal(path) -> bool:
     """Write the SHA-256 of the file's content (after its user block) into its user block.
 
@@ -78,7 +86,7 @@ def seal(path) -> bool:
     seals: its first bytes are HDF5's own).
     """
     with open(path, "r+b") as fh:
-        if fh.read(USERBLOCK + len(_HDF5_SIGNATURE))[USERBLOCK:] != _HDF5_SIGNATURE:
+        if not _head(fh)[1]:
             return False
         line = _SEALED + _content_digest(fh).encode() + b"\n"
         fh.seek(0)
@@ -92,8 +100,7 @@ def unseal(path) -> None:
     """Mark a sealed file as open for an in-place edit (read without a checksum until
     :func:`seal` is called again); files without a user block are left alone."""
     with open(path, "r+b") as fh:
-        head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
-        if head[USERBLOCK:] != _HDF5_SIGNATURE:
+        if not _head(fh)[1]:
             return
         fh.seek(0)
         fh.write(_OPEN + bytes(len(_SEALED) + 65 - len(_OPEN)))
@@ -116,9 +123,9 @@ def _check_seal(path: Path) -> bool:
     that matches, False for a file without a seal."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
+            head, userblock = _head(fh)
             if not head.startswith(_SEALED):
-                if head.startswith(_OPEN) or head[USERBLOCK:] != _HDF5_SIGNATURE:
+                if head.startswith(_OPEN) or not userblock:
                     return False        # no seal (older files, a running flow's storage)
                 raise FileFormatError(f"{path}: its seal (the checksum in the first {USERBLOCK} "
                                       "bytes) is damaged: the file is corrupted")
